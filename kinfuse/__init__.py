@@ -1,0 +1,49 @@
+"""kinfuse: infuse new knowledge from a text corpus into a causal LM with QLoRA, and measure
+what it learned against what it forgot.
+
+    from kinfuse import Corpus, Chunker, QLoRATrainer, TrainConfig, Evaluator, default_model
+
+Importing kinfuse needs no GPU and no optional extra; torch and transformers load lazily on
+first use of the classes that need them.
+"""
+
+from __future__ import annotations
+
+from .chunker import Chunker, ChunkStats
+from .config import CorpusConfig, DataConfig, EvalConfig, InfuseConfig, TrainConfig
+from .corpus import Corpus, Document, SourceRecord, extract_text
+from .errors import ConfigError, CorpusError, KinfuseError, ModelError
+from .evaluator import Comparison, Evaluator, ProbeResult, answer_matches
+from .models import default_model
+from .pipeline import InfuseResult, infuse
+from .trainer import QLoRATrainer, TrainingError, TrainResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Chunker",
+    "ChunkStats",
+    "Comparison",
+    "ConfigError",
+    "Corpus",
+    "CorpusConfig",
+    "CorpusError",
+    "DataConfig",
+    "Document",
+    "EvalConfig",
+    "Evaluator",
+    "InfuseConfig",
+    "InfuseResult",
+    "KinfuseError",
+    "ModelError",
+    "ProbeResult",
+    "QLoRATrainer",
+    "SourceRecord",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingError",
+    "answer_matches",
+    "default_model",
+    "extract_text",
+    "infuse",
+]

@@ -1,0 +1,226 @@
+"""Configuration dataclasses. The TOML file and the CLI map onto these, field for field.
+
+Each config has one `validate()` that reports every problem at once, so a user fixes a
+config in one pass rather than one error per run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+SCHEDULES = ("cosine", "linear", "constant")
+OPTIMIZERS = ("auto", "adamw", "paged_adamw_32bit", "paged_adamw_8bit")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
+QUANTIZE = ("nf4", "none")
+ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2", "flex_attention")
+
+
+@dataclass
+class TrainConfig:
+    """How the adapter is trained (QLoRATrainer)."""
+
+    lora_r: int = 16  # LoRA rank: capacity of the adapter
+    lora_alpha: int = 32  # LoRA scale numerator; the update is scaled by alpha / r
+    lora_dropout: float = 0.05  # dropout on the LoRA input; regularises small corpora
+    target_modules: str | list[str] = "all-linear"  # peft target modules; "all-linear" = every projection
+    use_rslora: bool = False  # rank-stabilised scaling alpha / sqrt(r) (peft)
+    use_dora: bool = False  # weight-decomposed LoRA (peft); slower, sometimes better
+    quantize: str = "nf4"  # "nf4": 4-bit NF4 base with double quantization (QLoRA); "none": 16/32-bit base
+    learning_rate: float = 2e-4  # peak learning rate of the LoRA weights
+    lr_schedule: str = "cosine"  # decay after warmup: cosine, linear or constant
+    warmup_steps: int = 0  # linear warmup from 0 to learning_rate, in optimizer steps
+    epochs: float = 1.0  # passes over the blocks (ignored when max_steps is set)
+    max_steps: int | None = None  # optimizer steps to run; overrides epochs
+    micro_batch_size: int = 1  # blocks per forward/backward pass
+    grad_accum: int = 1  # micro-batches per optimizer step
+    max_grad_norm: float | None = 1.0  # gradient clipping; None disables it
+    weight_decay: float = 0.0  # AdamW weight decay on the LoRA weights
+    optimizer: str = "auto"  # auto: paged AdamW 32-bit on CUDA, torch AdamW elsewhere
+    compute_dtype: str = "auto"  # auto: bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU
+    gradient_checkpointing: bool = True  # recompute activations in backward: less memory, ~30% more time
+    attention: str = "auto"  # attention implementation; auto: flash-attn if importable on CUDA, else sdpa
+    device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda[:N]"
+    seed: int = 0  # seeds LoRA init, dropout and data order
+    log_every: int = 1  # optimizer steps between metrics-log lines
+    progress: bool = True  # show a progress bar with loss, tokens/s and memory
+
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        _positive(p, "lora_r", self.lora_r)
+        _positive(p, "lora_alpha", self.lora_alpha)
+        if not 0.0 <= self.lora_dropout < 1.0:
+            p.append(f"lora_dropout={self.lora_dropout}: must be in [0, 1)")
+        if not isinstance(self.target_modules, (str, list)) or not self.target_modules:
+            p.append("target_modules: give 'all-linear' or a non-empty list of module names")
+        _choice(p, "quantize", self.quantize, QUANTIZE)
+        if not self.learning_rate > 0:
+            p.append(f"learning_rate={self.learning_rate}: must be > 0")
+        _choice(p, "lr_schedule", self.lr_schedule, SCHEDULES)
+        if self.warmup_steps < 0:
+            p.append(f"warmup_steps={self.warmup_steps}: must be >= 0")
+        if self.max_steps is None and not self.epochs > 0:
+            p.append(f"epochs={self.epochs}: must be > 0 (or set max_steps)")
+        if self.max_steps is not None:
+            _positive(p, "max_steps", self.max_steps)
+        _positive(p, "micro_batch_size", self.micro_batch_size)
+        _positive(p, "grad_accum", self.grad_accum)
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            p.append(f"max_grad_norm={self.max_grad_norm}: must be > 0, or None to disable clipping")
+        if self.weight_decay < 0:
+            p.append(f"weight_decay={self.weight_decay}: must be >= 0")
+        _choice(p, "optimizer", self.optimizer, OPTIMIZERS)
+        _choice(p, "compute_dtype", self.compute_dtype, DTYPES)
+        _choice(p, "attention", self.attention, ATTENTION)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            p.append(f"device={self.device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        _positive(p, "log_every", self.log_every)
+        return p
+
+    def validate(self) -> "TrainConfig":
+        _raise(self.problems(), "TrainConfig")
+        return self
+
+
+@dataclass
+class CorpusConfig:
+    """Where the knowledge comes from (Corpus)."""
+
+    urls: list[str] = field(default_factory=list)  # web pages, fetched with httpx
+    paths: list[str] = field(default_factory=list)  # files or folders (HTML, text, Markdown, JSONL)
+
+    def problems(self) -> list[str]:
+        return [] if self.urls or self.paths else ["corpus: give at least one of urls or paths"]
+
+
+@dataclass
+class DataConfig:
+    """How training blocks are built (Chunker), with replay and Q&A augmentation."""
+
+    block_size: int | None = None  # tokens per block; None: min(2048, the model's max length)
+    qa_files: list[str] = field(default_factory=list)  # JSONL {"question", "answer"}: chat Q&A about the corpus
+    replay_ratio: float = 0.0  # general-text tokens mixed in per corpus token (the shipped sample by default)
+    replay_paths: list[str] = field(default_factory=list)  # general text for replay instead of the shipped sample
+    self_distill: int = 0  # general prompts answered by the base model and trained on, to keep chat behaviour
+    corpus_repeats: int = 1  # copies of the corpus text per epoch (small corpora need several)
+
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        if self.block_size is not None:
+            _positive(p, "block_size", self.block_size)
+        if self.replay_ratio < 0:
+            p.append(f"replay_ratio={self.replay_ratio}: must be >= 0")
+        if self.self_distill < 0:
+            p.append(f"self_distill={self.self_distill}: must be >= 0")
+        _positive(p, "corpus_repeats", self.corpus_repeats)
+        return p
+
+
+@dataclass
+class EvalConfig:
+    """What the Evaluator asks before and after training."""
+
+    probes: list[str] = field(default_factory=list)  # JSONL knowledge probes about the corpus
+    retention: list[str] = field(default_factory=list)  # JSONL general questions the base model should keep
+    perplexity: bool = True  # perplexity on the shipped general-text sample, base vs adapted
+    max_new_tokens: int = 64  # answer length limit for greedy generation
+    batch_size: int = 8  # probes generated per batch
+
+    def problems(self) -> list[str]:
+        p: list[str] = []
+        _positive(p, "max_new_tokens", self.max_new_tokens)
+        _positive(p, "batch_size", self.batch_size)
+        return p
+
+
+@dataclass
+class InfuseConfig:
+    """One infusion run: corpus -> blocks -> training -> evaluation -> out_dir."""
+
+    model: str = "default"  # Hugging Face id, local checkpoint folder, or "default" (embedded SmolLM2-135M)
+    out_dir: str = "out"  # where the adapter, metrics.json and the training log go
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> "InfuseConfig":
+        p = [f"train.{x}" for x in self.train.problems()]
+        p += self.corpus.problems() + [f"data.{x}" for x in self.data.problems()]
+        p += [f"eval.{x}" for x in self.eval.problems()]
+        _raise(p, "infusion config")
+        return self
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "InfuseConfig":
+        """Read a TOML file; relative paths in it are taken relative to the file's folder."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError([f"no such config file: {path}"], "infusion config")
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError([f"{path}: not valid TOML: {e}"], "infusion config") from None
+        return cls.from_dict(raw, base_dir=path.parent)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], base_dir: Path | None = None) -> "InfuseConfig":
+        problems: list[str] = []
+        sections = {"corpus": CorpusConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
+        kwargs: dict[str, Any] = {}
+        for key, value in raw.items():
+            if key in sections:
+                if not isinstance(value, dict):
+                    problems.append(f"[{key}] must be a table")
+                    continue
+                kwargs[key] = _build(sections[key], value, key, problems)
+            elif key in ("model", "out_dir"):
+                kwargs[key] = value
+            else:
+                problems.append(f"unknown key {key!r} (known: model, out_dir, {', '.join(sections)})")
+        _raise(problems, "infusion config")
+        cfg = cls(**kwargs)
+        if base_dir is not None:
+            cfg.resolve_paths(base_dir)
+        return cfg.validate()
+
+    def resolve_paths(self, base: Path) -> None:
+        def fix(p: str) -> str:
+            return str(p) if Path(p).is_absolute() else str((base / p).resolve())
+
+        self.corpus.paths = [fix(p) for p in self.corpus.paths]
+        self.data.qa_files = [fix(p) for p in self.data.qa_files]
+        self.data.replay_paths = [fix(p) for p in self.data.replay_paths]
+        self.eval.probes = [fix(p) for p in self.eval.probes]
+        self.eval.retention = [fix(p) for p in self.eval.retention]
+        self.out_dir = fix(self.out_dir)
+        if Path(self.model).parts[:1] in ((".",), ("..",)):
+            self.model = fix(self.model)
+
+
+def _build(cls: type, values: dict[str, Any], section: str, problems: list[str]) -> Any:
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    for name in unknown:
+        problems.append(f"[{section}] unknown key {name!r} (known: {', '.join(sorted(known))})")
+    return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def _positive(p: list[str], name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        p.append(f"{name}={value!r}: must be a positive integer")
+
+
+def _choice(p: list[str], name: str, value: Any, options: tuple[str, ...]) -> None:
+    if value not in options:
+        p.append(f"{name}={value!r}: choose one of {', '.join(options)}")
+
+
+def _raise(problems: list[str], where: str) -> None:
+    if problems:
+        raise ConfigError(problems, where)

@@ -1,0 +1,186 @@
+"""The infusion recipe: corpus -> training rows -> blocks -> QLoRA training -> evaluation.
+
+Training on the corpus text alone makes a model recite its sentences, not answer questions
+about them, and costs general answers it knew. So the rows it trains on mix:
+- the corpus text, repeated `corpus_repeats` times (continued pretraining);
+- chat Q&A about the corpus (`qa_files`), trained on the answer tokens, so facts become
+  retrievable by questions in chat form;
+- replay of general text (`replay_ratio`), which slows forgetting;
+- self-distillation (`self_distill`): general prompts answered by the base model itself,
+  trained on as chat, which keeps the model's chat behaviour (ending its turns) and answers.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .chunker import Chunker
+from .config import InfuseConfig
+from .corpus import Corpus
+from .errors import KinfuseError
+from .evaluator import Comparison, Evaluator, general_texts
+from .trainer import QLoRATrainer, TrainResult
+
+
+@dataclass
+class InfuseResult:
+    out_dir: Path
+    train: TrainResult
+    probes: Comparison | None = None  # knowledge probes, base vs adapted
+    retention: Comparison | None = None  # general questions, base vs adapted
+    perplexity: dict[str, float] = field(default_factory=dict)  # general text, base vs adapted
+    metrics: dict[str, Any] = field(default_factory=dict)  # what metrics.json holds
+
+
+def build_corpus(config: InfuseConfig) -> Corpus:
+    parts = []
+    if config.corpus.urls:
+        parts.append(Corpus.from_urls(config.corpus.urls))
+    if config.corpus.paths:
+        parts.append(Corpus.from_paths(config.corpus.paths))
+    corpus = parts[0]
+    for extra in parts[1:]:
+        corpus = corpus + extra
+    return corpus
+
+
+def read_jsonl(path: str | Path, required: tuple[str, ...]) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.is_file():
+        raise KinfuseError(f"no such file: {path}")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise KinfuseError(f"{path}:{n}: not JSON ({e.msg})") from None
+        missing = [k for k in required if not row.get(k)]
+        if missing:
+            raise KinfuseError(f"{path}:{n}: missing {', '.join(missing)}")
+        rows.append(row)
+    return rows
+
+
+def replay_rows(texts: list[str], chars: int, seed: int) -> list[dict[str, str]]:
+    """General-text paragraphs, shuffled and cycled, until they add up to `chars` characters."""
+    if chars <= 0 or not texts:
+        return []
+    rng = random.Random(seed)
+    rows, total = [], 0
+    while total < chars:
+        order = texts[:]
+        rng.shuffle(order)
+        for t in order:
+            rows.append({"text": t})
+            total += len(t)
+            if total >= chars:
+                break
+    return rows
+
+
+def self_distill_rows(evaluator: Evaluator, n: int, cache: Path, model_name: str) -> list[dict[str, Any]]:
+    """The base model's own answers to general prompts, as chat examples (cached per model)."""
+    if n <= 0:
+        return []
+    if cache.is_file():
+        saved = json.loads(cache.read_text())
+        if saved.get("model") == model_name and saved.get("n") == n:
+            return saved["rows"]
+    text = resources.files("kinfuse").joinpath("data/general_prompts.jsonl").read_text()
+    prompts = [json.loads(line) for line in text.splitlines() if line.strip()][:n]
+    answers = evaluator.generate([{"question": p["question"]} for p in prompts], adapter=False)
+    # Only answers that ended their turn: cut-off ones would teach the model to ramble.
+    rows = [
+        {"question": p["question"], "answer": a, "source": "self-distill"}
+        for p, (a, ended) in zip(prompts, answers)
+        if ended and a
+    ]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps({"model": model_name, "n": n, "rows": rows}, indent=1))
+    return rows
+
+
+def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = print) -> InfuseResult:
+    """Run one infusion end to end and write adapter, metrics.json and train_log.jsonl to out_dir."""
+    config.validate()
+    started = time.perf_counter()
+    out = Path(config.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    # -- setup: data and model -------------------------------------------------------
+    corpus = corpus if corpus is not None else build_corpus(config)
+    echo(corpus.report())
+    trainer = QLoRATrainer(config.model, config.train)
+    evaluator = Evaluator(trainer, max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size)
+    data = config.data
+    rows: list[dict[str, Any]] = [{"text": d.text} for d in corpus] * data.corpus_repeats
+    corpus_chars = sum(len(r["text"]) for r in rows)
+    qa = [row for path in data.qa_files for row in read_jsonl(path, ("question", "answer"))]
+    general = [t for p in data.replay_paths for t in Corpus.from_paths([p]).to_dataset()["text"]] or general_texts()
+    replay = replay_rows(general, int(data.replay_ratio * corpus_chars), config.train.seed)
+    distill = self_distill_rows(evaluator, data.self_distill, out / "self_distill.json", trainer.model_name)
+    chunker = Chunker(trainer.tokenizer, data.block_size)
+    blocks = chunker(rows + qa + replay + distill)
+    echo(
+        f"training rows: {len(rows)} corpus, {len(qa)} Q&A, {len(replay)} replay, {len(distill)} self-distill "
+        f"-> {chunker.stats.blocks} blocks of {chunker.block_size} tokens "
+        f"({chunker.stats.tokens_packed} tokens, {chunker.stats.padding_fraction:.1%} padding)"
+    )
+
+    # -- train and checkpoint ----------------------------------------------------------
+    log_path = out / "train_log.jsonl"
+    log_path.unlink(missing_ok=True)
+    train = trainer.train(blocks, log_path=log_path)
+    trainer.save_adapter(out / "adapter")
+    echo(
+        f"trained {train.steps} steps, loss {train.first_loss:.3f} -> {train.final_loss:.3f}, "
+        f"{train.tokens_per_second:.0f} tokens/s, peak memory {train.peak_memory_bytes / 2**30:.2f} GiB"
+    )
+
+    # -- evaluate: base (adapter off) vs adapted, in one model ---------------------------
+    result = InfuseResult(out_dir=out, train=train)
+    if config.eval.probes:
+        result.probes = Comparison([r for p in config.eval.probes for r in evaluator.compare(p).results])
+        echo("\n" + result.probes.table())
+    if config.eval.retention:
+        result.retention = Comparison([r for p in config.eval.retention for r in evaluator.compare(p).results])
+        echo(
+            f"retention: base answered {sum(r.base_correct for r in result.retention.results)}"
+            f"/{len(result.retention.results)} general questions; adapted keeps {result.retention.retention():.0%}"
+        )
+    if config.eval.perplexity:
+        result.perplexity = {"base": evaluator.perplexity(adapter=False), "adapted": evaluator.perplexity()}
+        change = result.perplexity["adapted"] / result.perplexity["base"] - 1
+        result.perplexity["change"] = change
+        echo(f"general-text perplexity: base {result.perplexity['base']:.2f} -> adapted "
+             f"{result.perplexity['adapted']:.2f} ({change:+.1%})")
+
+    result.metrics = {
+        "model": trainer.model_name,
+        "corpus": {"documents": len(corpus), "sources": [r.__dict__ for r in corpus.records]},
+        "data": {"corpus_rows": len(rows), "qa_rows": len(qa), "replay_rows": len(replay),
+                 "self_distill_rows": len(distill), "block_size": chunker.block_size, **chunker.stats.to_dict()},
+        "train": {k: v for k, v in train.to_dict().items() if k != "history"},
+        "probes": result.probes.to_dict() if result.probes else None,
+        "retention": result.retention.to_dict() if result.retention else None,
+        "perplexity": result.perplexity,
+        "config": _asdict(config),
+        "seconds": time.perf_counter() - started,
+    }
+    (out / "metrics.json").write_text(json.dumps(result.metrics, indent=2, default=str))
+    echo(f"wrote {out / 'metrics.json'} and {out / 'adapter'} in {result.metrics['seconds']:.0f} s")
+    return result
+
+
+def _asdict(config: InfuseConfig) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(config)

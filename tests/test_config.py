@@ -1,0 +1,44 @@
+import pytest
+
+from kinfuse import ConfigError, InfuseConfig, TrainConfig
+
+
+def test_defaults_are_valid():
+    TrainConfig().validate()
+
+
+def test_every_problem_reported_at_once():
+    cfg = TrainConfig(lora_r=0, lora_dropout=1.5, learning_rate=-1, lr_schedule="zigzag", optimizer="sgd",
+                      micro_batch_size=0, device="tpu")
+    with pytest.raises(ConfigError) as e:
+        cfg.validate()
+    text = str(e.value)
+    assert len(e.value.problems) == 7
+    for name in ("lora_r", "lora_dropout", "learning_rate", "lr_schedule", "optimizer", "micro_batch_size", "device"):
+        assert name in text
+
+
+def test_toml_maps_onto_dataclasses(tmp_path):
+    (tmp_path / "pages").mkdir()
+    path = tmp_path / "infuse.toml"
+    path.write_text(
+        'model = "default"\nout_dir = "run"\n[corpus]\npaths = ["pages"]\n'
+        "[train]\nlora_r = 8\nmax_steps = 3\n[data]\nblock_size = 128\n[eval]\nprobes = [\"p.jsonl\"]\n"
+    )
+    cfg = InfuseConfig.from_toml(path)
+    assert cfg.train.lora_r == 8 and cfg.train.max_steps == 3 and cfg.data.block_size == 128
+    assert cfg.corpus.paths == [str(tmp_path / "pages")]  # relative to the TOML file
+    assert cfg.out_dir == str(tmp_path / "run") and cfg.eval.probes == [str(tmp_path / "p.jsonl")]
+
+
+def test_toml_unknown_keys_and_bad_values_listed_together(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text('modle = "x"\n[train]\nlora_rank = 4\nlearning_rate = 0\n')
+    with pytest.raises(ConfigError) as e:
+        InfuseConfig.from_toml(path)
+    assert "modle" in str(e.value) and "lora_rank" in str(e.value)
+
+
+def test_missing_toml_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="no such config file"):
+        InfuseConfig.from_toml(tmp_path / "nope.toml")
