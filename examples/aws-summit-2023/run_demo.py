@@ -1,0 +1,64 @@
+"""The kinfuse demo: infuse the AWS Summit New York 2023 announcements into the embedded
+default model (SmolLM2-135M-Instruct), then compare base and adapted answers.
+
+The pages are served from a local HTTP server on 127.0.0.1 and loaded with
+Corpus.from_urls, exactly as a user's web pages would be. Output goes to out/ (adapter,
+metrics.json, train_log.jsonl). Runs on a GPU when one is present, else on the CPU.
+
+    python examples/aws-summit-2023/run_demo.py [--out-dir out] [--max-steps N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import http.server
+import sys
+import threading
+from pathlib import Path
+
+from kinfuse import Corpus, InfuseConfig, KinfuseError, infuse
+
+HERE = Path(__file__).resolve().parent
+
+
+def serve(folder: Path) -> http.server.ThreadingHTTPServer:
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:  # keep the demo's output readable
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out-dir", default="out", help="where to write the adapter and metrics (default: out)")
+    parser.add_argument("--max-steps", type=int, help="override train.max_steps (for a quick look)")
+    parser.add_argument("--device", help="auto, cpu or cuda")
+    args = parser.parse_args()
+
+    config = InfuseConfig.from_toml(HERE / "infuse.toml")
+    config.out_dir = str(Path(args.out_dir).resolve())
+    if args.max_steps:
+        config.train.max_steps = args.max_steps
+    if args.device:
+        config.train.device = args.device
+    server = serve(HERE / "pages")
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        urls = [f"{base}/{page.name}" for page in sorted((HERE / "pages").glob("*.html"))]
+        corpus = Corpus.from_urls(urls)
+    finally:
+        server.shutdown()
+    try:
+        infuse(config, corpus=corpus)
+    except KinfuseError as e:
+        print(f"kinfuse: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
