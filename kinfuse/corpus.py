@@ -1,10 +1,13 @@
-"""Load a text corpus from URLs, files or strings, with main-text extraction for HTML.
+"""Load a text corpus from URLs, sitemaps, files, strings or datasets, cleaned, with main-text extraction.
 
-The corpus is what kinfuse infuses into a model, so two things matter here:
+The corpus is what kinfuse infuses into a model, so three things matter here:
 
 * only the article text of a web page should reach the model: navigation,
   cookie banners, share bars, related links and footers are noise the model
   would otherwise memorise (see :func:`extract_text`);
+* the same text should not reach it twice: exact and near-duplicate
+  documents and lines repeated across a site's pages are removed
+  (:meth:`Corpus.clean`), since repeats are memorised far more than the rest;
 * nothing is lost silently: every input source gets exactly one
   :class:`SourceRecord` saying whether it was kept, skipped or failed and why,
   and a corpus without any document raises :class:`~kinfuse.errors.CorpusError`
@@ -13,28 +16,40 @@ The corpus is what kinfuse infuses into a model, so two things matter here:
 Typical use::
 
     corpus = Corpus.from_urls(["https://example.org/a", "https://example.org/b"])
+    corpus = corpus + Corpus.from_sitemap("https://example.org/sitemap.xml", cache_dir=".cache")
     corpus = corpus + Corpus.from_paths(["notes/", "extra.jsonl.gz"])
     print(corpus.report())
-    dataset = corpus.to_dataset()  # columns: text, source, title
+    corpus.save("corpus/")  # documents.jsonl + records.jsonl; Corpus.load("corpus/")
+    dataset = corpus.to_dataset()  # columns: text, source, title, fetched_at
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
+import datetime
 import email.utils
 import functools
 import gzip
+import hashlib
 import json
+import math
+import os
 import random
 import re
+import socket
+import ssl
 import threading
 import time
 import unicodedata
-from dataclasses import dataclass
+import zlib
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Coroutine, Iterable, Iterator, TypeVar
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Coroutine, Iterable, Iterator, Mapping, TypeVar
+from urllib.parse import urljoin, urlsplit
+from urllib.robotparser import RobotFileParser
+from xml.etree import ElementTree
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
@@ -675,7 +690,7 @@ def extract_title(html: str) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Documents, records and the corpus
+# Documents and records
 # ---------------------------------------------------------------------------
 
 
@@ -686,6 +701,7 @@ class Document:
     text: str
     source: str
     title: str = ""
+    fetched_at: str = ""  # ISO 8601 (UTC) time of the HTTP response; "" for files and strings
 
 
 @dataclass
@@ -697,26 +713,199 @@ class SourceRecord:
     reason: str = ""
     documents: int = 0
     chars: int = 0
+    from_cache: bool = False  # the body was reused from cache_dir after a 304 Not Modified
 
 
 def _kept(source: str, docs: list[Document], reason: str = "") -> SourceRecord:
     return SourceRecord(source, "kept", reason, len(docs), sum(len(d.text) for d in docs))
 
 
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------------------
+# Cleaning: duplicates, near-duplicates, boilerplate lines, short documents
+# ---------------------------------------------------------------------------
+
+_SHINGLE = 5  # words per shingle for near-duplicate detection
+
+
+def _dedup_key(text: str) -> str:
+    # Case and spacing differences do not make a different document.
+    return hashlib.sha1(" ".join(text.split()).casefold().encode("utf-8")).hexdigest()
+
+
+def _shingles(text: str) -> set[int]:
+    """Hashes of the word 5-grams of a text (one shingle for shorter texts)."""
+    words = _WORD.findall(text.casefold())
+    if len(words) < _SHINGLE:
+        return {hash(tuple(words))} if words else set()
+    # zip over shifted views builds the 5-tuples in C; hashes stand in for them
+    # (a collision can only merge two shingles, which hardly moves a Jaccard).
+    return set(map(hash, zip(*(words[k:] for k in range(_SHINGLE)))))
+
+
+def _near_duplicates(sets: list[set[int] | None], threshold: float) -> dict[int, int]:
+    """Map each document whose shingle Jaccard with an earlier kept one is >= threshold to it.
+
+    Exact all-pairs would be quadratic; prefix filtering (as in AllPairs / PPJoin)
+    is exact and fast: with shingles in one global order (rarest first), two sets
+    with Jaccard >= t must share a shingle among the first |s| - ceil(t*|s|) + 1 of
+    each, so only those prefixes are indexed and only sharers are compared.
+    ``None`` entries (already removed documents) are passed over.
+    """
+    df: Counter[int] = Counter()
+    for s in sets:
+        if s:
+            df.update(s)
+    repeated = {h for h, count in df.items() if count > 1}
+    index: dict[int, list[int]] = defaultdict(list)
+    found: dict[int, int] = {}
+    for j, s in enumerate(sets):
+        if not s:
+            continue
+        n = len(s)
+        # The epsilon keeps float error from shortening the prefix (a longer one is safe).
+        p = n - math.ceil(threshold * n - 1e-9) + 1
+        # Shingles no other document has come first in the order. When they fill
+        # the prefix, the document can neither match nor be matched: skip it
+        # without sorting (most documents of a real corpus). Otherwise only the
+        # shared shingles can find candidates, so only they are sorted and indexed.
+        shared = s & repeated
+        if n - len(shared) >= p:
+            continue
+        prefix = sorted(shared, key=lambda h: (df[h], h))[: p - (n - len(shared))]
+        candidates: set[int] = set()
+        for h in prefix:
+            candidates.update(index.get(h, ()))
+        for i in sorted(candidates):  # the earliest kept match is the one named
+            other = sets[i]
+            assert other is not None
+            m = len(other)
+            if n < threshold * m or m < threshold * n:  # sizes alone rule it out
+                continue
+            inter = len(s & other)
+            if inter >= threshold * (n + m - inter):
+                found[j] = i
+                break
+        else:
+            for h in prefix:
+                index[h].append(j)
+    return found
+
+
+def _site(source: str) -> str | None:
+    """host[:port] of an http(s) source, the unit for boilerplate lines; None otherwise."""
+    if not source.startswith(("http://", "https://")):
+        return None
+    try:
+        return urlsplit(source).netloc.lower() or None
+    except ValueError:
+        return None
+
+
+def _boilerplate_lines(texts: dict[int, str], sources: dict[int, str]) -> tuple[dict[int, str], int, int]:
+    """Remove lines repeated across many pages of one site (footers, bylines, notices).
+
+    A line is boilerplate for a site with at least 3 pages when it appears in at
+    least half of them and in at least 3. Returns the changed texts, the number of
+    distinct boilerplate lines and the number of line occurrences removed.
+    """
+    by_site: dict[str, list[int]] = defaultdict(list)
+    for i in texts:
+        site = _site(sources[i])
+        if site is not None:
+            by_site[site].append(i)
+    changed: dict[int, str] = {}
+    distinct = occurrences = 0
+    for idxs in by_site.values():
+        if len(idxs) < 3:
+            continue
+        need = max(3, math.ceil(len(idxs) / 2))
+        df: Counter[str] = Counter()
+        for i in idxs:
+            df.update({line for line in texts[i].split("\n") if line})
+        common = {line for line, count in df.items() if count >= need}
+        if not common:
+            continue
+        distinct += len(common)
+        for i in idxs:
+            lines = texts[i].split("\n")
+            kept = [line for line in lines if line not in common]
+            if len(kept) != len(lines):
+                occurrences += sum(1 for line in lines if line in common)
+                changed[i] = normalize_text("\n".join(kept))
+    return changed, distinct, occurrences
+
+
+_CLEANING_LABELS = {
+    "exact_duplicates": "exact duplicate(s)",
+    "near_duplicates": "near-duplicate(s)",
+    "boilerplate_lines": "boilerplate line(s)",
+    "boilerplate_lines_removed": "boilerplate line occurrence(s) removed",
+    "emptied_by_boilerplate": "document(s) left empty by boilerplate removal",
+    "too_short": "too short",
+}
+
+
+# ---------------------------------------------------------------------------
+# The corpus
+# ---------------------------------------------------------------------------
+
+
 class Corpus:
     """Documents plus one :class:`SourceRecord` per input source.
 
-    Build one with :meth:`from_urls`, :meth:`from_paths`, :meth:`from_texts`
-    or :meth:`from_documents`, and combine them with ``+``. A corpus always
-    holds at least one document: otherwise the constructor raises
+    Build one with :meth:`from_urls`, :meth:`from_url_file`, :meth:`from_sitemap`,
+    :meth:`from_paths`, :meth:`from_texts`, :meth:`from_documents`,
+    :meth:`from_dataset` or :meth:`load`, and combine them with ``+``. A corpus
+    always holds at least one document: otherwise the constructor raises
     :class:`CorpusError` listing every source and why it was dropped.
+
+    ``cleaning`` holds the counts of the last :meth:`clean` passes (summed over
+    ``+``); it is empty when the corpus was never cleaned.
     """
 
-    def __init__(self, documents: Iterable[Document], records: Iterable[SourceRecord]) -> None:
+    def __init__(
+        self,
+        documents: Iterable[Document],
+        records: Iterable[SourceRecord],
+        cleaning: Mapping[str, int] | None = None,
+    ) -> None:
         self.documents: list[Document] = list(documents)
         self.records: list[SourceRecord] = list(records)
+        self.cleaning: dict[str, int] = dict(cleaning or {})
         if not self.documents:
             raise CorpusError(_empty_message(self.records))
+        # Which record each document came from, so that cleaning can update the
+        # right record. Loaders set it exactly (_make); for documents and records
+        # given by hand, a document belongs to the record of the same source, or
+        # of its "<source>:<line>" prefix (JSONL/JSON rows).
+        by_source: dict[str, int] = {}
+        for i, r in enumerate(self.records):
+            by_source.setdefault(r.source, i)
+        self._owner: list[int] = [
+            by_source.get(d.source, by_source.get(d.source.rsplit(":", 1)[0], -1)) for d in self.documents
+        ]
+
+    @classmethod
+    def _make(
+        cls,
+        results: Iterable[tuple[list[Document], SourceRecord]],
+        cleaning: Mapping[str, int] | None = None,
+    ) -> Corpus:
+        """A corpus from (documents, record) pairs, each document owned by its pair's record."""
+        docs: list[Document] = []
+        records: list[SourceRecord] = []
+        owners: list[int] = []
+        for doc_list, record in results:
+            owners.extend([len(records)] * len(doc_list))
+            docs.extend(doc_list)
+            records.append(record)
+        corpus = cls(docs, records, cleaning)
+        corpus._owner = owners
+        return corpus
 
     # -- constructors ------------------------------------------------------
 
@@ -729,38 +918,50 @@ class Corpus:
             raise CorpusError(
                 f"from_texts got {len(texts)} texts but {len(names)} sources; give one source per text"
             )
-        docs: list[Document] = []
-        records: list[SourceRecord] = []
-        for text, source in zip(texts, names):
-            if not isinstance(text, str):
-                records.append(SourceRecord(source, "skipped", f"not a string ({type(text).__name__})"))
-                continue
-            text = normalize_text(text)
-            if not text:
-                records.append(SourceRecord(source, "skipped", "no text"))
-                continue
-            doc = Document(text, source)
-            docs.append(doc)
-            records.append(_kept(source, [doc]))
-        return cls(docs, records)
+        return cls._make(_text_result(text, source) for text, source in zip(texts, names))
 
     @classmethod
     def from_documents(cls, documents: Iterable[Document]) -> Corpus:
         """Wrap ready-made documents (their text is normalised; empty ones are skipped)."""
-        docs: list[Document] = []
-        records: list[SourceRecord] = []
-        for d in documents:
-            text = normalize_text(d.text or "")
-            if not text:
-                records.append(SourceRecord(d.source, "skipped", "no text"))
-                continue
-            doc = Document(text, d.source, d.title)
-            docs.append(doc)
-            records.append(_kept(d.source, [doc]))
-        return cls(docs, records)
+        return cls._make(
+            _text_result(d.text, d.source, d.title, d.fetched_at) for d in documents
+        )
 
     @classmethod
-    def from_paths(cls, paths: Iterable[str | Path]) -> Corpus:
+    def from_dataset(
+        cls,
+        dataset: Any,
+        text_column: str = "text",
+        *,
+        source_column: str = "source",
+        title_column: str = "title",
+        dedup: bool = False,
+    ) -> Corpus:
+        """One document per row of a ``datasets.Dataset`` (or any iterable of dict rows).
+
+        ``source_column``, ``title_column`` and a ``fetched_at`` column are used
+        when present (so ``Corpus.from_dataset(corpus.to_dataset())`` round-trips);
+        sources otherwise default to "dataset:<row>". Rows whose text is missing,
+        not a string or empty get a "skipped" record. ``dedup=True`` runs
+        :meth:`clean` (off by default: a dataset is usually curated already).
+        """
+        columns = getattr(dataset, "column_names", None)
+        if isinstance(columns, dict):  # a DatasetDict: the caller must pick a split
+            raise CorpusError(f"from_dataset needs one split, not a DatasetDict (splits: {sorted(columns)})")
+        if isinstance(columns, list) and text_column not in columns:
+            raise CorpusError(f"dataset has no column {text_column!r}; its columns are {columns}")
+        results = []
+        for i, row in enumerate(dataset):
+            source = str(row.get(source_column) or f"dataset:{i}")
+            text = row.get(text_column)
+            results.append(
+                _text_result(text, source, str(row.get(title_column) or ""), str(row.get("fetched_at") or ""))
+            )
+        corpus = cls._make(results)
+        return corpus.clean() if dedup else corpus
+
+    @classmethod
+    def from_paths(cls, paths: Iterable[str | Path], *, dedup: bool = True, min_chars: int = 1) -> Corpus:
         """Load files and directories (recursively, in sorted order).
 
         .html/.htm → :func:`extract_text`; .txt/.md → the text; .jsonl → one
@@ -769,6 +970,10 @@ class Corpus:
         get a "skipped" record. A missing path raises :class:`CorpusError`.
         Hidden files and directories (".git", ".DS_Store") inside a
         directory are not corpus material and are passed over.
+
+        ``dedup`` (on by default) runs :meth:`clean`: exact and near-duplicate
+        documents and boilerplate lines of web sources are removed;
+        ``min_chars`` drops shorter documents either way.
         """
         paths = [Path(p) for p in paths]
         missing = [str(p) for p in paths if not p.exists()]
@@ -784,13 +989,8 @@ class Corpus:
                 )
             else:
                 files.append(p)
-        docs: list[Document] = []
-        records: list[SourceRecord] = []
-        for f in files:
-            file_docs, record = _load_file(f)
-            docs.extend(file_docs)
-            records.append(record)
-        return cls(docs, records)
+        corpus = cls._make(_load_file(f) for f in files)
+        return corpus.clean(dedup=dedup, boilerplate=dedup, min_chars=min_chars)
 
     @classmethod
     def from_urls(
@@ -804,30 +1004,213 @@ class Corpus:
         user_agent: str = "kinfuse/0.1 (+https://github.com/kinfuse)",
         max_bytes: int = 20_000_000,
         min_chars: int = 1,
+        respect_robots: bool = False,
+        cache_dir: str | Path | None = None,
+        dedup: bool = True,
     ) -> Corpus:
         """Fetch web pages concurrently and keep their main text.
 
         At most ``concurrency`` requests run at once, at most ``per_host`` per
-        host. Redirects are followed (up to 10). Connection errors, 429 and
-        5xx are retried ``retries`` times with exponential backoff and jitter
-        (a Retry-After in seconds is honoured, capped). Bodies over
-        ``max_bytes`` are skipped; so are content types other than HTML,
-        XHTML and plain text, and pages whose text is shorter than
-        ``min_chars``. Errors (HTTP status, timeout, DNS, refused connection,
-        invalid URL) give a "failed" record naming them.
+        host. Redirects are followed (up to 10; a loop fails naming the
+        chain). Connection errors, 429 and 5xx are retried ``retries`` times
+        with exponential backoff and jitter (a Retry-After is honoured,
+        capped). Bodies over ``max_bytes`` are skipped; so are content types
+        other than HTML, XHTML and plain text, binary bodies served as text,
+        and pages whose text is shorter than ``min_chars``. Errors (HTTP
+        status, timeout, DNS, TLS, refused connection, invalid URL) give a
+        "failed" record naming them.
+
+        ``respect_robots``: read each host's /robots.txt once and skip the
+        URLs it disallows for ``user_agent`` ("disallowed by robots.txt").
+        ``cache_dir``: keep every response body and its headers there; a
+        rerun revalidates with If-None-Match / If-Modified-Since and reuses
+        the stored body on 304 (the record's ``from_cache`` says so).
+        ``dedup`` (on by default) runs :meth:`clean` on the result.
 
         Runs its own event loop; it works from any thread, and from inside a
         running loop (e.g. a notebook) by fetching on a helper thread.
         """
-        if concurrency < 1 or per_host < 1 or retries < 0 or timeout <= 0 or max_bytes < 1:
-            raise ValueError(
-                "from_urls needs concurrency >= 1, per_host >= 1, retries >= 0, timeout > 0, max_bytes >= 1"
-            )
-        urls = [str(u).strip() for u in urls]
-        options = _FetchOptions(timeout, concurrency, per_host, retries, user_agent, max_bytes, min_chars)
-        results = _run(_fetch_all(urls, options))
-        docs = [doc for doc_list, _ in results for doc in doc_list]
-        return cls(docs, [record for _, record in results])
+        options = _fetch_options(
+            timeout=timeout, concurrency=concurrency, per_host=per_host, retries=retries,
+            user_agent=user_agent, max_bytes=max_bytes, respect_robots=respect_robots, cache_dir=cache_dir,
+        )  # fmt: skip
+        results = _run(_crawl(options, urls=[str(u).strip() for u in urls]))
+        return cls._make(results).clean(dedup=dedup, boilerplate=dedup, min_chars=min_chars)
+
+    @classmethod
+    def from_url_file(cls, path: str | Path, **options: Any) -> Corpus:
+        """:meth:`from_urls` on a text file with one URL per line.
+
+        Blank lines and lines starting with "#" are ignored. ``options`` are
+        the keyword options of :meth:`from_urls`.
+        """
+        path = Path(path)
+        try:
+            content = path.read_text(encoding="utf-8-sig")
+        except FileNotFoundError:
+            raise CorpusError(f"no such URL file: {path}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CorpusError(f"cannot read URL file {path}: {exc}") from exc
+        urls = [s for s in (line.strip() for line in content.splitlines()) if s and not s.startswith("#")]
+        if not urls:
+            raise CorpusError(f"empty corpus: {path} lists no URL (one per line; '#' starts a comment)")
+        return cls.from_urls(urls, **options)
+
+    @classmethod
+    def from_sitemap(cls, url: str, *, limit: int | None = None, **options: Any) -> Corpus:
+        """Fetch every page listed in a sitemap.xml (gzipped or not), following sitemap indexes.
+
+        Nested indexes are followed up to 5 levels; a sitemap listed twice is
+        read once. Each sitemap gets its own record ("kept" with the number
+        of URLs it listed, or "failed"/"skipped" with the reason), then each
+        page one as in :meth:`from_urls`. A page listed in several sitemaps is
+        fetched once. ``limit`` caps the number of pages (in sitemap order).
+        ``options`` are the keyword options of :meth:`from_urls`.
+        """
+        min_chars = options.pop("min_chars", 1)
+        dedup = options.pop("dedup", True)
+        if limit is not None and limit < 0:
+            raise ValueError("from_sitemap needs limit >= 0")
+        fetch = _fetch_options(**options)
+        results = _run(_crawl(fetch, sitemap=str(url).strip(), limit=limit))
+        return cls._make(results).clean(dedup=dedup, boilerplate=dedup, min_chars=min_chars)
+
+    @classmethod
+    def load(cls, path: str | Path) -> Corpus:
+        """Read a corpus written by :meth:`save`."""
+        folder = Path(path)
+        docs_file, records_file = folder / "documents.jsonl", folder / "records.jsonl"
+        if not docs_file.is_file() or not records_file.is_file():
+            raise CorpusError(f"{folder} is not a saved corpus (want documents.jsonl and records.jsonl)")
+        try:
+            records = [SourceRecord(**row) for row in _read_jsonl(records_file)]
+            docs: list[Document] = []
+            owners: list[int] = []
+            for row in _read_jsonl(docs_file):
+                owner = row.pop("record", -1)
+                docs.append(Document(**row))
+                owners.append(owner if isinstance(owner, int) and 0 <= owner < len(records) else -1)
+        except TypeError as exc:  # fields this version does not know
+            raise CorpusError(f"{folder} is not a corpus saved by this version of kinfuse: {exc}") from exc
+        cleaning_file = folder / "cleaning.json"
+        cleaning = json.loads(cleaning_file.read_text(encoding="utf-8")) if cleaning_file.is_file() else None
+        corpus = cls(docs, records, cleaning)
+        corpus._owner = owners
+        return corpus
+
+    # -- cleaning ------------------------------------------------------------
+
+    def clean(
+        self,
+        *,
+        dedup: bool = True,
+        near_dup_threshold: float | None = 0.9,
+        boilerplate: bool = True,
+        min_chars: int = 0,
+    ) -> Corpus:
+        """A cleaned copy: duplicates, near-duplicates, boilerplate lines and short texts removed.
+
+        In order: exact duplicates (same text up to case and spacing) and then
+        near-duplicates (Jaccard similarity of word 5-gram sets >=
+        ``near_dup_threshold``) go, the first occurrence staying (``dedup``);
+        lines repeated on at least half, and at least 3, of the pages of one
+        site with 3 or more pages are deleted from them (``boilerplate``;
+        http(s) sources only), after which pages that became identical go too;
+        documents shorter than ``min_chars`` go last. Duplicates are removed
+        before counting boilerplate so that copies of one page do not make its
+        whole text look like boilerplate.
+
+        Every removed document's record becomes "skipped" with the reason
+        ("duplicate of <source>", "near-duplicate of <source>", "shorter than
+        N characters"), or, when its source still has other documents, says
+        how many were removed. The counts go to :attr:`cleaning` and
+        :meth:`report`. Raises :class:`CorpusError` if nothing is left.
+        """
+        if near_dup_threshold is not None and not 0 < near_dup_threshold <= 1:
+            raise ValueError("near_dup_threshold must be in (0, 1], or None to skip near-duplicates")
+        texts = {i: d.text for i, d in enumerate(self.documents)}
+        sources = {i: d.source for i, d in enumerate(self.documents)}
+        removed: dict[int, str] = {}
+        stats = dict.fromkeys(_CLEANING_LABELS, 0)
+
+        def drop_exact() -> None:
+            first: dict[str, int] = {}
+            for i, text in texts.items():
+                if i in removed:
+                    continue
+                key = _dedup_key(text)
+                if key in first:
+                    removed[i] = f"duplicate of {sources[first[key]]}"
+                    stats["exact_duplicates"] += 1
+                else:
+                    first[key] = i
+
+        if dedup:
+            drop_exact()
+            if near_dup_threshold is not None:
+                sets = [None if i in removed else _shingles(texts[i]) for i in range(len(self.documents))]
+                for j, i in _near_duplicates(sets, near_dup_threshold).items():
+                    removed[j] = f"near-duplicate of {sources[i]}"
+                    stats["near_duplicates"] += 1
+        if boilerplate:
+            alive = {i: t for i, t in texts.items() if i not in removed}
+            changed, distinct, occurrences = _boilerplate_lines(alive, sources)
+            texts.update(changed)
+            stats["boilerplate_lines"] = distinct
+            stats["boilerplate_lines_removed"] = occurrences
+            for i, text in changed.items():
+                if not text:
+                    removed[i] = "no text left after removing boilerplate lines"
+                    stats["emptied_by_boilerplate"] += 1
+            if dedup and changed:
+                drop_exact()  # pages that differed only by their boilerplate
+        if min_chars > 0:
+            for i, text in texts.items():
+                if i not in removed and len(text) < min_chars:
+                    removed[i] = f"shorter than {min_chars} characters ({len(text)}; min_chars={min_chars})"
+                    stats["too_short"] += 1
+
+        docs: list[Document] = []
+        owners: list[int] = []
+        records = [replace(r) for r in self.records]
+        extra: list[SourceRecord] = []  # removed documents that had no record of their own
+        lost: dict[int, list[str]] = defaultdict(list)  # record -> reasons of its removed documents
+        for i, doc in enumerate(self.documents):
+            owner = self._owner[i]
+            if i in removed:
+                if owner >= 0:
+                    lost[owner].append(removed[i])
+                else:
+                    extra.append(SourceRecord(doc.source, "skipped", removed[i]))
+                continue
+            docs.append(doc if texts[i] == doc.text else replace(doc, text=texts[i]))
+            owners.append(owner)
+        # Documents and characters of every record that owns documents, after cleaning.
+        counts: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+        for doc, owner in zip(docs, owners):
+            if owner >= 0:
+                counts[owner][0] += 1
+                counts[owner][1] += len(doc.text)
+        for idx in set(counts) | set(lost):
+            r = records[idx]
+            r.documents, r.chars = counts[idx] if idx in counts else (0, 0)
+            reasons = lost.get(idx)
+            if not reasons:
+                continue
+            if r.documents == 0 and len(reasons) == 1:
+                r.status, r.reason = "skipped", reasons[0]
+            else:
+                shown = "; ".join(reasons[:3]) + ("; ..." if len(reasons) > 3 else "")
+                note = f"{len(reasons)} document(s) removed by cleaning: {shown}"
+                if r.documents == 0:
+                    r.status, r.reason = "skipped", note
+                else:
+                    r.reason = f"{r.reason}; {note}" if r.reason else note
+        merged = Counter(self.cleaning)
+        merged.update(stats)
+        corpus = Corpus(docs, records + extra, dict(merged))
+        corpus._owner = owners
+        return corpus
 
     # -- container protocol ------------------------------------------------
 
@@ -843,7 +1226,12 @@ class Corpus:
     def __add__(self, other: Corpus) -> Corpus:
         if not isinstance(other, Corpus):
             return NotImplemented
-        return Corpus(self.documents + other.documents, self.records + other.records)
+        cleaning = Counter(self.cleaning)
+        cleaning.update(other.cleaning)
+        corpus = Corpus(self.documents + other.documents, self.records + other.records, dict(cleaning))
+        shift = len(self.records)
+        corpus._owner = self._owner + [o + shift if o >= 0 else -1 for o in other._owner]
+        return corpus
 
     def __repr__(self) -> str:
         chars = sum(len(d.text) for d in self.documents)
@@ -852,7 +1240,7 @@ class Corpus:
     # -- outputs -----------------------------------------------------------
 
     def to_dataset(self) -> datasets.Dataset:
-        """A ``datasets.Dataset`` with columns ``text``, ``source`` and ``title``."""
+        """A ``datasets.Dataset`` with columns ``text``, ``source``, ``title`` and ``fetched_at``."""
         import datasets  # heavy import, deferred until a dataset is wanted
 
         return datasets.Dataset.from_dict(
@@ -860,17 +1248,39 @@ class Corpus:
                 "text": [d.text for d in self.documents],
                 "source": [d.source for d in self.documents],
                 "title": [d.title for d in self.documents],
+                "fetched_at": [d.fetched_at for d in self.documents],
             }
         )
 
+    def save(self, path: str | Path) -> Path:
+        """Write the corpus to a folder: documents.jsonl, records.jsonl (and cleaning.json).
+
+        :meth:`load` reads it back with the same documents, records and counts.
+        """
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_jsonl(
+            folder / "documents.jsonl",
+            ({**asdict(d), "record": owner} for d, owner in zip(self.documents, self._owner)),
+        )
+        _write_jsonl(folder / "records.jsonl", (asdict(r) for r in self.records))
+        cleaning_file = folder / "cleaning.json"
+        if self.cleaning:
+            cleaning_file.write_text(json.dumps(self.cleaning, indent=1) + "\n", encoding="utf-8")
+        elif cleaning_file.exists():  # a stale file from an earlier save would mislead load()
+            cleaning_file.unlink()
+        return folder
+
     def report(self) -> str:
-        """One line per source (status, documents, characters, reason), then totals."""
+        """One line per source (status, documents, characters, reason), then totals and cleaning counts."""
         lines = []
         width = max((len(r.status) for r in self.records), default=7)
         for r in self.records:
             line = f"{r.status:<{width}}  {r.source}"
-            if r.status == "kept":
+            if r.status == "kept" and r.documents:
                 line += f"  ({r.documents} doc{'s' if r.documents != 1 else ''}, {r.chars} chars)"
+            if r.from_cache:
+                line += "  [from cache]"
             if r.reason:
                 line += f"  {r.reason}"
             lines.append(line)
@@ -881,7 +1291,43 @@ class Corpus:
             f"{counts['failed']} failed), {len(self.documents)} documents, {chars} characters, "
             f"~{chars // 4} tokens (chars/4)"
         )
+        if self.cleaning:
+            parts = [f"{self.cleaning.get(k, 0)} {label}" for k, label in _CLEANING_LABELS.items()]
+            lines.append("cleaning: " + ", ".join(parts))
         return "\n".join(lines)
+
+
+def _text_result(text: Any, source: str, title: str = "", fetched_at: str = "") -> tuple[list[Document], SourceRecord]:
+    if not isinstance(text, str):
+        return [], SourceRecord(source, "skipped", f"not a string ({type(text).__name__})")
+    text = normalize_text(text)
+    if not text:
+        return [], SourceRecord(source, "skipped", "no text")
+    docs = [Document(text, source, title, fetched_at)]
+    return docs, _kept(source, docs)
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)  # a crash mid-write leaves the previous file whole
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise CorpusError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from exc
+        if not isinstance(row, dict):
+            raise CorpusError(f"{path}:{lineno}: not a JSON object")
+        rows.append(row)
+    return rows
 
 
 def _empty_message(records: list[SourceRecord]) -> str:
@@ -895,41 +1341,109 @@ def _empty_message(records: list[SourceRecord]) -> str:
 
 
 # ---------------------------------------------------------------------------
+# Decoding bytes, and telling text from binary
+# ---------------------------------------------------------------------------
+
+_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]+)""", re.I)
+_HEADER_CHARSET = re.compile(r"""charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]+)""", re.I)
+# Bytes that never occur in text: C0 controls other than tab, LF, VT, FF, CR, ESC.
+_CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 11, 12, 13, 27)) + b"\x7f"
+_TEXT_BYTES = bytes(b for b in range(256) if b not in _CONTROL_BYTES)
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+
+def _binary_reason(raw: bytes) -> str | None:
+    """Why a body that claims to be text is not (NUL bytes, control bytes), or None."""
+    if raw.startswith(_UTF16_BOMS):  # UTF-16 text is full of NULs, legitimately
+        return None
+    sample = raw[:65536]
+    if b"\x00" in sample:
+        return "NUL bytes"
+    controls = len(sample) - len(sample.translate(None, _CONTROL_BYTES))
+    if sample and controls > 0.05 * len(sample):
+        return f"{controls / len(sample):.0%} control bytes"
+    return None
+
+
+def _codec_ok(name: str | None) -> bool:
+    if not name:
+        return False
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        return False
+    return True
+
+
+def _decode(raw: bytes, declared: str | None = None, html: bool = True) -> tuple[str, str]:
+    """Text of a body and a note on decoding problems ("" when there were none).
+
+    The charset comes from a byte-order mark, else the declared one (the
+    Content-Type header), else a ``<meta charset>``, else UTF-8; a body that is
+    not valid UTF-8 and declares nothing is decoded as windows-1252, the
+    fallback browsers use for legacy Western pages. Invalid byte sequences in
+    the chosen charset become U+FFFD, and the note says how many there were.
+    """
+    if raw.startswith(codecs.BOM_UTF8):
+        name: str | None = "utf-8"
+        raw = raw[3:]
+    elif raw.startswith(_UTF16_BOMS):
+        name = "utf-16"
+    else:
+        name = declared if _codec_ok(declared) else None
+        if name is None and html:
+            m = _META_CHARSET.search(raw[:4096])
+            meta = m.group(1).decode("ascii", "replace") if m else None
+            # A <meta charset=utf-16> in a page that reached us as bytes is a
+            # mislabelled 8-bit page: browsers read it as UTF-8 too.
+            if meta and meta.lower().startswith("utf-16"):
+                meta = "utf-8"
+            name = meta if _codec_ok(meta) else None
+    if name is None:
+        try:
+            return raw.decode("utf-8"), ""
+        except UnicodeDecodeError:
+            text = raw.decode("windows-1252", errors="replace")
+            return text, "not valid UTF-8 and no charset declared: decoded as windows-1252"
+    try:
+        return raw.decode(name), ""
+    except UnicodeDecodeError:
+        text = raw.decode(name, errors="replace")
+        label = codecs.lookup(name).name.upper()
+        return text, f"invalid {label}: {text.count(chr(0xFFFD))} bad byte sequence(s) replaced with U+FFFD"
+
+
+def _decode_html(raw: bytes, declared: str | None = None) -> str:
+    """Decode an HTML page (see :func:`_decode`)."""
+    return _decode(raw, declared)[0]
+
+
+def _mostly_undecodable(text: str) -> bool:
+    """True when over a tenth of a decoded body is U+FFFD: bytes in no charset we know."""
+    sample = text[:65536]
+    return bool(sample) and sample.count("\ufffd") > 0.1 * len(sample)
+
+# ---------------------------------------------------------------------------
 # Files
 # ---------------------------------------------------------------------------
 
 _HTML_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
 _TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
-_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]+)""", re.I)
-
-
-def _decode_html(raw: bytes, declared: str | None = None) -> str:
-    """Decode with the declared charset, else a <meta charset>, else UTF-8 (errors replaced)."""
-    candidates = [declared] if declared else []
-    m = _META_CHARSET.search(raw[:4096])
-    if m:
-        candidates.append(m.group(1).decode("ascii", "replace"))
-    for name in candidates:
-        try:
-            codecs.lookup(name)
-        except LookupError:
-            continue
-        return raw.decode(name, errors="replace")
-    return raw.decode("utf-8", errors="replace")
 
 
 def _json_doc(obj: Any, source: str) -> Document | None:
     """A document from one JSON value: an object with "text", or a bare string."""
     if isinstance(obj, str):
-        text, title, src = obj, "", source
+        text, title, src, fetched = obj, "", source, ""
     elif isinstance(obj, dict) and isinstance(obj.get("text"), str):
         text = obj["text"]
         title = str(obj.get("title") or "")
         src = str(obj.get("source") or obj.get("url") or source)
+        fetched = str(obj.get("fetched_at") or "")
     else:
         return None
     text = normalize_text(text)
-    return Document(text, src, title) if text else None
+    return Document(text, src, title, fetched) if text else None
 
 
 def _load_file(path: Path) -> tuple[list[Document], SourceRecord]:
@@ -947,6 +1461,10 @@ def _load_file(path: Path) -> tuple[list[Document], SourceRecord]:
     except (OSError, EOFError, gzip.BadGzipFile) as exc:
         return [], SourceRecord(source, "failed", f"cannot read: {exc}")
 
+    if suffix in _HTML_SUFFIXES | _TEXT_SUFFIXES:
+        binary = _binary_reason(raw)
+        if binary:
+            return [], SourceRecord(source, "skipped", f"binary content, not text ({binary})")
     if suffix in _HTML_SUFFIXES:
         html = _decode_html(raw)
         text = extract_text(html)
@@ -998,14 +1516,25 @@ def _load_file(path: Path) -> tuple[list[Document], SourceRecord]:
     return docs, _kept(source, docs, reason)
 
 
+
+
 # ---------------------------------------------------------------------------
 # URLs
 # ---------------------------------------------------------------------------
 
 _KEPT_TYPES = frozenset({"text/html", "application/xhtml+xml", "text/plain"})
 _MAX_REDIRECTS = 10
+_REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 _BACKOFF_BASE = 0.5  # seconds before the first retry; doubles each time, plus jitter
 _RETRY_AFTER_CAP = 30.0  # never wait longer than this for one Retry-After
+_ROBOTS_MAX_BYTES = 512_000  # RFC 9309 asks parsers to read at least 500 KiB
+_SITEMAP_MAX_BYTES = 52_428_800  # the sitemaps.org limit for one uncompressed sitemap
+_SITEMAP_MAX_DEPTH = 5  # index -> index -> ... : deeper is a loop or a mistake
+_DOCTYPE = re.compile(rb"<!(?:DOCTYPE|ENTITY)", re.I)
+_HTML_START = re.compile(rb"(?:<!--.*?-->\s*)*<(?:!doctype\s+html|html)", re.I | re.S)
+# Response headers worth keeping in the cache; the body is stored decoded, so
+# Content-Encoding and Content-Length would no longer describe it.
+_CACHED_HEADERS = frozenset({"content-type", "etag", "last-modified", "date", "cache-control", "expires"})
 
 T = TypeVar("T")
 
@@ -1018,11 +1547,58 @@ class _FetchOptions:
     retries: int
     user_agent: str
     max_bytes: int
-    min_chars: int
+    respect_robots: bool
+    cache_dir: Path | None
 
 
-class _Skip(Exception):
-    """A response that is fine but not corpus material (type, size)."""
+def _fetch_options(
+    *,
+    timeout: float = 20.0,
+    concurrency: int = 8,
+    per_host: int = 4,
+    retries: int = 2,
+    user_agent: str = "kinfuse/0.1 (+https://github.com/kinfuse)",
+    max_bytes: int = 20_000_000,
+    respect_robots: bool = False,
+    cache_dir: str | Path | None = None,
+) -> _FetchOptions:
+    """Checked fetch options (the keyword options of Corpus.from_urls but min_chars and dedup)."""
+    if concurrency < 1 or per_host < 1 or retries < 0 or timeout <= 0 or max_bytes < 1:
+        raise ValueError(
+            "from_urls needs concurrency >= 1, per_host >= 1, retries >= 0, timeout > 0, max_bytes >= 1"
+        )
+    cache = Path(cache_dir) if cache_dir is not None else None
+    return _FetchOptions(timeout, concurrency, per_host, retries, user_agent, max_bytes, respect_robots, cache)
+
+
+class _Outcome(Exception):
+    """Ends one fetch early: a "failed" or "skipped" record with its reason."""
+
+    def __init__(self, status: str, reason: str, http_status: int = 0) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.http_status = http_status
+
+
+@dataclass
+class _Response:
+    """A 2xx response (or a cached body revalidated by a 304)."""
+
+    url: str  # the URL that answered, after redirects
+    headers: dict[str, str]  # lower-case names
+    body: bytes  # already decoded from any Content-Encoding
+    fetched_at: str
+    from_cache: bool = False
+
+    @property
+    def media(self) -> str:
+        return self.headers.get("content-type", "").split(";")[0].strip().lower()
+
+    @property
+    def charset(self) -> str | None:
+        m = _HEADER_CHARSET.search(self.headers.get("content-type", ""))
+        return m.group(1) if m else None
 
 
 def _run(coro: Coroutine[Any, Any, T]) -> T:
@@ -1082,148 +1658,403 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
-async def _fetch_all(urls: list[str], opt: _FetchOptions) -> list[tuple[list[Document], SourceRecord]]:
-    import httpx  # deferred: only URL loading needs it
+def _root_cause(exc: BaseException) -> str | None:
+    """"tls" or "dns" when an httpx transport error comes from ssl or the resolver."""
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 10:
+        if isinstance(cur, (ssl.SSLError, ssl.CertificateError)):
+            return "tls"
+        if isinstance(cur, socket.gaierror):
+            return "dns"
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return "tls" if "[SSL" in str(exc) else None
 
-    results: list[tuple[list[Document], SourceRecord] | None] = [None] * len(urls)
-    total = asyncio.Semaphore(opt.concurrency)
-    hosts: dict[str, asyncio.Semaphore] = {}
-    seen: dict[str, int] = {}
-    todo: list[int] = []
-    for i, url in enumerate(urls):
-        problem = _url_problem(url)
-        if problem:
-            results[i] = ([], SourceRecord(url, "failed", problem))
-        elif url in seen:
-            results[i] = ([], SourceRecord(url, "skipped", f"duplicate of source #{seen[url]}"))
-        else:
-            seen[url] = i
-            todo.append(i)
 
-    from tqdm.auto import tqdm
+def _http_reason(status: int, phrase: str) -> str:
+    return f"HTTP {status} {phrase}".strip()
 
-    bar = tqdm(total=len(urls), desc="fetching", unit="url", disable=None if len(urls) > 20 else True)
-    bar.update(len(urls) - len(todo))
-    limits = httpx.Limits(max_connections=opt.concurrency, max_keepalive_connections=opt.concurrency)
-    async with httpx.AsyncClient(
-        follow_redirects=True,
-        max_redirects=_MAX_REDIRECTS,
-        timeout=httpx.Timeout(opt.timeout),
-        headers={"User-Agent": opt.user_agent},
-        limits=limits,
-    ) as client:
+
+class _Cache:
+    """Raw responses on disk: <sha256(url)>.body and .json (URL, headers, fetch time).
+
+    The body is written before its metadata and each through a rename, so a
+    crash leaves either a whole entry or one that load() ignores.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+
+    def _paths(self, url: str) -> tuple[Path, Path]:
+        key = hashlib.sha256(url.encode("utf-8")).hexdigest()
+        return self.folder / f"{key}.json", self.folder / f"{key}.body"
+
+    def load(self, url: str) -> tuple[dict[str, str], bytes] | None:
+        meta_path, body_path = self._paths(url)
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            body = body_path.read_bytes()
+        except (OSError, ValueError):
+            return None
+        if not isinstance(meta, dict) or meta.get("url") != url or meta.get("size") != len(body):
+            return None  # torn or foreign entry: fetch afresh
+        headers = meta.get("headers")
+        return (headers, body) if isinstance(headers, dict) else None
+
+    def store(self, url: str, headers: dict[str, str], body: bytes, fetched_at: str) -> None:
+        meta_path, body_path = self._paths(url)
+        meta = {"url": url, "headers": headers, "size": len(body), "fetched_at": fetched_at}
+        try:
+            tmp = body_path.with_suffix(".body.tmp")
+            tmp.write_bytes(body)
+            os.replace(tmp, body_path)
+            tmp = meta_path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(meta), encoding="utf-8")
+            os.replace(tmp, meta_path)
+        except OSError:
+            pass  # a cache that cannot be written only costs a refetch next time
+
+
+def _cacheable_headers(headers: httpx.Headers) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items() if k.lower() in _CACHED_HEADERS}
+
+
+class _Fetcher:
+    """One crawl's shared state: client, concurrency limits, robots.txt rules and cache."""
+
+    def __init__(self, client: httpx.AsyncClient, opt: _FetchOptions) -> None:
+        self.client = client
+        self.opt = opt
+        self.total = asyncio.Semaphore(opt.concurrency)
+        self.hosts: dict[str, asyncio.Semaphore] = {}
+        self.robots: dict[str, asyncio.Task[tuple[RobotFileParser | None, str]]] = {}
+        self.cache = _Cache(opt.cache_dir) if opt.cache_dir is not None else None
+
+    # -- one URL ---------------------------------------------------------------
+
+    async def get(
+        self, url: str, *, max_bytes: int, accept: frozenset[str] | None, robots: bool = True
+    ) -> _Response:
+        """GET a URL, following redirects by hand; raises _Outcome when there is no usable body.
+
+        Redirects are followed here rather than by httpx so that a loop can be
+        reported as one, robots.txt is checked for every hop, and each hop's
+        response is cached under its own URL.
+        """
+        chain = [url]
+        current = url
+        while True:
+            if robots and self.opt.respect_robots:
+                blocked = await self._robots_block(current)
+                if blocked:
+                    raise _Outcome("skipped", blocked)
+            got = await self._request(current, max_bytes, accept)
+            if isinstance(got, _Response):
+                return got
+            target = urljoin(current, got).split("#", 1)[0]
+            problem = _url_problem(target)
+            if problem:
+                raise _Outcome("failed", f"redirected to an unusable URL: {problem}")
+            if target in chain:
+                raise _Outcome("failed", "redirect loop: " + " -> ".join(chain + [target]))
+            if len(chain) > _MAX_REDIRECTS:
+                raise _Outcome("failed", f"too many redirects (more than {_MAX_REDIRECTS}), last to {target}")
+            chain.append(target)
+            current = target
+
+    async def _request(self, url: str, max_bytes: int, accept: frozenset[str] | None) -> _Response | str:
+        """One request (with retries): a response, or the Location of a redirect."""
+        import httpx
+
+        cached = self.cache.load(url) if self.cache is not None else None
+        conditional: dict[str, str] = {}
+        if cached is not None:
+            if "etag" in cached[0]:
+                conditional["If-None-Match"] = cached[0]["etag"]
+            if "last-modified" in cached[0]:
+                conditional["If-Modified-Since"] = cached[0]["last-modified"]
+        host = (urlsplit(url).hostname or "").lower()
+        host_sem = self.hosts.setdefault(host, asyncio.Semaphore(self.opt.per_host))
+        attempt = 0
+        while True:
+            wait: float | None = None
+            failure = ""
+            status = 0  # the HTTP status of a retryable failure, for robots.txt handling
+            # The host slot is taken first so that requests queued for a busy
+            # host do not hold global slots other hosts could use.
+            async with host_sem, self.total:
+                try:
+                    async with self.client.stream("GET", url, headers=conditional) as resp:
+                        code = resp.status_code
+                        if code == 304 and cached is not None:
+                            # Not modified: the stored body is current. The 304's
+                            # validators replace the stored ones.
+                            headers = {**cached[0], **_cacheable_headers(resp.headers)}
+                            got = _Response(url, headers, cached[1], _now(), from_cache=True)
+                            if self.cache is not None:
+                                self.cache.store(url, headers, cached[1], got.fetched_at)
+                            return got
+                        if code in _REDIRECT_CODES and resp.headers.get("location"):
+                            return resp.headers["location"].strip()
+                        if code == 429 or code >= 500:
+                            failure, status = _http_reason(code, resp.reason_phrase), code
+                            wait = _retry_after(resp.headers.get("retry-after"))
+                        elif code >= 300:  # 4xx, and 3xx that cannot be followed (or a stray 304)
+                            raise _Outcome("failed", _http_reason(code, resp.reason_phrase), code)
+                        else:
+                            body = await _read_body(resp, max_bytes, accept)
+                            got = _Response(url, _cacheable_headers(resp.headers), body, _now())
+                            if self.cache is not None:
+                                self.cache.store(url, got.headers, body, got.fetched_at)
+                            return got
+                except httpx.TimeoutException as exc:
+                    # A server too slow once is usually too slow again: no retry.
+                    reason = f"timeout after {self.opt.timeout:g}s ({type(exc).__name__})"
+                    raise _Outcome("failed", reason) from None
+                except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+                    raise _Outcome("failed", f"invalid URL: {exc}") from None
+                except httpx.TransportError as exc:
+                    cause = _root_cause(exc)
+                    if cause == "tls":  # a certificate or protocol mismatch does not heal on retry
+                        raise _Outcome("failed", f"TLS/SSL error: {exc}") from None
+                    if cause == "dns":
+                        failure = f"DNS lookup failed for {host}: {exc}"
+                    else:  # refused connections, resets: maybe transient
+                        failure = f"{type(exc).__name__}: {exc or 'connection failed'}"
+            if attempt >= self.opt.retries:
+                tries = f" (after {attempt + 1} attempts)" if attempt else ""
+                raise _Outcome("failed", failure + tries, status)
+            await asyncio.sleep(wait if wait is not None else _backoff(attempt))
+            attempt += 1
+
+    # -- robots.txt --------------------------------------------------------------
+
+    async def _robots_block(self, url: str) -> str | None:
+        """The skip reason when robots.txt disallows ``url`` for our user agent, else None."""
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}".lower()
+        task = self.robots.get(origin)
+        if task is None:  # one fetch per host, however many pages wait on it
+            task = self.robots[origin] = asyncio.ensure_future(self._load_robots(origin))
+        rules, note = await task
+        if rules is None or rules.can_fetch(self.opt.user_agent, url):
+            return None
+        return "disallowed by robots.txt" + note
+
+    async def _load_robots(self, origin: str) -> tuple[RobotFileParser | None, str]:
+        """The parsed rules of one host (None: everything allowed), and a note on how.
+
+        As urllib.robotparser.RobotFileParser.read(): 401/403 disallow
+        everything, other 4xx allow everything; a 5xx (after retries)
+        disallows everything too, as RFC 9309 asks. An unreachable host is
+        let through: the page's own fetch will then record the real error.
+        """
+        robots_url = origin + "/robots.txt"
+        try:
+            got = await self.get(robots_url, max_bytes=_ROBOTS_MAX_BYTES, accept=None, robots=False)
+        except _Outcome as outcome:
+            code = outcome.http_status
+            if code in (401, 403) or code >= 500:
+                rules = RobotFileParser(robots_url)
+                rules.disallow_all = True
+                return rules, f" (robots.txt answered HTTP {code})"
+            return None, ""
+        rules = RobotFileParser(robots_url)
+        rules.parse(_decode(got.body, got.charset, html=False)[0].splitlines())
+        return rules, ""
+
+    # -- pages -------------------------------------------------------------------
+
+    async def page(self, url: str) -> tuple[list[Document], SourceRecord]:
+        try:
+            got = await self.get(url, max_bytes=self.opt.max_bytes, accept=_KEPT_TYPES)
+        except _Outcome as outcome:
+            return [], SourceRecord(url, outcome.status, outcome.reason)
+        return _documents_from_response(url, got)
+
+    async def pages(self, urls: list[str]) -> list[tuple[list[Document], SourceRecord]]:
+        """Every URL's documents and record, in input order."""
+        results: list[tuple[list[Document], SourceRecord] | None] = [None] * len(urls)
+        seen: dict[str, int] = {}
+        todo: list[int] = []
+        for i, url in enumerate(urls):
+            problem = _url_problem(url)
+            if problem:
+                results[i] = ([], SourceRecord(url, "failed", problem))
+            elif url in seen:
+                results[i] = ([], SourceRecord(url, "skipped", f"duplicate of source #{seen[url]}"))
+            else:
+                seen[url] = i
+                todo.append(i)
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(urls), desc="fetching", unit="url", disable=None if len(urls) > 20 else True)
+        bar.update(len(urls) - len(todo))
 
         async def one(i: int) -> None:
             url = urls[i]
-            host = (urlsplit(url).hostname or "").lower()
-            sem = hosts.setdefault(host, asyncio.Semaphore(opt.per_host))
             try:
-                results[i] = await _fetch_one(client, url, sem, total, opt)
+                results[i] = await self.page(url)
             except Exception as exc:  # a bug or an odd server must not lose the other sources
                 results[i] = ([], SourceRecord(url, "failed", f"{type(exc).__name__}: {exc}"))
             bar.update(1)
 
         await asyncio.gather(*(one(i) for i in todo))
-    bar.close()
-    return [r for r in results if r is not None]
+        bar.close()
+        return [r for r in results if r is not None]
+
+    # -- sitemaps ----------------------------------------------------------------
+
+    async def sitemap(self, url: str, depth: int, seen: set[str]) -> tuple[list[SourceRecord], list[str]]:
+        """Records of this sitemap and those it nests, and the page URLs they list, in order."""
+        if url in seen:
+            return [SourceRecord(url, "skipped", "sitemap already read (listed twice, or a loop)")], []
+        seen.add(url)  # before the first await: sibling tasks see it at once
+        problem = _url_problem(url)
+        if problem:
+            return [SourceRecord(url, "failed", problem)], []
+        try:
+            got = await self.get(url, max_bytes=_SITEMAP_MAX_BYTES, accept=None)
+            kind, locs = _parse_sitemap(got.body)
+        except _Outcome as outcome:
+            return [SourceRecord(url, outcome.status, outcome.reason)], []
+        except ValueError as exc:
+            return [SourceRecord(url, "failed", f"invalid sitemap: {exc}")], []
+        locs = [urljoin(url, loc) for loc in locs]
+        cached = got.from_cache
+        if kind == "urlset":
+            return [SourceRecord(url, "kept", f"sitemap: {len(locs)} page URLs", from_cache=cached)], locs
+        if depth >= _SITEMAP_MAX_DEPTH:
+            reason = f"sitemap index nested more than {_SITEMAP_MAX_DEPTH} deep: not followed"
+            return [SourceRecord(url, "skipped", reason)], []
+        record = SourceRecord(url, "kept", f"sitemap index: {len(locs)} sitemaps", from_cache=cached)
+        nested = await asyncio.gather(*(self.sitemap(loc, depth + 1, seen) for loc in locs))
+        records, pages = [record], []
+        for child_records, child_pages in nested:
+            records.extend(child_records)
+            pages.extend(child_pages)
+        return records, pages
 
 
-async def _fetch_one(
-    client: httpx.AsyncClient,
-    url: str,
-    host_sem: asyncio.Semaphore,
-    total_sem: asyncio.Semaphore,
-    opt: _FetchOptions,
-) -> tuple[list[Document], SourceRecord]:
-    import httpx
+def _parse_sitemap(body: bytes) -> tuple[str, list[str]]:
+    """("urlset" or "index", the <loc> URLs) of a sitemap; gzip and plain-text lists too.
 
-    attempt = 0
-    while True:
-        wait: float | None = None
-        failure = ""
-        # The host slot is taken first so that requests queued for a busy
-        # host do not hold global slots other hosts could use.
-        async with host_sem, total_sem:
-            try:
-                async with client.stream("GET", url) as resp:
-                    if resp.status_code == 429 or resp.status_code >= 500:
-                        failure = f"HTTP {resp.status_code} {resp.reason_phrase}".strip()
-                        wait = _retry_after(resp.headers.get("retry-after"))
-                    elif resp.status_code >= 400:
-                        reason = f"HTTP {resp.status_code} {resp.reason_phrase}".strip()
-                        return [], SourceRecord(url, "failed", reason)
-                    else:
-                        try:
-                            raw = await _read_body(resp, opt.max_bytes)
-                        except _Skip as skip:
-                            return [], SourceRecord(url, "skipped", str(skip))
-                        return _documents_from_response(url, resp, raw, opt.min_chars)
-            except httpx.TimeoutException as exc:
-                # A server too slow once is usually too slow again: no retry.
-                reason = f"timeout after {opt.timeout:g}s ({type(exc).__name__})"
-                return [], SourceRecord(url, "failed", reason)
-            except httpx.TooManyRedirects:
-                return [], SourceRecord(url, "failed", f"too many redirects (more than {_MAX_REDIRECTS})")
-            except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-                return [], SourceRecord(url, "failed", f"invalid URL: {exc}")
-            except httpx.TransportError as exc:
-                # Refused connections, DNS failures, resets: maybe transient.
-                failure = f"{type(exc).__name__}: {exc or 'connection failed'}"
-        if attempt >= opt.retries:
-            tries = f" (after {attempt + 1} attempts)" if attempt else ""
-            return [], SourceRecord(url, "failed", failure + tries)
-        await asyncio.sleep(wait if wait is not None else _backoff(attempt))
-        attempt += 1
+    Raises _Outcome or ValueError saying what is wrong.
+    """
+    if body[:2] == b"\x1f\x8b":  # a .xml.gz served as a file, not as Content-Encoding
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            body = inflater.decompress(body, _SITEMAP_MAX_BYTES)
+        except zlib.error as exc:
+            raise ValueError(f"corrupt gzip ({exc})") from None
+        if inflater.unconsumed_tail:
+            raise _Outcome("skipped", f"too large: more than {_SITEMAP_MAX_BYTES} bytes uncompressed")
+    stripped = body.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if _HTML_START.match(stripped):
+        raise ValueError("an HTML page, not a sitemap")
+    if not stripped.startswith(b"<"):
+        # sitemaps.org also allows a plain text file with one URL per line.
+        lines = [line.strip() for line in stripped.decode("utf-8", "replace").splitlines() if line.strip()]
+        if lines and all(_url_problem(line) is None for line in lines):
+            return "urlset", lines
+        raise ValueError("neither XML nor a list of URLs")
+    # No sitemap needs a DTD; refusing one rules out entity-expansion bombs.
+    if _DOCTYPE.search(body):
+        raise ValueError("DOCTYPE or ENTITY declarations are not allowed")
+    try:
+        root = ElementTree.fromstring(body)
+    except ElementTree.ParseError as exc:
+        raise ValueError(f"malformed XML ({exc})") from None
+
+    def local(tag: str) -> str:
+        return tag.rsplit("}", 1)[-1]  # ignore the namespace
+
+    kind = local(root.tag)
+    if kind not in ("urlset", "sitemapindex"):
+        raise ValueError(f"root element <{kind}> is neither <urlset> nor <sitemapindex>")
+    entry = "url" if kind == "urlset" else "sitemap"
+    locs = [
+        sub.text.strip()
+        for el in root
+        if local(el.tag) == entry
+        for sub in el
+        if local(sub.tag) == "loc" and sub.text and sub.text.strip()
+    ]
+    return ("urlset" if kind == "urlset" else "index"), locs
 
 
-async def _read_body(resp: httpx.Response, max_bytes: int) -> bytes:
-    """Check the content type and size, then read the (decompressed) body."""
+async def _crawl(
+    opt: _FetchOptions, *, urls: list[str] | None = None, sitemap: str | None = None, limit: int | None = None
+) -> list[tuple[list[Document], SourceRecord]]:
+    """Fetch pages (given, or listed by a sitemap) with one client and shared limits."""
+    import httpx  # deferred: only URL loading needs it
+
+    limits = httpx.Limits(max_connections=opt.concurrency, max_keepalive_connections=opt.concurrency)
+    async with httpx.AsyncClient(
+        follow_redirects=False,  # _Fetcher.get follows them itself
+        timeout=httpx.Timeout(opt.timeout),
+        headers={"User-Agent": opt.user_agent},
+        limits=limits,
+    ) as client:
+        fetcher = _Fetcher(client, opt)
+        results: list[tuple[list[Document], SourceRecord]] = []
+        if sitemap is not None:
+            records, listed = await fetcher.sitemap(sitemap, 0, set())
+            results.extend(([], r) for r in records)
+            # A page listed by several sitemaps is one source, not a duplicate.
+            urls = list(dict.fromkeys(listed))
+            if limit is not None:
+                urls = urls[:limit]
+        results.extend(await fetcher.pages(urls or []))
+    return results
+
+
+async def _read_body(resp: httpx.Response, max_bytes: int, accept: frozenset[str] | None) -> bytes:
+    """Check the content type (when ``accept`` is given) and size, then read the (decompressed) body."""
     media = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media and media not in _KEPT_TYPES:
-        raise _Skip(f"unsupported content type {media}")
+    if accept is not None and media and media not in accept:
+        raise _Outcome("skipped", f"unsupported content type {media}")
     length = resp.headers.get("content-length")
     if length and length.isdigit() and int(length) > max_bytes:
-        raise _Skip(f"too large: {int(length)} bytes > max_bytes={max_bytes}")
+        raise _Outcome("skipped", f"too large: {int(length)} bytes > max_bytes={max_bytes}")
     chunks: list[bytes] = []
     size = 0
     async for chunk in resp.aiter_bytes():
         size += len(chunk)
-        if size > max_bytes:  # also catches compressed bodies that inflate
-            raise _Skip(f"too large: more than max_bytes={max_bytes} bytes")
+        if size > max_bytes:  # also catches compressed bodies that inflate, and no Content-Length
+            raise _Outcome("skipped", f"too large: more than max_bytes={max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
 
-def _documents_from_response(
-    url: str, resp: httpx.Response, raw: bytes, min_chars: int
-) -> tuple[list[Document], SourceRecord]:
-    media = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+def _documents_from_response(url: str, got: _Response) -> tuple[list[Document], SourceRecord]:
+    media = got.media
+    raw = got.body
+    if not raw.strip():
+        return [], SourceRecord(url, "skipped", "empty response body", from_cache=got.from_cache)
     if not media:  # no header: sniff, since servers of static files forget it
         media = "text/html" if raw.lstrip()[:1] == b"<" else "text/plain"
-    charset = resp.charset_encoding
+    binary = _binary_reason(raw)
+    if binary:
+        reason = f"binary content served as {media} ({binary})"
+        return [], SourceRecord(url, "skipped", reason, from_cache=got.from_cache)
+    decoded, note = _decode(raw, got.charset, html=media != "text/plain")
+    if _mostly_undecodable(decoded):
+        reason = f"binary content served as {media} (mostly bytes that are not text in {got.charset or 'any charset tried'})"
+        return [], SourceRecord(url, "skipped", reason, from_cache=got.from_cache)
     if media == "text/plain":
-        text = normalize_text(raw.decode(charset if _codec_ok(charset) else "utf-8", errors="replace"))
-        title = ""
+        text, title = normalize_text(decoded), ""
     else:
-        html = _decode_html(raw, charset if _codec_ok(charset) else None)
-        text = extract_text(html, url)
-        title = extract_title(html)
-    final = str(resp.url)
-    note = f"redirected to {final}" if final != url else ""
+        text, title = extract_text(decoded, url), extract_title(decoded)
+    notes = [f"redirected to {got.url}"] if got.url != url else []
+    if note:
+        notes.append(note)
     if not text:
-        return [], SourceRecord(url, "skipped", "no text")
-    if len(text) < min_chars:
-        reason = f"only {len(text)} characters of text (min_chars={min_chars})"
-        return [], SourceRecord(url, "skipped", reason)
-    docs = [Document(text, url, title)]
-    return docs, _kept(url, docs, note)
-
-
-def _codec_ok(name: str | None) -> bool:
-    if not name:
-        return False
-    try:
-        codecs.lookup(name)
-    except LookupError:
-        return False
-    return True
+        return [], SourceRecord(url, "skipped", "no text", from_cache=got.from_cache)
+    docs = [Document(text, url, title, got.fetched_at)]
+    record = _kept(url, docs, "; ".join(notes))
+    record.from_cache = got.from_cache
+    return docs, record

@@ -11,6 +11,7 @@ import asyncio
 import gzip
 import importlib.util
 import json
+import random
 import socket
 import threading
 import time
@@ -76,6 +77,77 @@ def page(body: str, title: str = "Test page") -> str:
     return f"<html><head><title>{title}</title></head><body><article>{paras}</article></body></html>"
 
 
+MALFORMED_HTML = (
+    "<html><body><div class=content><p>Unclosed paragraph about the tides of the northern bay, long enough"
+    " to be prose.<p>Second <b>bold <i>crossed</b> nesting</i> & a stray &bogus; entity, still prose here."
+    "</span></div></td><p>Third paragraph after stray closing tags, which parsers must tolerate too.<!-- x"
+)
+
+# A sitemap index nesting a plain sitemap, a gzipped one, another index, a
+# missing one and itself (a loop). {base} is the server's address.
+SITEMAPS = {
+    "/sitemap.xml": """<?xml version="1.0" encoding="UTF-8"?>
+<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
+  <sitemap><loc>{base}/sitemaps/pages.xml</loc></sitemap>
+  <sitemap><loc>{base}/sitemaps/more.xml.gz</loc></sitemap>
+  <sitemap><loc>{base}/sitemaps/nested-index.xml</loc></sitemap>
+  <sitemap><loc>{base}/sitemaps/missing.xml</loc></sitemap>
+  <sitemap><loc>{base}/sitemap.xml</loc></sitemap>
+</sitemapindex>""",
+    "/sitemaps/pages.xml": """<?xml version="1.0" encoding="UTF-8"?>
+<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
+  <url><loc>{base}/sm/1</loc><lastmod>2024-01-01</lastmod></url>
+  <url><loc>{base}/sm/2?a=1&amp;b=2</loc></url>
+</urlset>""",
+    "/sitemaps/more.xml.gz": """<?xml version="1.0" encoding="UTF-8"?>
+<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
+  <url><loc>{base}/sm/3</loc></url>
+  <url><loc>{base}/sm/1</loc></url>
+</urlset>""",
+    "/sitemaps/nested-index.xml": """<?xml version="1.0" encoding="UTF-8"?>
+<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
+  <sitemap><loc>{base}/sitemaps/deep.xml</loc></sitemap>
+</sitemapindex>""",
+    "/sitemaps/deep.xml": """<?xml version="1.0" encoding="UTF-8"?>
+<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">
+  <url><loc>{base}/sm/4</loc></url>
+</urlset>""",
+}
+
+_VOCAB = (
+    "tide harbour lantern copper meadow orchard ferry granite willow falcon ledger cellar beacon quarry "
+    "thistle saddle marble ember canyon parcel hollow timber glacier pebble compass ribbon barley cobalt "
+    "furnace signal voyage cradle anchor summit velvet shutter basalt meridian"
+).split()
+
+
+def prose(seed: int, words: int = 300) -> list[str]:
+    """Deterministic pseudo-prose: three paragraphs of sentences from a small vocabulary."""
+    rng = random.Random(seed)
+    ws = [rng.choice(_VOCAB) for _ in range(words)]
+    sentences = [" ".join(ws[i : i + 15]).capitalize() + "." for i in range(0, words, 15)]
+    third = len(sentences) // 3
+    return [" ".join(sentences[:third]), " ".join(sentences[third : 2 * third]), " ".join(sentences[2 * third :])]
+
+
+def site_page(paras: list[str], extra: str = "") -> str:
+    body = "".join(f"<p>{p}</p>" for p in paras)
+    return f"<html><head><title>Site</title></head><body><article>{body}{extra}</article></body></html>"
+
+
+BYLINE = "<p>Written by the Example Site editorial team, all rights reserved.</p>"
+_NEAR = prose(1)
+_NEAR[1] = _NEAR[1].replace(" ", " zebra ", 1)  # one word more: Jaccard ~0.98
+SITE_PAGES = {
+    "/site/a": site_page(prose(1)),
+    "/site/a-copy": site_page(prose(1)).replace("<p>", "<p> "),  # same text, other spacing
+    "/site/a-near": site_page(_NEAR),
+    "/site/p1": site_page(prose(2), BYLINE),
+    "/site/p2": site_page(prose(3), BYLINE),
+    "/site/p3": site_page(prose(4), BYLINE),
+}
+
+
 # ---------------------------------------------------------------------------
 # Fixtures: a real HTTP server
 # ---------------------------------------------------------------------------
@@ -85,6 +157,8 @@ class _Handler(BaseHTTPRequestHandler):
     hits: Counter = Counter()  # shared by all handler instances of one server
     lock = threading.Lock()
     in_flight = [0, 0]  # requests being served now, the most at once
+    conditional: Counter = Counter()  # 304s answered to If-None-Match / If-Modified-Since
+    robots_mode = ["ok"]  # "503": /robots.txt answers 503
 
     def log_message(self, *args: object) -> None:  # keep pytest output clean
         pass
@@ -158,10 +232,74 @@ class _Handler(BaseHTTPRequestHandler):
             elif path == "/slow":
                 time.sleep(2.0)
                 self._send(200, page("Too late.").encode())
+            elif self._more(path):
+                pass
             else:
                 self._send(404, b"unknown")
         except (BrokenPipeError, ConnectionResetError):  # a client that gave up (timeouts)
             pass
+
+
+    def _more(self, path: str) -> bool:
+        """Routes for sitemaps, robots.txt, caching, bad bodies and cleaning; False if none."""
+        base = f"http://{self.headers['Host']}"
+        if path in SITEMAPS:
+            body = SITEMAPS[path].replace("{base}", base).encode()
+            if path.endswith(".gz"):  # a gzipped file, not a Content-Encoding
+                self._send(200, gzip.compress(body), ctype="application/x-gzip")
+            else:
+                self._send(200, body, ctype="application/xml")
+        elif path.startswith("/sm/"):
+            self._send(200, page(f"Sitemap page {path[4:]} with its own words.").encode())
+        elif path == "/robots.txt":
+            if self.robots_mode[0] == "503":
+                self._send(503, b"busy")
+            else:  # our group disallows /private/; everyone else is kept out entirely
+                rules = b"User-agent: kinfuse\nDisallow: /private/\n\nUser-agent: *\nDisallow: /\n"
+                self._send(200, rules, ctype="text/plain")
+        elif path.startswith("/private/"):
+            self._send(200, page("Private page.").encode())
+        elif path == "/etag":  # revalidated with If-None-Match
+            if self.headers.get("If-None-Match") == '"v1"':
+                self.conditional[path] += 1
+                self._send(304, b"", ETag='"v1"')
+            else:
+                self._send(200, page("Cached by entity tag.").encode(), ETag='"v1"')
+        elif path == "/lastmod":  # revalidated with If-Modified-Since
+            stamp = "Wed, 01 May 2024 10:00:00 GMT"
+            if self.headers.get("If-Modified-Since") == stamp:
+                self.conditional[path] += 1
+                self._send(304, b"")
+            else:
+                self._send(200, page("Cached by date.").encode(), Last_Modified=stamp)
+        elif path in ("/loop/a", "/loop/b"):
+            self.send_response(302)
+            self.send_header("Location", "/loop/b" if path == "/loop/a" else "/loop/a")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+        elif path == "/binary":  # a PNG served as HTML
+            self._send(200, b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)) * 8)
+        elif path == "/badutf8":  # declared UTF-8, with bytes that are not
+            body = page("Broken \xff\xfe bytes in an otherwise fine page.").encode("latin-1")
+            self._send(200, body, ctype="text/html; charset=utf-8")
+        elif path == "/undeclared1252":  # no charset anywhere, not UTF-8
+            self._send(200, page("Caf\u00e9 \u201cquoted\u201d.").encode("cp1252"), ctype="text/html")
+        elif path == "/malformed":
+            self._send(200, MALFORMED_HTML.encode())
+        elif path == "/emptybody":
+            self._send(200, b"")
+        elif path == "/hugestream":  # no Content-Length: the size shows only while reading
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.end_headers()
+            for _ in range(10):
+                self.wfile.write(b"<p>" + b"y" * 1000 + b"</p>")
+            self.close_connection = True
+        elif path in SITE_PAGES:
+            self._send(200, SITE_PAGES[path].encode())
+        else:
+            return False
+        return True
 
 
 @dataclass
@@ -172,7 +310,8 @@ class Server:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
-    handler = type("Handler", (_Handler,), {"hits": Counter(), "in_flight": [0, 0]})
+    fresh = {"hits": Counter(), "in_flight": [0, 0], "conditional": Counter(), "robots_mode": ["ok"]}
+    handler = type("Handler", (_Handler,), fresh)
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
@@ -426,7 +565,7 @@ def test_urls_dns_failure_recorded(server: Server) -> None:
     bad = "http://no-such-host.invalid/page"  # .invalid never resolves (RFC 2606)
     corpus = Corpus.from_urls([bad, server.base + "/gzip"], retries=0, timeout=5)
     assert corpus.records[0].status == "failed"
-    assert corpus.records[0].reason  # names the resolver's error
+    assert "DNS lookup failed for no-such-host.invalid" in corpus.records[0].reason
 
 
 def test_urls_only_unreachable_raises() -> None:
@@ -453,7 +592,7 @@ def test_urls_from_thread_and_running_loop(server: Server) -> None:
 def test_urls_concurrency_limits_respected(server: Server) -> None:
     base = server.base
     urls = [base + f"/concurrent?n={i}" for i in range(25)]  # > 20: the progress-bar path too
-    corpus = Corpus.from_urls(urls, concurrency=3, per_host=2)
+    corpus = Corpus.from_urls(urls, concurrency=3, per_host=2, dedup=False)  # the pages are identical
     assert len(corpus) == 25
     assert [r.source for r in corpus.records] == urls  # input order kept
     assert 1 < server.handler.in_flight[1] <= 2  # per_host=2 bounds one host below concurrency=3
@@ -556,7 +695,7 @@ def test_documents_add_len_iter() -> None:
 def test_to_dataset_columns() -> None:
     corpus = Corpus.from_documents([Document("One.", "s1", "Title one"), Document("Two.", "s2")])
     ds = corpus.to_dataset()
-    assert ds.column_names == ["text", "source", "title"]
+    assert ds.column_names == ["text", "source", "title", "fetched_at"]
     assert ds["text"] == ["One.", "Two."]
     assert ds["title"] == ["Title one", ""]
 
@@ -587,3 +726,258 @@ def test_empty_corpus_error_names_every_source(tmp_path: Path) -> None:
 
     with pytest.raises(CorpusError, match="no source"):
         Corpus.from_texts([])
+
+
+# ---------------------------------------------------------------------------
+# Bad input: each case ends as a per-source record
+# ---------------------------------------------------------------------------
+
+BAD_PATHS = ["/loop/a", "/binary", "/badutf8", "/undeclared1252", "/malformed", "/emptybody", "/hugestream"]
+
+
+@pytest.fixture(scope="module")
+def bad(server: Server) -> dict[str, SourceRecord]:
+    """One fetch of every bad-input route, plus a TLS handshake against the plain-HTTP server."""
+    base = server.base
+    tls = base.replace("http://", "https://") + "/article"
+    urls = [base + p for p in BAD_PATHS] + [tls, base + "/article"]
+    corpus = Corpus.from_urls(urls, retries=0, timeout=5, max_bytes=5000)
+    records = {r.source.replace(base, "").replace("https://127.0.0.1:", "tls:"): r for r in corpus.records}
+    assert len(records) == len(urls)
+    return {("/tls" if k.startswith("tls:") else k): v for k, v in records.items()}
+
+
+def test_bad_redirect_loop_fails_naming_the_chain(bad: dict[str, SourceRecord]) -> None:
+    rec = bad["/loop/a"]
+    assert rec.status == "failed"
+    assert rec.reason.startswith("redirect loop:") and "/loop/b" in rec.reason and rec.reason.endswith("/loop/a")
+
+
+def test_bad_binary_served_as_html_skipped(bad: dict[str, SourceRecord]) -> None:
+    rec = bad["/binary"]
+    assert rec.status == "skipped"
+    assert "binary content served as text/html" in rec.reason and "NUL" in rec.reason
+
+
+def test_bad_invalid_utf8_kept_with_note(bad: dict[str, SourceRecord], server: Server) -> None:
+    rec = bad["/badutf8"]
+    assert rec.status == "kept" and "invalid UTF-8" in rec.reason and "6 bad byte" in rec.reason  # 2 bytes x 3 paragraphs
+    rec = bad["/undeclared1252"]
+    assert rec.status == "kept" and "windows-1252" in rec.reason
+
+
+def test_bad_malformed_html_still_extracted(bad: dict[str, SourceRecord]) -> None:
+    rec = bad["/malformed"]
+    assert rec.status == "kept" and rec.chars > 150 and rec.reason == ""
+
+
+def test_bad_empty_and_huge_bodies_skipped(bad: dict[str, SourceRecord]) -> None:
+    assert bad["/emptybody"].status == "skipped" and bad["/emptybody"].reason == "empty response body"
+    huge = bad["/hugestream"]  # no Content-Length: caught while streaming
+    assert huge.status == "skipped" and "max_bytes=5000" in huge.reason
+
+
+def test_bad_tls_failure_recorded(bad: dict[str, SourceRecord]) -> None:
+    rec = bad["/tls"]
+    assert rec.status == "failed"
+    assert "TLS/SSL" in rec.reason
+    assert bad["/article"].status == "kept"
+
+
+def test_bad_texts_decoded(server: Server) -> None:
+    base = server.base
+    corpus = Corpus.from_urls([base + "/badutf8", base + "/undeclared1252", base + "/malformed"])
+    texts = {d.source[len(base) :]: d.text for d in corpus}
+    assert "Broken \ufffd\ufffd bytes" in texts["/badutf8"]
+    assert "Caf\u00e9 \u201cquoted\u201d." in texts["/undeclared1252"]
+    malformed = texts["/malformed"]
+    assert "Unclosed paragraph" in malformed and "crossed nesting" in malformed and "Third paragraph" in malformed
+    assert all(d.fetched_at.endswith("+00:00") for d in corpus)  # ISO 8601, UTC
+
+
+# ---------------------------------------------------------------------------
+# Sources: URL files, sitemaps, datasets
+# ---------------------------------------------------------------------------
+
+
+def test_url_file(server: Server, tmp_path: Path) -> None:
+    base = server.base
+    url_file = tmp_path / "urls.txt"
+    url_file.write_text(f"# pages to learn\n{base}/article\n\n   {base}/gzip  \n# {base}/missing\n", encoding="utf-8")
+    corpus = Corpus.from_url_file(url_file, retries=0)
+    assert [r.source for r in corpus.records] == [base + "/article", base + "/gzip"]
+    assert all(r.status == "kept" for r in corpus.records)
+    (tmp_path / "none.txt").write_text("# only a comment\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match="lists no URL"):
+        Corpus.from_url_file(tmp_path / "none.txt")
+    with pytest.raises(CorpusError, match="no such URL file"):
+        Corpus.from_url_file(tmp_path / "absent.txt")
+
+
+def test_sitemap_nested_gzip_loop_and_missing(server: Server) -> None:
+    base = server.base
+    corpus = Corpus.from_sitemap(base + "/sitemap.xml", retries=0)
+    records: dict[str, SourceRecord] = {}
+    for r in corpus.records:  # the first record of each source (the index is listed twice)
+        records.setdefault(r.source[len(base) :], r)
+    assert records["/sitemap.xml"].status == "kept" and "5 sitemaps" in records["/sitemap.xml"].reason
+    assert records["/sitemaps/pages.xml"].reason == "sitemap: 2 page URLs"
+    assert records["/sitemaps/more.xml.gz"].reason == "sitemap: 2 page URLs"  # gzipped file
+    assert records["/sitemaps/nested-index.xml"].reason == "sitemap index: 1 sitemaps"
+    assert records["/sitemaps/deep.xml"].reason == "sitemap: 1 page URLs"  # two levels down
+    assert records["/sitemaps/missing.xml"].status == "failed" and "404" in records["/sitemaps/missing.xml"].reason
+    # the index lists itself: read once, the second mention recorded
+    assert sum(1 for r in corpus.records if r.source == base + "/sitemap.xml") == 2
+    assert any(r.status == "skipped" and "already read" in r.reason for r in corpus.records)
+    # pages in sitemap order, /sm/1 (listed twice) fetched once, &amp; decoded
+    pages = [r.source[len(base) :] for r in corpus.records if "/sm/" in r.source]
+    assert pages == ["/sm/1", "/sm/2?a=1&b=2", "/sm/3", "/sm/4"]
+    assert len(corpus) == 4 and all("Sitemap page" in d.text for d in corpus)
+    limited = Corpus.from_sitemap(base + "/sitemaps/pages.xml", limit=1)
+    assert [d.source for d in limited] == [base + "/sm/1"]
+
+
+def test_sitemap_invalid_recorded(server: Server) -> None:
+    with pytest.raises(CorpusError) as err:
+        Corpus.from_sitemap(server.base + "/article", retries=0)  # HTML, not a sitemap
+    assert "invalid sitemap: an HTML page, not a sitemap" in str(err.value)
+
+
+def test_from_dataset_and_round_trip() -> None:
+    import datasets
+
+    ds = datasets.Dataset.from_dict(
+        {"text": ["First  row.", "", None, "Fourth row."], "title": ["T1", "", "", "T4"], "lang": ["en"] * 4}
+    )
+    corpus = Corpus.from_dataset(ds)
+    assert [d.text for d in corpus] == ["First row.", "Fourth row."]
+    assert [d.source for d in corpus] == ["dataset:0", "dataset:3"]
+    assert corpus[0].title == "T1"
+    assert [r.status for r in corpus.records] == ["kept", "skipped", "skipped", "kept"]
+    assert corpus.records[2].reason == "not a string (NoneType)"
+    again = Corpus.from_dataset(corpus.to_dataset())  # source/title/fetched_at columns come back
+    assert [(d.text, d.source, d.title) for d in again] == [(d.text, d.source, d.title) for d in corpus]
+    other = datasets.Dataset.from_dict({"body": ["x"]})
+    with pytest.raises(CorpusError, match="no column 'text'"):
+        Corpus.from_dataset(other)
+    assert Corpus.from_dataset(other, text_column="body")[0].text == "x"
+
+
+# ---------------------------------------------------------------------------
+# robots.txt and the response cache
+# ---------------------------------------------------------------------------
+
+
+def test_robots_txt_respected_once_per_host(server: Server) -> None:
+    base = server.base
+    before = server.handler.hits["/robots.txt"]
+    urls = [base + "/private/a", base + "/private/b", base + "/gzip", base + "/target"]
+    corpus = Corpus.from_urls(urls, respect_robots=True)
+    statuses = [(r.status, r.reason) for r in corpus.records]
+    assert statuses[:2] == [("skipped", "disallowed by robots.txt")] * 2
+    assert [s for s, _ in statuses[2:]] == ["kept", "kept"]  # the kinfuse group allows the rest
+    assert server.handler.hits["/robots.txt"] - before == 1
+    assert server.handler.hits["/private/a"] == 0
+    # off by default: robots.txt is not even read
+    Corpus.from_urls([base + "/private/a"])
+    assert server.handler.hits["/robots.txt"] - before == 1
+
+
+def test_robots_txt_5xx_disallows_all(server: Server) -> None:
+    server.handler.robots_mode[0] = "503"
+    try:
+        with pytest.raises(CorpusError) as err:
+            Corpus.from_urls([server.base + "/gzip"], respect_robots=True, retries=0)
+    finally:
+        server.handler.robots_mode[0] = "ok"
+    assert "disallowed by robots.txt (robots.txt answered HTTP 503)" in str(err.value)
+
+
+def test_cache_revalidates_with_etag_and_last_modified(server: Server, tmp_path: Path) -> None:
+    base = server.base
+    urls = [base + "/etag", base + "/lastmod"]
+    cache = tmp_path / "cache"
+    first = Corpus.from_urls(urls, cache_dir=cache)
+    assert [r.from_cache for r in first.records] == [False, False]
+    assert len(list(cache.glob("*.body"))) == 2 and len(list(cache.glob("*.json"))) == 2
+    assert server.handler.conditional["/etag"] == 0
+
+    second = Corpus.from_urls(urls, cache_dir=cache)
+    assert [r.status for r in second.records] == ["kept", "kept"]
+    assert [r.from_cache for r in second.records] == [True, True]
+    assert server.handler.conditional["/etag"] == 1 and server.handler.conditional["/lastmod"] == 1
+    assert [d.text for d in second] == [d.text for d in first]
+    assert "[from cache]" in second.report()
+    # without cache_dir nothing is conditional
+    Corpus.from_urls(urls)
+    assert server.handler.conditional["/etag"] == 1
+
+
+# ---------------------------------------------------------------------------
+# Cleaning, save/load
+# ---------------------------------------------------------------------------
+
+SITE = ["/site/a", "/site/a-copy", "/site/a-near", "/site/p1", "/site/p2", "/site/p3"]
+
+
+def test_cleaning_counts_and_records(server: Server) -> None:
+    base = server.base
+    corpus = Corpus.from_urls([base + p for p in SITE])
+    records = {r.source[len(base) :]: r for r in corpus.records}
+    assert records["/site/a-copy"].status == "skipped"
+    assert records["/site/a-copy"].reason == f"duplicate of {base}/site/a"
+    assert records["/site/a-near"].status == "skipped"
+    assert records["/site/a-near"].reason == f"near-duplicate of {base}/site/a"
+    assert corpus.cleaning["exact_duplicates"] == 1 and corpus.cleaning["near_duplicates"] == 1
+    assert corpus.cleaning["boilerplate_lines"] == 1 and corpus.cleaning["boilerplate_lines_removed"] == 3
+    assert len(corpus) == 4
+    assert not any("editorial team" in d.text for d in corpus)
+    assert records["/site/p1"].chars == len(corpus.documents[1].text)  # counts follow the cleaned text
+    assert "cleaning: 1 exact duplicate(s), 1 near-duplicate(s), 1 boilerplate line(s)" in corpus.report()
+
+    raw = Corpus.from_urls([base + p for p in SITE], dedup=False)
+    assert len(raw) == 6 and raw.cleaning["exact_duplicates"] == 0
+    assert sum("editorial team" in d.text for d in raw) == 3
+    assert len(raw.clean()) == 4  # the explicit method does the same
+    assert len(raw.clean(near_dup_threshold=None)) == 5
+
+
+def test_clean_min_chars_and_multi_document_sources(tmp_path: Path) -> None:
+    rows = [{"text": "Same row text."}, {"text": "same   ROW text."}, {"text": "Another row, long enough."}]
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    (tmp_path / "short.txt").write_text("Tiny.", encoding="utf-8")
+    corpus = Corpus.from_paths([tmp_path], min_chars=10)
+    by_name = {Path(r.source).name: r for r in corpus.records}
+    rows_rec = by_name["rows.jsonl"]
+    assert rows_rec.status == "kept" and rows_rec.documents == 2  # one of three rows removed
+    assert f"duplicate of {tmp_path / 'rows.jsonl'}:1" in rows_rec.reason
+    assert by_name["short.txt"].status == "skipped"
+    assert by_name["short.txt"].reason.startswith("shorter than 10 characters")
+    assert corpus.cleaning["too_short"] == 1 and corpus.cleaning["exact_duplicates"] == 1
+
+
+def test_save_load_round_trip(fetched: Fetched, tmp_path: Path) -> None:
+    corpus = fetched[0] + Corpus.from_texts(["Extra text."])
+    folder = corpus.save(tmp_path / "saved")
+    assert sorted(p.name for p in folder.iterdir()) == ["cleaning.json", "documents.jsonl", "records.jsonl"]
+    loaded = Corpus.load(folder)
+    assert loaded.documents == corpus.documents
+    assert loaded.records == corpus.records
+    assert loaded.cleaning == corpus.cleaning
+    assert loaded.report() == corpus.report()
+    # the document -> record link survives: cleaning after load still updates the right record
+    twice = (loaded + loaded).clean().records[len(corpus.records)]
+    assert (twice.status, twice.reason) == ("skipped", f"duplicate of {corpus.records[0].source}")
+    with pytest.raises(CorpusError, match="not a saved corpus"):
+        Corpus.load(tmp_path / "nothing-here")
+
+
+def test_report_lists_every_source_and_totals(fetched: Fetched) -> None:
+    corpus = fetched[0]
+    report = corpus.report().splitlines()
+    assert len(report) == len(corpus.records) + 2  # sources, totals, cleaning
+    for line, r in zip(report, corpus.records):
+        assert line.startswith(r.status) and r.source in line and r.reason in line
+    chars = sum(len(d.text) for d in corpus)
+    assert f"{len(corpus)} documents, {chars} characters, ~{chars // 4} tokens" in report[-2]
+    assert report[-1].startswith("cleaning: ")
