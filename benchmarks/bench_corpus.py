@@ -1,0 +1,212 @@
+#!/usr/bin/env python
+"""Main-text extraction: kinfuse.corpus.extract_text against trafilatura, quality and speed.
+
+One run, one process pinned to one CPU core (so pages/s is single-core throughput, not
+parallelism):
+
+  1. loads every page of the extraction dev set (``<repo>/../shared/extraction`` by default,
+     ``--dev`` to point elsewhere) into memory, decoded once, the same string for both tools;
+  2. extracts every page with each tool once (warm-up; these outputs are scored with the dev
+     set's own ``score.py``, imported with importlib, so F1 is the benchmark's metric exactly);
+  3. times ``--repeats`` full passes of each tool, alternating which goes first, and reports
+     pages/s from the median pass (background load on a shared machine hits both alike);
+  4. writes ``benchmarks/results/corpus-<timestamp>.json``.
+
+    python benchmarks/bench_corpus.py                     # dev set beside the repo
+    python benchmarks/bench_corpus.py --dev /data/extraction --repeats 7
+
+trafilatura is a benchmark-only dependency, not a kinfuse one: ``pip install trafilatura
+lxml_html_clean`` (with lxml >= 5.2, trafilatura's justext import needs lxml_html_clean).
+It is called as ``trafilatura.extract(html, url=..., include_comments=False)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import gzip
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+DEFAULT_DEV = REPO.parent / "shared" / "extraction"
+
+Extractor = Callable[[str, str], str]
+
+
+def pin_to_one_core() -> int:
+    """Run on the first allowed core only: pages/s then means one core's throughput."""
+    core = min(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {core})
+    return core
+
+
+def resolve_dev(path: Path) -> tuple[Path, Path]:
+    """(folder with score.py, folder with ground-truth.json and html/) from --dev.
+
+    --dev may name the extraction folder (holding score.py and dev/) or dev/ itself.
+    """
+    path = path.resolve()
+    if (path / "score.py").exists() and (path / "dev" / "ground-truth.json").exists():
+        return path, path / "dev"
+    if (path / "ground-truth.json").exists() and (path.parent / "score.py").exists():
+        return path.parent, path
+    raise SystemExit(f"no extraction dev set at {path} (want score.py and dev/ground-truth.json)")
+
+
+def load_scorer(root: Path) -> ModuleType:
+    spec = importlib.util.spec_from_file_location("extraction_score", root / "score.py")
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"cannot import {root / 'score.py'}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_pages(dev: Path) -> tuple[dict, list[tuple[str, str, str]]]:
+    """The ground truth and (page id, url, html) for every page, decoded once up front."""
+    truth = json.loads((dev / "ground-truth.json").read_text(encoding="utf-8"))
+    pages = []
+    for page_id, item in truth.items():
+        raw = gzip.decompress((dev / "html" / f"{page_id}.html.gz").read_bytes())
+        pages.append((page_id, item.get("url") or "", raw.decode("utf-8", "replace")))
+    return truth, pages
+
+
+def kinfuse_extractor() -> Extractor:
+    from kinfuse.corpus import extract_text
+
+    return lambda html, url: extract_text(html, url)
+
+
+def trafilatura_extractor() -> Extractor:
+    import trafilatura
+
+    return lambda html, url: trafilatura.extract(html, url=url or None, include_comments=False) or ""
+
+
+def run_pass(extract: Extractor, pages: list[tuple[str, str, str]]) -> tuple[float, dict[str, str]]:
+    out: dict[str, str] = {}
+    start = time.perf_counter()
+    for page_id, url, html in pages:
+        out[page_id] = extract(html, url)
+    return time.perf_counter() - start, out
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "kinfuse/corpus.py"],
+            cwd=REPO, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    # The extractor under test is kinfuse/corpus.py: say when it differs from the commit.
+    return sha + ("+dirty(kinfuse/corpus.py)" if dirty else "")
+
+
+def version(dist: str) -> str:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dev", type=Path, default=DEFAULT_DEV, help=f"extraction dev set (default {DEFAULT_DEV})")
+    ap.add_argument("--repeats", type=int, default=5, help="timed passes per tool (default 5)")
+    ap.add_argument("--out", type=Path, default=None, help="result file (default benchmarks/results/corpus-<ts>.json)")
+    args = ap.parse_args()
+    if args.repeats < 1:
+        raise SystemExit("--repeats must be >= 1")
+
+    core = pin_to_one_core()
+    root, dev = resolve_dev(args.dev)
+    scorer = load_scorer(root)
+    truth, pages = load_pages(dev)
+    tools: dict[str, Extractor] = {"kinfuse": kinfuse_extractor(), "trafilatura": trafilatura_extractor()}
+    # kinfuse.corpus must not drag torch in: it would cost memory and import time, not
+    # extraction time, but the claim is "extraction alone on one core".
+    assert "torch" not in sys.modules, "torch got imported; the benchmark measures extraction only"
+
+    f1: dict[str, dict] = {}
+    for name, extract in tools.items():  # warm-up pass, scored
+        _, out = run_pass(extract, pages)
+        f1[name] = scorer.score(truth, {k: {"articleBody": v} for k, v in out.items()})
+        print(f"{name:12s} F1 {f1[name]['f1']:.4f}  P {f1[name]['precision']:.4f}  R {f1[name]['recall']:.4f}")
+
+    times: dict[str, list[float]] = {name: [] for name in tools}
+    order = list(tools)
+    for rep in range(args.repeats):
+        for name in order if rep % 2 == 0 else order[::-1]:  # alternate who goes first
+            seconds, _ = run_pass(tools[name], pages)
+            times[name].append(seconds)
+        print(f"repeat {rep + 1}/{args.repeats}: " + "  ".join(f"{n} {times[n][-1]:.3f}s" for n in order))
+
+    n = len(pages)
+    pps = {name: n / statistics.median(t) for name, t in times.items()}
+    ratio = pps["kinfuse"] / pps["trafilatura"]
+    for name in order:
+        print(f"{name:12s} {pps[name]:8.1f} pages/s (median of {args.repeats} passes over {n} pages)")
+    print(f"speed ratio kinfuse/trafilatura: {ratio:.2f}x")
+
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    result = {
+        "benchmark": "corpus extraction (extract_text vs trafilatura)",
+        "timestamp": stamp,
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "device": {
+            "cpu": cpu_model(),
+            "cores": os.cpu_count(),
+            "pinned_core": core,
+            "load_avg_at_end": os.getloadavg(),
+        },
+        "versions": {
+            "python": platform.python_version(),
+            "selectolax": version("selectolax"),
+            "trafilatura": version("trafilatura"),
+            "lxml": version("lxml"),
+        },
+        "git_commit": git_commit(),
+        "dev_set": {"path": str(dev), "pages": n},
+        "repeats": args.repeats,
+        "f1": {name: m["f1"] for name, m in f1.items()},
+        "precision": {name: m["precision"] for name, m in f1.items()},
+        "recall": {name: m["recall"] for name, m in f1.items()},
+        "seconds_per_pass": times,
+        "pages_per_s": pps,
+        "speed_ratio_kinfuse_over_trafilatura": ratio,
+    }
+    out = args.out or RESULTS / f"corpus-{stamp}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
