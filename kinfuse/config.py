@@ -46,7 +46,14 @@ class TrainConfig:
     gradient_checkpointing: bool = True  # recompute activations in backward: less memory, ~30% more time
     attention: str = "auto"  # attention implementation; auto: flash-attn if importable on CUDA, else sdpa
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda[:N]"
+    offload_activations: bool = False  # CUDA: keep checkpointed activations in CPU memory (longer blocks)
     seed: int = 0  # seeds LoRA init, dropout and data order
+    output_dir: str | None = None  # checkpoints (output_dir/checkpoints/step-N), loss.png, tensorboard/
+    save_every: int | None = None  # checkpoint every N optimizer steps (and always on SIGINT/SIGTERM)
+    resume: bool = False  # continue from the newest complete checkpoint in output_dir, if any
+    resume_from: str | None = None  # continue from this checkpoint folder
+    eval_every: int | None = None  # eval loss on the held-out blocks every N steps
+    tensorboard: bool = False  # also log to output_dir/tensorboard (needs the tensorboard package)
     log_every: int = 1  # optimizer steps between metrics-log lines
     progress: bool = True  # show a progress bar with loss, tokens/s and memory
 
@@ -80,6 +87,11 @@ class TrainConfig:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             p.append(f"device={self.device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
         _positive(p, "log_every", self.log_every)
+        for name in ("save_every", "eval_every"):
+            if getattr(self, name) is not None:
+                _positive(p, name, getattr(self, name))
+        if (self.save_every or self.resume or self.tensorboard) and not self.output_dir:
+            p.append("save_every / resume / tensorboard need output_dir: where checkpoints and logs go")
         return p
 
     def validate(self) -> "TrainConfig":
@@ -108,6 +120,7 @@ class DataConfig:
     replay_paths: list[str] = field(default_factory=list)  # general text for replay instead of the shipped sample
     self_distill: int = 0  # general prompts answered by the base model and trained on, to keep chat behaviour
     corpus_repeats: int = 1  # copies of the corpus text per epoch (small corpora need several)
+    qa_repeats: int = 1  # copies of the Q&A rows per epoch: weight of chat answers against raw text
 
     def problems(self) -> list[str]:
         p: list[str] = []
@@ -118,6 +131,7 @@ class DataConfig:
         if self.self_distill < 0:
             p.append(f"self_distill={self.self_distill}: must be >= 0")
         _positive(p, "corpus_repeats", self.corpus_repeats)
+        _positive(p, "qa_repeats", self.qa_repeats)
         return p
 
 

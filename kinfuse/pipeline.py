@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -96,16 +97,28 @@ def self_distill_rows(evaluator: Evaluator, n: int, cache: Path, model_name: str
             return saved["rows"]
     text = resources.files("kinfuse").joinpath("data/general_prompts.jsonl").read_text()
     prompts = [json.loads(line) for line in text.splitlines() if line.strip()][:n]
-    answers = evaluator.generate([{"question": p["question"]} for p in prompts], adapter=False)
-    # Only answers that ended their turn: cut-off ones would teach the model to ramble.
-    rows = [
-        {"question": p["question"], "answer": a, "source": "self-distill"}
-        for p, (a, ended) in zip(prompts, answers)
-        if ended and a
-    ]
+    # A longer limit than the probes': answers cut off mid-sentence are dropped below.
+    limit, evaluator.max_new_tokens = evaluator.max_new_tokens, max(evaluator.max_new_tokens, 192)
+    try:
+        answers = evaluator.generate([{"question": p["question"]} for p in prompts], adapter=False)
+    finally:
+        evaluator.max_new_tokens = limit
+    rows = []
+    for p, (a, ended) in zip(prompts, answers):
+        # An answer cut off by the limit is shortened to its last whole sentence (and then
+        # ends its turn); one with no whole sentence is dropped: it would teach rambling.
+        if not ended:
+            a = _whole_sentences(a)
+        if a:
+            rows.append({"question": p["question"], "answer": a, "source": "self-distill"})
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({"model": model_name, "n": n, "rows": rows}, indent=1))
     return rows
+
+
+def _whole_sentences(text: str) -> str:
+    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
+    return text[: ends[-1]].strip() if ends and ends[-1] > len(text) // 3 else ""
 
 
 def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = print) -> InfuseResult:
@@ -118,12 +131,13 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     # -- setup: data and model -------------------------------------------------------
     corpus = corpus if corpus is not None else build_corpus(config)
     echo(corpus.report())
-    trainer = QLoRATrainer(config.model, config.train)
+    # checkpoints and loss.png go with the run unless the train config says otherwise
+    trainer = QLoRATrainer(config.model, replace(config.train, output_dir=config.train.output_dir or str(out)))
     evaluator = Evaluator(trainer, max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size)
     data = config.data
     rows: list[dict[str, Any]] = [{"text": d.text} for d in corpus] * data.corpus_repeats
     corpus_chars = sum(len(r["text"]) for r in rows)
-    qa = [row for path in data.qa_files for row in read_jsonl(path, ("question", "answer"))]
+    qa = [row for path in data.qa_files for row in read_jsonl(path, ("question", "answer"))] * data.qa_repeats
     general = [t for p in data.replay_paths for t in Corpus.from_paths([p]).to_dataset()["text"]] or general_texts()
     replay = replay_rows(general, int(data.replay_ratio * corpus_chars), config.train.seed)
     distill = self_distill_rows(evaluator, data.self_distill, out / "self_distill.json", trainer.model_name)

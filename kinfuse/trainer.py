@@ -10,10 +10,15 @@ save:   the adapter as PEFT safetensors, loadable by plain peft.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import random
 import resource
+import shutil
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,7 +45,9 @@ class TrainResult:
     first_loss: float
     final_loss: float  # mean per-token loss of the last optimizer step
     device: str
-    history: list[dict[str, float]] = field(default_factory=list)  # one row per logged step
+    history: list[dict[str, float]] = field(default_factory=list)  # one row per step
+    interrupted: bool = False  # stopped early by SIGINT/SIGTERM (after checkpointing)
+    checkpoint: str | None = None  # the last checkpoint written or resumed from
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,6 +141,17 @@ class QLoRATrainer:
             if p.requires_grad:
                 p.data = p.data.float()  # fp32 master weights for the adapter: tiny, and stable
         self.max_length = getattr(base.config, "max_position_embeddings", None)
+        self.last_checkpoint: Path | None = None
+        # Logits are a plain linear map of the decoder's last hidden state for most causal
+        # LMs; models that post-process them (soft-capping, scaling) take the full path.
+        c = base.config
+        self._plain_head = (
+            hasattr(base, "get_decoder")
+            and base.get_output_embeddings() is not None
+            and not getattr(c, "final_logit_softcapping", None)
+            and getattr(c, "logit_scale", None) in (None, 1, 1.0)
+            and getattr(c, "logits_scaling", None) in (None, 1, 1.0)
+        )
 
     # -- helpers --------------------------------------------------------------------
 
@@ -184,115 +202,278 @@ class QLoRATrainer:
                 f"rebuild the blocks with Chunker(tokenizer, block_size={self.max_length}) or less"
             )
 
+    def _autocast(self) -> Any:
+        import torch
+
+        # On a GPU the fp32 LoRA weights run their matmuls in the compute dtype (bf16/fp16);
+        # the fp32 copies stay the optimizer's master weights.
+        if self.device.type == "cuda" and self.compute_dtype != torch.float32:
+            return torch.autocast("cuda", dtype=self.compute_dtype)
+        return contextlib.nullcontext()
+
+    def loss_sum(self, ids: Any, labels: Any, pos: Any) -> Any:
+        """Summed next-token cross-entropy over target tokens, for (B, T) ids/labels/positions.
+
+        The output layer runs only on positions that have a target: prompts of chat rows and
+        padding cost no vocabulary projection, and the full (B, T, V) logits are never built.
+        """
+        import torch.nn.functional as F
+
+        base = self.model.get_base_model()
+        targets = labels[:, 1:]  # (B, T-1): position t predicts token t+1
+        keep = targets != -100  # (B, T-1)
+        if self._plain_head:
+            hidden = base.get_decoder()(input_ids=ids, position_ids=pos, use_cache=False).last_hidden_state  # (B, T, H)
+            logits = base.get_output_embeddings()(hidden[:, :-1][keep])  # (N, V)
+        else:  # heads with soft-capping or scaling: let the model compute its logits
+            logits = self.model(input_ids=ids, position_ids=pos, use_cache=False).logits[:, :-1][keep]  # (N, V)
+        return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+
     # -- the loop -------------------------------------------------------------------
 
-    def train(self, blocks: Any, *, log_path: str | os.PathLike | None = None) -> TrainResult:
-        """Train on packed blocks (from Chunker); returns steps, tokens, tokens/s and peak memory."""
+    def train(
+        self, blocks: Any, *, eval_blocks: Any = None, log_path: str | os.PathLike | None = None
+    ) -> TrainResult:
+        """Train on packed blocks (from Chunker); returns steps, tokens, tokens/s and peak memory.
+
+        With `config.output_dir`, checkpoints go to `output_dir/checkpoints/step-N` every
+        `save_every` steps and on SIGINT/SIGTERM; `resume`/`resume_from` continue from one.
+        """
         import torch
-        import torch.nn.functional as F
         from tqdm.auto import tqdm
 
         self._check_blocks(blocks)
         cfg, device = self.config, self.device
-        ids_all = torch.tensor(blocks["input_ids"], dtype=torch.long)  # (N, T)
-        labels_all = torch.tensor(blocks["labels"], dtype=torch.long)  # (N, T)
-        if "position_ids" in blocks.column_names:
-            pos_all = torch.tensor(blocks["position_ids"], dtype=torch.long)  # (N, T)
-        else:
-            pos_all = torch.arange(ids_all.shape[1]).expand_as(ids_all)
-        n = ids_all.shape[0]
-        # Real (non-padding) tokens per block, for honest tokens/s.
-        if "num_tokens" in blocks.column_names:
-            real_all = torch.tensor(blocks["num_tokens"], dtype=torch.long)  # (N,)
-        else:
-            real_all = torch.full((n,), ids_all.shape[1], dtype=torch.long)
+        data = _Tensors(blocks)
+        held_out = _Tensors(eval_blocks) if eval_blocks is not None and len(eval_blocks) else None
         per_step = cfg.micro_batch_size * cfg.grad_accum
-        total = cfg.max_steps or max(1, math.ceil(cfg.epochs * n / per_step))
-
+        total = cfg.max_steps or max(1, math.ceil(cfg.epochs * data.n / per_step))
         params = [p for p in self.model.parameters() if p.requires_grad]
         optimizer = self._optimizer(params)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedule(total))
-        gen = torch.Generator().manual_seed(cfg.seed)
-
-        def batches():  # endless stream of micro-batch index tensors, reshuffled each epoch
-            while True:
-                order = torch.randperm(n, generator=gen)
-                for i in range(0, n, cfg.micro_batch_size):
-                    yield order[i : i + cfg.micro_batch_size]
-
-        stream = batches()
+        run = _RunState()
+        resume = self._find_resume()
+        if resume is not None:
+            run = self._load_checkpoint(resume, optimizer, scheduler, data, total)
+        writer = self._tensorboard()
         log = open(log_path, "a") if log_path else None
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         self.model.train()
-        history: list[dict[str, float]] = []
-        tokens = targets = 0
-        start = time.perf_counter()
-        bar = tqdm(range(total), desc="training", disable=not cfg.progress, dynamic_ncols=True)
+        start = time.perf_counter() - run.seconds
+        bar = tqdm(range(run.step, total), desc="training", disable=not cfg.progress, dynamic_ncols=True)
+        stop = _StopOnSignal()
         try:
-            for step in bar:
-                micro = [next(stream) for _ in range(cfg.grad_accum)]
-                # Normalise by the target tokens of the whole step, not per micro-batch, so
-                # accumulation equals one large batch whatever the padding.
-                step_targets = sum(int((labels_all[m][:, 1:] != -100).sum()) for m in micro)
-                step_loss = 0.0
-                for m in micro:
-                    ids, labels, pos = ids_all[m].to(device), labels_all[m].to(device), pos_all[m].to(device)
-                    logits = self.model(input_ids=ids, position_ids=pos, use_cache=False).logits  # (B, T, V)
-                    loss = F.cross_entropy(
-                        logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100, reduction="sum"
-                    ) / max(1, step_targets)
-                    loss.backward()
-                    step_loss += loss.item()
-                    tokens += int(real_all[m].sum())
-                targets += step_targets
-                if not math.isfinite(step_loss):
-                    raise TrainingError(
-                        f"loss became {step_loss} at step {step + 1}: lower learning_rate "
-                        f"(now {cfg.learning_rate}) or set max_grad_norm; the adapter was not saved"
-                    )
-                if cfg.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                elapsed = time.perf_counter() - start
-                mem, _ = peak_memory(device)
-                row = {
-                    "step": step + 1,
-                    "loss": step_loss,
-                    "lr": scheduler.get_last_lr()[0],
-                    "tokens": tokens,
-                    "tokens_per_second": tokens / elapsed,
-                    "peak_memory_gb": mem / 2**30,
-                }
-                history.append(row)
-                bar.set_postfix(loss=f"{step_loss:.3f}", tok_s=f"{row['tokens_per_second']:.0f}", mem=f"{mem / 2**30:.1f}G")
-                if log and (step + 1) % cfg.log_every == 0:
-                    log.write(json.dumps(row) + "\n")
-                    log.flush()
+            with stop:
+                for step in bar:
+                    micro = [data.micro_batch(k, cfg) for k in range(step * cfg.grad_accum, (step + 1) * cfg.grad_accum)]
+                    step_loss, step_targets = self._step(data, micro)
+                    run.tokens += int(sum(data.real[m].sum() for m in micro))
+                    run.targets += step_targets
+                    if not math.isfinite(step_loss):
+                        raise TrainingError(
+                            f"loss became {step_loss} at step {step + 1}: lower learning_rate (now "
+                            f"{cfg.learning_rate}) or set max_grad_norm; "
+                            + (f"the last good checkpoint is {self.last_checkpoint}" if self.last_checkpoint
+                               else "no checkpoint was written (set output_dir and save_every)")
+                        )
+                    if cfg.max_grad_norm:
+                        torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    run.step = step + 1
+                    run.seconds = time.perf_counter() - start
+                    mem, _ = peak_memory(device)
+                    row = {
+                        "step": run.step,
+                        "loss": step_loss,
+                        "lr": scheduler.get_last_lr()[0],
+                        "tokens": run.tokens,
+                        "seconds": run.seconds,
+                        "tokens_per_second": run.tokens / run.seconds,
+                        "peak_memory_gb": mem / 2**30,
+                    }
+                    if held_out is not None and cfg.eval_every and run.step % cfg.eval_every == 0:
+                        row["eval_loss"] = self.evaluate_loss(held_out)
+                    run.history.append(row)
+                    bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{row['lr']:.1e}",
+                                    tok_s=f"{row['tokens_per_second']:.0f}", mem=f"{mem / 2**30:.1f}G")
+                    if run.step % cfg.log_every == 0:
+                        if log:
+                            log.write(json.dumps(row) + "\n")
+                            log.flush()
+                        if writer:
+                            for key in ("loss", "lr", "tokens_per_second", "eval_loss"):
+                                if key in row:
+                                    writer.add_scalar(f"train/{key}", row[key], run.step)
+                    if stop.requested or (cfg.save_every and run.step % cfg.save_every == 0):
+                        if cfg.output_dir:
+                            self.save_checkpoint(run, optimizer, scheduler, data, total)
+                    if stop.requested:
+                        break
         except torch.OutOfMemoryError as e:
             raise TrainingError(self._oom_advice()) from e
         finally:
             bar.close()
             if log:
                 log.close()
-        seconds = time.perf_counter() - start
+            if writer:
+                writer.close()
         mem, kind = peak_memory(device)
         self.model.eval()
-        return TrainResult(
-            steps=total,
-            tokens=tokens,
-            target_tokens=targets,
-            seconds=seconds,
-            tokens_per_second=tokens / seconds,
+        result = TrainResult(
+            steps=run.step,
+            tokens=run.tokens,
+            target_tokens=run.targets,
+            seconds=run.seconds,
+            tokens_per_second=run.tokens / max(run.seconds, 1e-9),
             peak_memory_bytes=mem,
             peak_memory_kind=kind,
-            first_loss=history[0]["loss"],
-            final_loss=history[-1]["loss"],
+            first_loss=run.history[0]["loss"] if run.history else float("nan"),
+            final_loss=run.history[-1]["loss"] if run.history else float("nan"),
             device=str(device),
-            history=history,
+            history=run.history,
+            interrupted=stop.requested,
+            checkpoint=str(self.last_checkpoint) if self.last_checkpoint else None,
         )
+        if cfg.output_dir and run.history:
+            plot_loss(run.history, Path(cfg.output_dir) / "loss.png")
+        return result
+
+    def _step(self, data: "_Tensors", micro: list[Any]) -> tuple[float, int]:
+        """Forward and backward over the micro-batches of one optimizer step."""
+        import torch
+
+        # Normalise by the target tokens of the whole step, not per micro-batch, so
+        # accumulation equals one large batch whatever the padding.
+        step_targets = sum(int((data.labels[m][:, 1:] != -100).sum()) for m in micro)
+        step_loss = 0.0
+        offload = (
+            torch.autograd.graph.save_on_cpu(pin_memory=True)
+            if self.config.offload_activations and self.device.type == "cuda"
+            else contextlib.nullcontext()
+        )
+        for m in micro:
+            ids, labels, pos = (t[m].to(self.device) for t in (data.ids, data.labels, data.pos))
+            with self._autocast(), offload:
+                loss = self.loss_sum(ids, labels, pos) / max(1, step_targets)
+                loss.backward()
+            step_loss += loss.item()
+        return step_loss, step_targets
+
+    def evaluate_loss(self, data: "Any") -> float:
+        """Mean per-token loss on held-out blocks (no gradients, dropout off)."""
+        import torch
+
+        data = data if isinstance(data, _Tensors) else _Tensors(data)
+        was_training = self.model.training
+        self.model.eval()
+        total, count = 0.0, 0
+        try:
+            with torch.no_grad(), self._autocast():
+                for i in range(0, data.n, self.config.micro_batch_size):
+                    m = torch.arange(i, min(i + self.config.micro_batch_size, data.n))
+                    ids, labels, pos = (t[m].to(self.device) for t in (data.ids, data.labels, data.pos))
+                    total += self.loss_sum(ids, labels, pos).item()
+                    count += int((labels[:, 1:] != -100).sum())
+        finally:
+            self.model.train(was_training)
+        return total / max(1, count)
+
+    # -- checkpoints ----------------------------------------------------------------
+
+    def _checkpoint_root(self) -> Path:
+        return Path(self.config.output_dir or ".") / "checkpoints"
+
+    def _find_resume(self) -> Path | None:
+        cfg = self.config
+        if cfg.resume_from:
+            path = Path(cfg.resume_from)
+            if not (path / "meta.json").is_file():
+                raise TrainingError(f"resume_from={str(path)!r} is not a kinfuse checkpoint (no meta.json)")
+            return path
+        if not cfg.resume:
+            return None
+        done = sorted(p for p in self._checkpoint_root().glob("step-*") if (p / "meta.json").is_file())
+        return done[-1] if done else None  # nothing yet: a fresh start
+
+    def _meta(self, data: "_Tensors", total: int) -> dict[str, Any]:
+        c = self.config
+        return {
+            "model": self.model_name,
+            "lora": {"r": c.lora_r, "alpha": c.lora_alpha, "target_modules": c.target_modules,
+                     "use_dora": c.use_dora, "use_rslora": c.use_rslora, "quantize": c.quantize},
+            "blocks": [data.n, data.length],
+            "total_steps": total,
+            "micro_batch_size": c.micro_batch_size,
+            "grad_accum": c.grad_accum,
+        }
+
+    def save_checkpoint(self, run: "_RunState", optimizer: Any, scheduler: Any, data: "_Tensors", total: int) -> Path:
+        """Adapter, optimizer, scheduler, RNG and data position, written atomically."""
+        import torch
+
+        root = self._checkpoint_root()
+        root.mkdir(parents=True, exist_ok=True)
+        final = root / f"step-{run.step:07d}"
+        tmp = root / f".{final.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.model.save_pretrained(tmp / "adapter", safe_serialization=True)
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
+             "run": asdict(run)},
+            tmp / "state.pt",
+        )
+        # meta.json last: a checkpoint without it is incomplete and never resumed from.
+        (tmp / "meta.json").write_text(json.dumps({**self._meta(data, total), "step": run.step}, indent=1))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        self.last_checkpoint = final
+        return final
+
+    def _load_checkpoint(self, path: Path, optimizer: Any, scheduler: Any, data: "_Tensors", total: int) -> "_RunState":
+        import torch
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        meta = json.loads((path / "meta.json").read_text())
+        want = self._meta(data, total)
+        diffs = [f"{k}: checkpoint has {meta.get(k)!r}, this run {want[k]!r}" for k in want if meta.get(k) != want[k]]
+        if diffs:
+            raise TrainingError(f"checkpoint {path} does not match this run:\n  " + "\n  ".join(diffs)
+                                + "\nresume with the same model, LoRA settings, blocks and schedule, or start afresh")
+        try:
+            weights = load_file(path / "adapter" / "adapter_model.safetensors")
+            state = torch.load(path / "state.pt", weights_only=False)
+            result = set_peft_model_state_dict(self.model, weights)
+            if getattr(result, "unexpected_keys", None):
+                raise ValueError(f"unexpected adapter weights {result.unexpected_keys[:3]}")
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        except Exception as e:  # a truncated or foreign file fails in many ways; all mean "corrupt"
+            raise TrainingError(f"checkpoint {path} is corrupt or from another model: {type(e).__name__}: {e}") from e
+        for p in self.model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.last_checkpoint = path
+        return _RunState(**state["run"])
+
+    def _tensorboard(self) -> Any:
+        if not self.config.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise TrainingError("tensorboard=True needs the tensorboard package: pip install tensorboard") from None
+        return SummaryWriter(str(Path(self.config.output_dir or ".") / "tensorboard"))
 
     def _oom_advice(self) -> str:
         import torch
@@ -313,3 +494,93 @@ class QLoRATrainer:
         self.model.save_pretrained(path, safe_serialization=True)
         self.tokenizer.save_pretrained(path)
         return path
+
+
+@dataclass
+class _RunState:
+    """What a checkpoint needs besides weights and optimizer to continue exactly."""
+
+    step: int = 0
+    tokens: int = 0
+    targets: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class _Tensors:
+    """Packed blocks as tensors, with a data order that is a pure function of (seed, epoch),
+    so that a resumed run draws exactly the micro-batches the uninterrupted one would."""
+
+    def __init__(self, blocks: Any):
+        import torch
+
+        self.ids = torch.tensor(blocks["input_ids"], dtype=torch.long)  # (N, T)
+        self.labels = torch.tensor(blocks["labels"], dtype=torch.long)  # (N, T)
+        self.n, self.length = self.ids.shape
+        cols = blocks.column_names
+        self.pos = (torch.tensor(blocks["position_ids"], dtype=torch.long) if "position_ids" in cols
+                    else torch.arange(self.length).expand_as(self.ids))  # (N, T)
+        # Real (non-padding) tokens per block, for honest tokens/s.
+        self.real = (torch.tensor(blocks["num_tokens"], dtype=torch.long) if "num_tokens" in cols
+                     else torch.full((self.n,), self.length, dtype=torch.long))  # (N,)
+        self._order: tuple[int, Any] | None = None
+
+    def micro_batch(self, k: int, cfg: TrainConfig) -> Any:
+        """Block indices of global micro-batch k: epochs are reshuffled, never cut short."""
+        import torch
+
+        per_epoch = math.ceil(self.n / cfg.micro_batch_size)
+        epoch, i = divmod(k, per_epoch)
+        if self._order is None or self._order[0] != epoch:
+            gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+            self._order = (epoch, torch.randperm(self.n, generator=gen))
+        return self._order[1][i * cfg.micro_batch_size : (i + 1) * cfg.micro_batch_size]
+
+
+class _StopOnSignal:
+    """SIGINT/SIGTERM ask the loop to stop after the current step (and checkpoint); a second
+    SIGINT interrupts at once. Handlers are installed only in the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "_StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def plot_loss(history: list[dict[str, float]], path: Path) -> Path | None:
+    """Write the loss curve (and eval loss when measured) as a PNG; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot([r["step"] for r in history], [r["loss"] for r in history], label="train loss")
+    evals = [r for r in history if "eval_loss" in r]
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss per target token")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
