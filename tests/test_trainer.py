@@ -5,6 +5,7 @@ import torch
 from kinfuse import Chunker, KinfuseError, ModelError, QLoRATrainer, TrainConfig, TrainingError
 
 FAST = dict(progress=False, lora_dropout=0.0, learning_rate=5e-3, lr_schedule="constant")
+EXACT = dict(quantize="none", compute_dtype="float32")  # for comparisons at fp32 precision on any device
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +34,17 @@ def test_gradient_accumulation_normalised_by_tokens(tiny_model, blocks):
     grads = []
     for mbs, accum in ((2, 1), (1, 2)):
         trainer = QLoRATrainer(tiny_model, TrainConfig(max_steps=1, micro_batch_size=mbs, grad_accum=accum,
-                                                       quantize="none", max_grad_norm=None, **FAST))
+                                                       max_grad_norm=None, **EXACT, **FAST))
         trainer.train(blocks.select(range(2)))
         grads.append(torch.cat([p.detach().flatten() for p in trainer.model.parameters() if p.requires_grad]))
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-6)
 
 
 def test_gradient_checkpointing_gives_same_gradients(tiny_model, blocks):
-    batch = {k: torch.tensor(blocks[:2][k]) for k in ("input_ids", "position_ids")}
     grads = []
     for ckpt in (True, False):
-        trainer = QLoRATrainer(tiny_model, TrainConfig(gradient_checkpointing=ckpt, quantize="none", **FAST))
+        trainer = QLoRATrainer(tiny_model, TrainConfig(gradient_checkpointing=ckpt, **EXACT, **FAST))
+        batch = {k: torch.tensor(blocks[:2][k], device=trainer.device) for k in ("input_ids", "position_ids")}
         trainer.model.train()
         trainer.model(**batch, labels=batch["input_ids"]).loss.backward()
         grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.requires_grad]))
@@ -54,13 +55,13 @@ def test_saved_adapter_loads_with_plain_peft(tiny_model, blocks, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    trainer = QLoRATrainer(tiny_model, TrainConfig(max_steps=5, quantize="none", **FAST))
+    trainer = QLoRATrainer(tiny_model, TrainConfig(max_steps=5, **EXACT, **FAST))
     trainer.train(blocks)
     path = trainer.save_adapter(tmp_path / "adapter")
     assert (path / "adapter_model.safetensors").is_file() and (path / "adapter_config.json").is_file()
     ids = torch.tensor(blocks[:1]["input_ids"])
     with torch.no_grad():
-        ours = trainer.model(input_ids=ids).logits
+        ours = trainer.model(input_ids=ids.to(trainer.device)).logits.cpu()
         loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), path).eval()
         theirs = loaded(input_ids=ids).logits
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
