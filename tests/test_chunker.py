@@ -58,3 +58,25 @@ def test_bad_input(tiny_tokenizer):
         Chunker(tiny_tokenizer, block_size=16)([{"text": "   "}])
     with pytest.raises(KinfuseError, match="none of the columns"):
         Chunker(tiny_tokenizer, block_size=16)([{"body": "x"}])
+
+
+def test_packed_loss_equals_separate_documents(tiny_model, tiny_tokenizer):
+    """Document boundaries hold: the packed block's summed loss equals each document's own."""
+    import torch
+
+    from kinfuse import QLoRATrainer, TrainConfig
+
+    docs = ["The Zephyr router has four antennas.", "Bread is made from flour, water and salt.",
+            "The moon orbits the earth every month."]
+    trainer = QLoRATrainer(tiny_model, TrainConfig(quantize="none", compute_dtype="float32", progress=False))
+    trainer.model.eval()
+
+    def loss_of(blocks):
+        t = {k: torch.tensor(blocks[k], device=trainer.device) for k in ("input_ids", "labels", "position_ids")}
+        with torch.no_grad():
+            return trainer.loss_sum(t["input_ids"], t["labels"], t["position_ids"]).item()
+
+    packed = Chunker(tiny_tokenizer, block_size=64)([{"text": d} for d in docs])
+    assert len(packed) == 1 and len(packed[0]["doc_lengths"]) == 4  # three documents and padding
+    separate = sum(loss_of(Chunker(tiny_tokenizer, block_size=64)([{"text": d}])) for d in docs)
+    assert abs(loss_of(packed) - separate) / separate < 1e-4
