@@ -176,6 +176,12 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
         result.perplexity["change"] = change
         echo(f"general-text perplexity: base {result.perplexity['base']:.2f} -> adapted "
              f"{result.perplexity['adapted']:.2f} ({change:+.1%})")
+        # KL(base || adapted) per token on general text and general chat prompts: forward passes only
+        kl = {"general_text": evaluator.kl_divergence()}
+        if getattr(trainer.tokenizer, "chat_template", None):
+            kl["general_chat"] = evaluator.kl_divergence(chat=True)
+    else:
+        kl = {}
 
     result.metrics = {
         "model": trainer.model_name,
@@ -189,8 +195,20 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
         "config": _asdict(config),
         "seconds": time.perf_counter() - started,
     }
+    from .report import build_report, summary, write_report
+
+    report = build_report(probes=result.probes, retention=result.retention, perplexity=result.perplexity,
+                          kl=kl, train=train, model=trainer.model_name, title=f"kinfuse report: {out.name}")
+    # new keys only: the ones above keep their names and shapes
+    result.metrics["kl"] = kl
+    result.metrics["chat_behaviour"] = report["metrics"].get("chat")
+    result.metrics["loglik"] = report["metrics"].get("loglik")
+    json_path, html_path = write_report(report, out)
+    result.metrics["report"] = {"json": str(json_path), "html": str(html_path)}
     (out / "metrics.json").write_text(json.dumps(result.metrics, indent=2, default=str))
-    echo(f"wrote {out / 'metrics.json'} and {out / 'adapter'} in {result.metrics['seconds']:.0f} s")
+    echo("\n" + summary(report))
+    echo(f"wrote {out / 'metrics.json'}, {html_path.name}, {json_path.name} and {out / 'adapter'} "
+         f"in {result.metrics['seconds']:.0f} s")
     return result
 
 
