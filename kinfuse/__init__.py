@@ -14,6 +14,7 @@ from .config import CorpusConfig, DataConfig, EvalConfig, InfuseConfig, TrainCon
 from .corpus import Corpus, Document, SourceRecord, extract_text
 from .errors import ConfigError, CorpusError, KinfuseError, ModelError
 from .evaluator import Comparison, Evaluator, ProbeResult, answer_matches
+from .export import export, verify
 from .models import default_model
 from .pipeline import InfuseResult, infuse
 from .trainer import QLoRATrainer, TrainingError, TrainResult
@@ -44,6 +45,8 @@ __all__ = [
     "TrainingError",
     "answer_matches",
     "default_model",
+    "export",
     "extract_text",
     "infuse",
+    "verify",
 ]
