@@ -138,7 +138,7 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     rows: list[dict[str, Any]] = [{"text": d.text} for d in corpus] * data.corpus_repeats
     corpus_chars = sum(len(r["text"]) for r in rows)
     qa = [row for path in data.qa_files for row in read_jsonl(path, ("question", "answer"))] * data.qa_repeats
-    general = [t for p in data.replay_paths for t in Corpus.from_paths([p]).to_dataset()["text"]] or general_texts()
+    general = [d.text for d in Corpus.from_paths(data.replay_paths)] if data.replay_paths else general_texts()
     replay = replay_rows(general, int(data.replay_ratio * corpus_chars), config.train.seed)
     distill = self_distill_rows(evaluator, data.self_distill, out / "self_distill.json", trainer.model_name)
     chunker = Chunker(trainer.tokenizer, data.block_size)
