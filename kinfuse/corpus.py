@@ -1083,10 +1083,10 @@ class Corpus:
         if not docs_file.is_file() or not records_file.is_file():
             raise CorpusError(f"{folder} is not a saved corpus (want documents.jsonl and records.jsonl)")
         try:
-            records = [SourceRecord(**row) for row in _read_jsonl(records_file)]
+            records = [SourceRecord(**row) for row in read_jsonl(records_file)]
             docs: list[Document] = []
             owners: list[int] = []
-            for row in _read_jsonl(docs_file):
+            for row in read_jsonl(docs_file):
                 owner = row.pop("record", -1)
                 docs.append(Document(**row))
                 owners.append(owner if isinstance(owner, int) and 0 <= owner < len(records) else -1)
@@ -1315,7 +1315,8 @@ def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     os.replace(tmp, path)  # a crash mid-write leaves the previous file whole
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """JSON objects, one per non-empty line; a bad line raises CorpusError naming file and line."""
     rows = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():

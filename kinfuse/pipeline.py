@@ -16,16 +16,16 @@ import json
 import random
 import re
 import time
-from dataclasses import dataclass, field, replace
-from importlib import resources
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .chunker import Chunker
 from .config import InfuseConfig
 from .corpus import Corpus
+from .corpus import read_jsonl as corpus_read_jsonl
 from .errors import KinfuseError
-from .evaluator import Comparison, Evaluator, general_texts
+from .evaluator import Comparison, Evaluator, general_prompts, general_texts
 from .trainer import QLoRATrainer, TrainResult
 
 
@@ -52,21 +52,15 @@ def build_corpus(config: InfuseConfig) -> Corpus:
 
 
 def read_jsonl(path: str | Path, required: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows of a JSONL file that must each carry the `required` fields."""
     path = Path(path)
     if not path.is_file():
         raise KinfuseError(f"no such file: {path}")
-    rows = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise KinfuseError(f"{path}:{n}: not JSON ({e.msg})") from None
+    rows = corpus_read_jsonl(path)
+    for n, row in enumerate(rows, 1):
         missing = [k for k in required if not row.get(k)]
         if missing:
-            raise KinfuseError(f"{path}:{n}: missing {', '.join(missing)}")
-        rows.append(row)
+            raise KinfuseError(f"{path}: row {n}: missing {', '.join(missing)}")
     return rows
 
 
@@ -95,22 +89,21 @@ def self_distill_rows(evaluator: Evaluator, n: int, cache: Path, model_name: str
         saved = json.loads(cache.read_text())
         if saved.get("model") == model_name and saved.get("n") == n:
             return saved["rows"]
-    text = resources.files("kinfuse").joinpath("data/general_prompts.jsonl").read_text()
-    prompts = [json.loads(line) for line in text.splitlines() if line.strip()][:n]
+    prompts = general_prompts()[:n]
     # A longer limit than the probes': answers cut off mid-sentence are dropped below.
     limit, evaluator.max_new_tokens = evaluator.max_new_tokens, max(evaluator.max_new_tokens, 192)
     try:
-        answers = evaluator.generate([{"question": p["question"]} for p in prompts], adapter=False)
+        answers = evaluator.generate([{"question": q} for q in prompts], adapter=False)
     finally:
         evaluator.max_new_tokens = limit
     rows = []
-    for p, (a, ended) in zip(prompts, answers):
+    for q, (a, ended) in zip(prompts, answers):
         # An answer cut off by the limit is shortened to its last whole sentence (and then
         # ends its turn); one with no whole sentence is dropped: it would teach rambling.
         if not ended:
             a = _whole_sentences(a)
         if a:
-            rows.append({"question": p["question"], "answer": a, "source": "self-distill"})
+            rows.append({"question": q, "answer": a, "source": "self-distill"})
     cache.parent.mkdir(parents=True, exist_ok=True)
     cache.write_text(json.dumps({"model": model_name, "n": n, "rows": rows}, indent=1))
     return rows
@@ -192,7 +185,7 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
         "probes": result.probes.to_dict() if result.probes else None,
         "retention": result.retention.to_dict() if result.retention else None,
         "perplexity": result.perplexity,
-        "config": _asdict(config),
+        "config": asdict(config),
         "seconds": time.perf_counter() - started,
     }
     from .report import build_report, summary, write_report
@@ -211,8 +204,3 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
          f"in {result.metrics['seconds']:.0f} s")
     return result
 
-
-def _asdict(config: InfuseConfig) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return asdict(config)
