@@ -96,16 +96,33 @@ def load_probes(source: str | Path | Iterable[dict[str, Any]]) -> list[dict[str,
     return rows
 
 
-def general_texts() -> list[str]:
-    """The general-text sample shipped with kinfuse (written for the project), one paragraph each."""
+def _split(items: list[str], split: str) -> list[str]:
+    # Every third item is held out for measuring forgetting; the rest may be trained on
+    # (replay, self-distillation). Measuring on text the model was trained on would hide
+    # forgetting, so the two parts never overlap.
+    if split == "all":
+        return items
+    if split not in ("eval", "train"):
+        raise KinfuseError(f"split={split!r}: use 'eval' (held out), 'train' or 'all'")
+    return [x for i, x in enumerate(items) if (i % 3 == 2) == (split == "eval")]
+
+
+def general_texts(split: str = "eval") -> list[str]:
+    """The general-text sample shipped with kinfuse (written for the project), one paragraph each.
+
+    split: "eval" (held-out paragraphs, for perplexity and KL), "train" (for replay) or "all".
+    """
     text = resources.files("kinfuse").joinpath("data/general.txt").read_text()
-    return [p.strip() for p in text.split("\n\n") if p.strip()]
+    return _split([p.strip() for p in text.split("\n\n") if p.strip()], split)
 
 
-def general_prompts() -> list[str]:
-    """The general chat prompts shipped with kinfuse (questions a chat model should keep answering)."""
+def general_prompts(split: str = "eval") -> list[str]:
+    """The general chat prompts shipped with kinfuse (questions a chat model should keep answering).
+
+    split: "eval" (held out, for KL and chat behaviour), "train" (for self-distillation) or "all".
+    """
     text = resources.files("kinfuse").joinpath("data/general_prompts.jsonl").read_text()
-    return [json.loads(line)["question"] for line in text.splitlines() if line.strip()]
+    return _split([json.loads(line)["question"] for line in text.splitlines() if line.strip()], split)
 
 
 # -- chat format ---------------------------------------------------------------------------

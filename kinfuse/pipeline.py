@@ -89,7 +89,7 @@ def self_distill_rows(evaluator: Evaluator, n: int, cache: Path, model_name: str
         saved = json.loads(cache.read_text())
         if saved.get("model") == model_name and saved.get("n") == n:
             return saved["rows"]
-    prompts = general_prompts()[:n]
+    prompts = general_prompts("train")[:n]  # never the held-out prompts KL is measured on
     # A longer limit than the probes': answers cut off mid-sentence are dropped below.
     limit, evaluator.max_new_tokens = evaluator.max_new_tokens, max(evaluator.max_new_tokens, 192)
     try:
@@ -131,7 +131,7 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     rows: list[dict[str, Any]] = [{"text": d.text} for d in corpus] * data.corpus_repeats
     corpus_chars = sum(len(r["text"]) for r in rows)
     qa = [row for path in data.qa_files for row in read_jsonl(path, ("question", "answer"))] * data.qa_repeats
-    general = [d.text for d in Corpus.from_paths(data.replay_paths)] if data.replay_paths else general_texts()
+    general = [d.text for d in Corpus.from_paths(data.replay_paths)] if data.replay_paths else general_texts("train")
     replay = replay_rows(general, int(data.replay_ratio * corpus_chars), config.train.seed)
     distill = self_distill_rows(evaluator, data.self_distill, out / "self_distill.json", trainer.model_name)
     chunker = Chunker(trainer.tokenizer, data.block_size)

@@ -297,3 +297,14 @@ def test_probe_rows_serialise(trained):
     row = json.loads(json.dumps(comparison.to_dict()))["results"][0]
     assert row["distractors"] == ["nine"] and row["source"] == "probes.jsonl"
     assert row["adapted_loglik_correct"] in (True, False)
+
+
+def test_general_samples_hold_out_what_forgetting_is_measured_on():
+    from kinfuse.evaluator import general_prompts, general_texts
+
+    for sample in (general_texts, general_prompts):
+        held_out, train = set(sample("eval")), set(sample("train"))
+        assert held_out and train and not held_out & train
+        assert held_out | train == set(sample("all"))
+    with pytest.raises(KinfuseError, match="split='test'"):
+        general_texts("test")

@@ -165,8 +165,8 @@ def test_report_renders_in_chromium(tmp_path):
 def test_infuse_writes_report_and_keeps_generated_probes_out_of_training(tiny_model, tmp_path, monkeypatch):
     # Short general samples keep this fast; the code paths are the ones infuse() always runs.
     monkeypatch.setattr(evaluator_module, "general_texts",
-                        lambda: ["Paris is the capital of France.", "Water boils at one hundred degrees."])
-    monkeypatch.setattr(evaluator_module, "general_prompts", lambda: ["Tell me about bread."])
+                        lambda split="eval": ["Paris is the capital of France.", "Water boils at one hundred degrees."])
+    monkeypatch.setattr(evaluator_module, "general_prompts", lambda split="eval": ["Tell me about bread."])
     seen_rows = []
 
     class SpyChunker(pipeline.Chunker):  # records what training is built from, and builds it as usual
