@@ -33,6 +33,12 @@ class TrainConfig:
     use_dora: bool = False  # weight-decomposed LoRA (peft); slower, sometimes better
     quantize: str = "nf4"  # "nf4": 4-bit NF4 base with double quantization (QLoRA); "none": 16/32-bit base
     learning_rate: float = 2e-4  # peak learning rate of the LoRA weights
+    # Full-matrix training of the token embeddings / output layer (peft modules_to_save: a trainable
+    # copy, saved in the adapter). Models that tie lm_head to the embeddings (SmolLM2, Llama-3.2-1B)
+    # have one matrix for both, so these two must then be set alike.
+    train_embeddings: bool = False  # also train the input token embeddings (new vocabulary, new names)
+    train_lm_head: bool = False  # also train the output layer (lm_head)
+    embedding_learning_rate: float | None = None  # peak lr of embeddings/lm_head; None: learning_rate / 10
     lr_schedule: str = "cosine"  # decay after warmup: cosine, linear or constant
     warmup_steps: int = 0  # linear warmup from 0 to learning_rate, in optimizer steps
     epochs: float = 1.0  # passes over the blocks (ignored when max_steps is set)
@@ -68,6 +74,12 @@ class TrainConfig:
         _choice(p, "quantize", self.quantize, QUANTIZE)
         if not self.learning_rate > 0:
             p.append(f"learning_rate={self.learning_rate}: must be > 0")
+        if self.embedding_learning_rate is not None:
+            if not self.embedding_learning_rate > 0:
+                p.append(f"embedding_learning_rate={self.embedding_learning_rate}: must be > 0, or None")
+            if not (self.train_embeddings or self.train_lm_head):
+                p.append("embedding_learning_rate is set but nothing uses it: also set train_embeddings "
+                         "and/or train_lm_head, or drop it")
         _choice(p, "lr_schedule", self.lr_schedule, SCHEDULES)
         if self.warmup_steps < 0:
             p.append(f"warmup_steps={self.warmup_steps}: must be >= 0")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import TrainConfig
-from .errors import KinfuseError
+from .errors import ConfigError, KinfuseError, ModelError
 from .models import load_model, load_tokenizer, resolve_model
 
 
@@ -127,6 +127,7 @@ class QLoRATrainer:
             # Non-reentrant checkpointing works with frozen inputs (no enable_input_require_grads hack).
             base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         torch.manual_seed(cfg.seed)  # LoRA A is random: seed it so runs repeat
+        self.full_modules, tied = self._full_modules(base)
         lora = LoraConfig(
             r=cfg.lora_r,
             lora_alpha=cfg.lora_alpha,
@@ -134,12 +135,21 @@ class QLoRATrainer:
             target_modules=cfg.target_modules,
             use_rslora=cfg.use_rslora,
             use_dora=cfg.use_dora,
+            # Trainable copies of embeddings / lm_head, saved in the adapter. For a tied model the
+            # embeddings' copy is shared with lm_head (peft ties it), so it stays one matrix.
+            modules_to_save=self.full_modules or None,
+            ensure_weight_tying=tied,
             task_type="CAUSAL_LM",
         )
         self.model = get_peft_model(base, lora)
         for p in self.model.parameters():
             if p.requires_grad:
                 p.data = p.data.float()  # fp32 master weights for the adapter: tiny, and stable
+        if self.full_modules:
+            self._check_full_modules(tied)
+        # save_on_cpu moves what autograd saves (the checkpointed layer inputs among it) to host
+        # memory; on a CPU the tensors are there already and it would only copy them.
+        self.offload_activations = cfg.offload_activations and self.device.type == "cuda"
         self.max_length = getattr(base.config, "max_position_embeddings", None)
         self.last_checkpoint: Path | None = None
         # Logits are a plain linear map of the decoder's last hidden state for most causal
@@ -158,7 +168,63 @@ class QLoRATrainer:
     def trainable_parameters(self) -> int:
         return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
-    def _optimizer(self, params: list[Any]) -> Any:
+    def _full_modules(self, base: Any) -> tuple[list[str], bool]:
+        """Names of the modules trained in full (peft modules_to_save), and whether the model
+        ties its output layer to its input embeddings."""
+        cfg = self.config
+        if not (cfg.train_embeddings or cfg.train_lm_head):
+            return [], False
+        emb, head = base.get_input_embeddings(), base.get_output_embeddings()
+        if cfg.train_lm_head and head is None:
+            raise ConfigError([f"train_lm_head=True but {self.model_name} has no output layer: set it False"],
+                              "TrainConfig for this model")
+        tied = head is not None and getattr(head, "weight", None) is emb.weight
+        if tied and cfg.train_embeddings != cfg.train_lm_head:
+            raise ConfigError(
+                [f"train_embeddings={cfg.train_embeddings}, train_lm_head={cfg.train_lm_head}: {self.model_name} "
+                 "ties lm_head to its input embeddings (one matrix), so neither trains without the other; "
+                 "set both True or both False"],
+                "TrainConfig for this model",
+            )
+        names = {id(m): n for n, m in base.named_modules()}
+        if tied:
+            return [names[id(emb)]], True
+        return [names[id(m)] for m, on in ((emb, cfg.train_embeddings), (head, cfg.train_lm_head)) if on], False
+
+    def _check_full_modules(self, tied: bool) -> None:
+        """peft ties the trainable copies only for the embedding names it knows; check it did,
+        since an untied copy would silently train the embeddings while lm_head stays frozen."""
+        import torch
+
+        base = self.model.get_base_model()
+        full = {id(p) for n, p in self.model.named_parameters(remove_duplicate=False)
+                if p.requires_grad and ".modules_to_save." in n}
+        head = base.get_output_embeddings()
+        if tied and (len(full) != 1 or not any(p.requires_grad for p in head.parameters())):
+            raise ModelError(
+                f"peft could not keep the tied embeddings and lm_head of {self.model_name} tied in the adapter "
+                f"(modules {self.full_modules}): set train_embeddings and train_lm_head to False"
+            )
+        if self.compute_dtype != torch.float32:
+            # The fp32 trainable embedding copy would turn the whole residual stream fp32 (twice
+            # the activation memory); hand the decoder the compute dtype, as the frozen one did.
+            dtype = self.compute_dtype
+            base.get_input_embeddings().register_forward_hook(lambda m, i, out: out.to(dtype))
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        """LoRA weights at learning_rate; full embedding/lm_head copies at their own rate."""
+        cfg = self.config
+        lora, full = [], []
+        for name, p in self.model.named_parameters():  # a tied copy is listed once
+            if p.requires_grad:
+                (full if ".modules_to_save." in name else lora).append(p)
+        groups = [{"params": lora, "lr": cfg.learning_rate}]
+        if full:
+            lr = cfg.embedding_learning_rate if cfg.embedding_learning_rate is not None else cfg.learning_rate / 10
+            groups.append({"params": full, "lr": lr})
+        return groups
+
+    def _optimizer(self, params: list[Any]) -> Any:  # params: tensors or param groups
         import torch
 
         name = self.config.optimizer
@@ -249,7 +315,7 @@ class QLoRATrainer:
         per_step = cfg.micro_batch_size * cfg.grad_accum
         total = cfg.max_steps or max(1, math.ceil(cfg.epochs * data.n / per_step))
         params = [p for p in self.model.parameters() if p.requires_grad]
-        optimizer = self._optimizer(params)
+        optimizer = self._optimizer(self._param_groups())
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._schedule(total))
         run = _RunState()
         resume = self._find_resume()
@@ -313,7 +379,7 @@ class QLoRATrainer:
                     if stop.requested:
                         break
         except torch.OutOfMemoryError as e:
-            raise TrainingError(self._oom_advice()) from e
+            raise TrainingError(self._oom_advice(data.length, run.step + 1)) from e
         finally:
             bar.close()
             if log:
@@ -351,7 +417,7 @@ class QLoRATrainer:
         step_loss = 0.0
         offload = (
             torch.autograd.graph.save_on_cpu(pin_memory=True)
-            if self.config.offload_activations and self.device.type == "cuda"
+            if self.offload_activations
             else contextlib.nullcontext()
         )
         for m in micro:
@@ -408,6 +474,7 @@ class QLoRATrainer:
             "total_steps": total,
             "micro_batch_size": c.micro_batch_size,
             "grad_accum": c.grad_accum,
+            "full_modules": self.full_modules,
         }
 
     def save_checkpoint(self, run: "_RunState", optimizer: Any, scheduler: Any, data: "_Tensors", total: int) -> Path:
@@ -442,6 +509,7 @@ class QLoRATrainer:
 
         meta = json.loads((path / "meta.json").read_text())
         want = self._meta(data, total)
+        meta.setdefault("full_modules", [])  # checkpoints from before trainable embeddings had none
         diffs = [f"{k}: checkpoint has {meta.get(k)!r}, this run {want[k]!r}" for k in want if meta.get(k) != want[k]]
         if diffs:
             raise TrainingError(f"checkpoint {path} does not match this run:\n  " + "\n  ".join(diffs)
@@ -475,17 +543,34 @@ class QLoRATrainer:
             raise TrainingError("tensorboard=True needs the tensorboard package: pip install tensorboard") from None
         return SummaryWriter(str(Path(self.config.output_dir or ".") / "tensorboard"))
 
-    def _oom_advice(self) -> str:
+    def _oom_advice(self, block_size: int, step: int) -> str:
+        """What was in use when memory ran out, and which settings lower it (called while the
+        failed step's tensors are still referenced by the traceback, so the numbers are real)."""
         import torch
 
-        used = torch.cuda.memory_allocated(self.device) / 2**30
-        total = torch.cuda.get_device_properties(self.device).total_memory / 2**30
+        gib = 2**30
+        if self.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(self.device)
+            where = (f"CUDA out of memory at step {step} on {torch.cuda.get_device_name(self.device)}: "
+                     f"{torch.cuda.memory_allocated(self.device) / gib:.2f} GiB allocated "
+                     f"(peak {torch.cuda.max_memory_allocated(self.device) / gib:.2f}, reserved "
+                     f"{torch.cuda.memory_reserved(self.device) / gib:.2f}, free {free / gib:.2f} of {total / gib:.2f} GiB)")
+        else:
+            rss, _ = peak_memory(self.device)
+            where = f"out of memory at step {step} on {self.device}: peak resident memory {rss / gib:.2f} GiB"
         c = self.config
-        return (
-            f"CUDA out of memory ({used:.1f} of {total:.1f} GiB allocated): lower micro_batch_size "
-            f"(now {c.micro_batch_size}) and raise grad_accum, use a smaller block_size, or keep "
-            f"gradient_checkpointing on (now {c.gradient_checkpointing})"
-        )
+        fixes = [f"lower micro_batch_size (now {c.micro_batch_size}) and raise grad_accum (now {c.grad_accum}) "
+                 "to keep the same step size",
+                 f"use shorter blocks (now {block_size} tokens): Chunker(tokenizer, block_size={max(1, block_size // 2)})"]
+        if not c.gradient_checkpointing:
+            fixes.append("turn gradient_checkpointing on (now False)")
+        if self.device.type == "cuda" and not c.offload_activations:
+            fixes.append("set offload_activations=True (checkpointed activations kept in CPU memory)")
+        if c.quantize != "nf4":
+            fixes.append(f"quantize the base model: quantize='nf4' (now {c.quantize!r})")
+        if c.train_embeddings or c.train_lm_head:
+            fixes.append("set train_embeddings/train_lm_head False (full copies plus their optimizer state)")
+        return where + "; to fit, " + "; or ".join(fixes)
 
     def save_adapter(self, path: str | os.PathLike) -> Path:
         """Write the adapter (adapter_config.json + adapter_model.safetensors) and the tokenizer."""

@@ -1,8 +1,12 @@
+from pathlib import Path
+
 import datasets
 import pytest
 import torch
 
 from kinfuse import Chunker, KinfuseError, ModelError, QLoRATrainer, TrainConfig, TrainingError
+from kinfuse.errors import ConfigError
+from kinfuse.trainer import _Tensors
 
 FAST = dict(progress=False, lora_dropout=0.0, learning_rate=5e-3, lr_schedule="constant")
 EXACT = dict(quantize="none", compute_dtype="float32")  # for comparisons at fp32 precision on any device
@@ -11,6 +15,24 @@ EXACT = dict(quantize="none", compute_dtype="float32")  # for comparisons at fp3
 @pytest.fixture(scope="module")
 def blocks(tiny_tokenizer, sample_text):
     return Chunker(tiny_tokenizer, block_size=64)([{"text": t} for t in sample_text.splitlines()])
+
+
+@pytest.fixture(scope="module")
+def tied_model(tiny_model, tmp_path_factory):
+    """The tiny model with lm_head tied to the input embeddings, as SmolLM2 has it."""
+    import shutil
+
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    path = tmp_path_factory.mktemp("tiny-tied")
+    config = AutoConfig.from_pretrained(tiny_model)
+    config.tie_word_embeddings = True
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    for f in Path(tiny_model).iterdir():
+        if "token" in f.name or f.suffix == ".jinja":
+            shutil.copy(f, path)
+    return str(path)
 
 
 @pytest.mark.parametrize("quantize", ["nf4", "none"])
@@ -75,19 +97,27 @@ def test_bad_input(tiny_model, tmp_path):
     trainer = QLoRATrainer(tiny_model, TrainConfig(quantize="none", progress=False))
     with pytest.raises(TrainingError, match="empty"):
         trainer.train(datasets.Dataset.from_dict({"input_ids": [], "labels": []}))
+    with pytest.raises(TrainingError, match="empty"):
+        trainer.train(None)
+    with pytest.raises(TrainingError, match="lack the 'labels' column.*Chunker"):
+        trainer.train(datasets.Dataset.from_dict({"input_ids": [[1] * 8]}))
     too_long = datasets.Dataset.from_dict({"input_ids": [[1] * 600], "labels": [[1] * 600]})
-    with pytest.raises(TrainingError, match="block_size=512"):
+    with pytest.raises(TrainingError, match="block size 600 is over the model's maximum length 512.*block_size=512"):
         trainer.train(too_long)
     assert issubclass(TrainingError, KinfuseError)
 
 
 def _adapter_bytes(trainer):
-    return {k: v.clone() for k, v in trainer.model.state_dict().items() if "lora_" in k}
+    return {k: v.clone() for k, v in trainer.model.state_dict().items() if "lora_" in k or "modules_to_save" in k}
 
 
-def test_resume_is_bitwise_identical_on_cpu(tiny_model, blocks, tmp_path):
+@pytest.mark.parametrize("full", [False, True], ids=["lora", "lora+tied-embeddings"])
+def test_resume_is_bitwise_identical_on_cpu(tiny_model, tied_model, blocks, tmp_path, full):
     base = dict(max_steps=6, micro_batch_size=2, quantize="none", progress=False, lora_dropout=0.1,
                 learning_rate=5e-3, warmup_steps=2)
+    if full:  # the embedding copy and its own optimizer group must resume exactly too
+        tiny_model = tied_model
+        base.update(train_embeddings=True, train_lm_head=True, embedding_learning_rate=1e-3)
     straight = QLoRATrainer(tiny_model, TrainConfig(output_dir=str(tmp_path / "a"), save_every=3, **base))
     full = straight.train(blocks)
     assert (tmp_path / "a/checkpoints/step-0000003/meta.json").is_file() and full.steps == 6
@@ -180,3 +210,130 @@ def test_eval_loss_and_loss_curve(tiny_model, blocks, tmp_path):
     assert [("eval_loss" in r) for r in result.history] == [False, True, False, True]
     png = tmp_path / "loss.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- trainable embeddings / lm_head -------------------------------------------------------
+
+
+def _full_params(trainer):
+    return {n: p for n, p in trainer.model.named_parameters() if p.requires_grad and ".modules_to_save." in n}
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_trainable_embeddings_own_lr_and_plain_peft_reload(tiny_model, tied_model, blocks, tmp_path, tied):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = tied_model if tied else tiny_model
+    cfg = TrainConfig(max_steps=3, train_embeddings=True, train_lm_head=True, embedding_learning_rate=1e-3,
+                      **EXACT, **FAST)
+    trainer = QLoRATrainer(model, cfg)
+    full = _full_params(trainer)
+    base = trainer.model.get_base_model()
+    if tied:  # one shared trainable matrix that both the input and the output layer use
+        assert len(full) == 1
+        (weight,) = full.values()
+        assert base.get_output_embeddings().modules_to_save["default"].weight is weight
+    else:
+        assert sorted(n.split(".modules_to_save")[0].rsplit(".", 1)[-1] for n in full) == ["embed_tokens", "lm_head"]
+    groups = trainer._param_groups()
+    assert [g["lr"] for g in groups] == [5e-3, 1e-3]
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in full.values()}
+    assert all(".modules_to_save." not in n for n, p in trainer.model.named_parameters()
+               if p.requires_grad and any(p is q for q in groups[0]["params"]))
+    before = {n: p.detach().clone() for n, p in full.items()}
+    trainer.train(blocks)
+    assert all(not torch.equal(before[n], p) for n, p in full.items())  # they did train
+
+    path = trainer.save_adapter(tmp_path / "adapter")
+    ids = torch.tensor(blocks[:1]["input_ids"])
+    with torch.no_grad():
+        ours = trainer.model(input_ids=ids).logits
+        loaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), path).eval()
+        theirs = loaded(input_ids=ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(model).eval()(input_ids=ids).logits
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(ours, plain, atol=1e-3)
+
+
+def test_tied_embeddings_refuse_training_one_side(tied_model, tiny_model):
+    for one in (dict(train_embeddings=True), dict(train_lm_head=True)):
+        with pytest.raises(ConfigError, match="ties lm_head to its input embeddings.*set both True or both False"):
+            QLoRATrainer(tied_model, TrainConfig(progress=False, quantize="none", **one))
+    # untied: either side alone is fine, and only that side trains
+    trainer = QLoRATrainer(tiny_model, TrainConfig(progress=False, quantize="none", train_lm_head=True))
+    assert [n.split(".modules_to_save")[0] for n in _full_params(trainer)] == ["base_model.model.lm_head"]
+    assert trainer._param_groups()[1]["lr"] == pytest.approx(2e-4 / 10)  # default: learning_rate / 10
+
+
+def test_embedding_config_problems_reported_together():
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(embedding_learning_rate=0.0).validate()
+    assert len(e.value.problems) == 2
+    assert any("embedding_learning_rate=0.0: must be > 0" in p for p in e.value.problems)
+    assert any("set train_embeddings" in p for p in e.value.problems)
+
+
+def test_trainable_embeddings_with_nf4_base(tied_model, blocks):
+    import bitsandbytes as bnb
+
+    trainer = QLoRATrainer(tied_model, TrainConfig(max_steps=2, train_embeddings=True, train_lm_head=True, **FAST))
+    assert any(isinstance(m, bnb.nn.Linear4bit) for m in trainer.model.modules())
+    assert len(_full_params(trainer)) == 1
+    result = trainer.train(blocks.select(range(2)))
+    assert result.steps == 2 and all(r["loss"] == r["loss"] for r in result.history)  # finite, not NaN
+
+
+# -- activation offload, OOM guard ----------------------------------------------------------
+
+
+def test_offload_activations_gives_same_gradients_and_offloads_layer_inputs(tiny_model, blocks, monkeypatch):
+    trainer = QLoRATrainer(tiny_model, TrainConfig(offload_activations=True, **EXACT, **FAST))
+    # On a CPU the flag does nothing (tensors are in host memory already) ...
+    assert trainer.offload_activations is False
+    data, micro = _Tensors(blocks), [torch.tensor([0, 1])]
+    # ... so switch it on by hand: save_on_cpu(pin_memory=True) then copies every saved tensor
+    # into a fresh host tensor and back, the same pack/unpack path it takes on CUDA.
+    packed: list[tuple[int, ...]] = []
+    real = torch.autograd.graph.save_on_cpu
+
+    def counting(*args, **kwargs):
+        ctx = real(*args, **kwargs)
+        inner = ctx.pack_hook
+        ctx.pack_hook = lambda t: (packed.append(tuple(t.shape)), inner(t))[1]
+        return ctx
+
+    monkeypatch.setattr(torch.autograd.graph, "save_on_cpu", counting)
+    grads = []
+    for offload in (False, True):
+        trainer.offload_activations = offload
+        trainer.model.zero_grad(set_to_none=True)
+        trainer.model.train()
+        trainer._step(data, micro)
+        grads.append(torch.cat([p.grad.flatten() for p in trainer.model.parameters() if p.requires_grad]))
+    torch.testing.assert_close(grads[0], grads[1], rtol=0, atol=0)
+    # the checkpointed decoder-layer inputs, (B, T, H) each, went through the offload hook
+    layers, hidden = trainer.model.config.num_hidden_layers, trainer.model.config.hidden_size
+    assert packed.count((2, data.length, hidden)) >= layers
+
+
+def test_out_of_memory_names_memory_and_settings(tiny_model, blocks):
+    # no checkpointing, so that each forward runs layer 0 once (no recompute in backward)
+    trainer = QLoRATrainer(tiny_model, TrainConfig(max_steps=3, micro_batch_size=2, grad_accum=2, quantize="none",
+                                                   gradient_checkpointing=False, progress=False))
+    calls = {"n": 0}
+
+    def explode(module, args, output):  # the 3rd forward (step 2, first micro-batch) runs out of memory
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    trainer.model.get_base_model().get_decoder().layers[0].register_forward_hook(explode)
+    with pytest.raises(TrainingError) as e:
+        trainer.train(blocks)
+    msg = str(e.value)
+    assert isinstance(e.value.__cause__, torch.OutOfMemoryError)
+    assert "out of memory at step 2" in msg and "GiB" in msg
+    for setting in ("micro_batch_size (now 2)", "grad_accum (now 2)", "block_size=32", "quantize='nf4'",
+                    "gradient_checkpointing on"):
+        assert setting in msg, setting
