@@ -5,3 +5,114 @@ statement of what each kernel computes. Shapes are written inline: (N, H) = toke
 """
 
 from __future__ import annotations
+
+
+# -- NF4 dequantization and the fused QLoRA linear (kernels/nf4.py, kernels/qlora_linear.py) --
+
+_BNB_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
+
+
+def nf4_parts(weight, quant_state=None):
+    """The packed bytes (as uint8, flat) and the bitsandbytes QuantState of an NF4 weight.
+
+    `weight` is a bitsandbytes `Params4bit` (its `quant_state` is used) or its packed data
+    with `quant_state` given. Checks everything the NF4 kernels rely on, so both twins fail
+    the same way on a layout they do not read.
+    """
+    import torch
+
+    qs = quant_state if quant_state is not None else getattr(weight, "quant_state", None)
+    if qs is None:
+        raise ValueError(
+            "nf4: no quant_state: pass a bitsandbytes Params4bit that has been quantized (moved to its "
+            "device), or its packed data together with quant_state="
+        )
+    if getattr(qs, "quant_type", None) != "nf4":
+        raise ValueError(f"nf4: quant_type={getattr(qs, 'quant_type', None)!r}; only 'nf4' is supported "
+                         "(load the model with bnb_4bit_quant_type='nf4')")
+    if getattr(qs, "packing_format_for_cpu", False):
+        raise ValueError("nf4: this weight was repacked by bitsandbytes for its AVX512 CPU inference path "
+                         "(packing_format_for_cpu); repack it with bitsandbytes' inverse conversion first")
+    if qs.blocksize not in _BNB_BLOCKSIZES:
+        raise ValueError(f"nf4: blocksize={qs.blocksize} is not a bitsandbytes block size {_BNB_BLOCKSIZES}")
+    if len(qs.shape) != 2:
+        raise ValueError(f"nf4: quant_state.shape={tuple(qs.shape)}; expected a 2-D (out, in) linear weight")
+    data = weight.data if isinstance(weight, torch.nn.Parameter) else weight
+    if not data.is_contiguous():
+        raise ValueError("nf4: the packed weight is not contiguous (a transposed view?); pass the stored tensor")
+    packed = data.view(torch.uint8).reshape(-1)  # (ceil(n/2),): other quant_storage dtypes are the same bytes
+    n = qs.shape[0] * qs.shape[1]
+    if packed.numel() != (n + 1) // 2:
+        raise ValueError(f"nf4: {packed.numel()} packed bytes do not hold a {tuple(qs.shape)} weight "
+                         f"({(n + 1) // 2} expected): wrong quant_state for this weight?")
+    blocks = -(-n // qs.blocksize)
+    if qs.absmax.numel() != blocks:
+        raise ValueError(f"nf4: absmax has {qs.absmax.numel()} entries, {blocks} expected for blocksize {qs.blocksize}")
+    if qs.nested:
+        if qs.absmax.dtype != torch.uint8:
+            raise ValueError(f"nf4: double-quantized absmax should be uint8, got {qs.absmax.dtype}")
+        if qs.state2.absmax.numel() != -(-blocks // qs.state2.blocksize):
+            raise ValueError("nf4: nested absmax2 does not match the number of absmax blocks")
+    return packed, qs
+
+
+def nf4_absmax(quant_state):
+    """Per-block fp32 scales (blocks,), undoing double quantization as bitsandbytes does:
+    absmax[b] = code2[absmax_u8[b]] * absmax2[b // blocksize2] + offset, in fp32."""
+    import torch
+
+    qs = quant_state
+    if not qs.nested:
+        return qs.absmax.float()
+    s2 = qs.state2
+    blocks = qs.absmax.numel()
+    scale2 = s2.absmax.float().repeat_interleave(s2.blocksize)[:blocks]  # (blocks,)
+    offset = torch.as_tensor(qs.offset, dtype=torch.float32, device=scale2.device)  # () fp32
+    return s2.code.float()[qs.absmax.long()] * scale2 + offset
+
+
+def nf4_dequantize(weight, quant_state=None, dtype=None):
+    """bitsandbytes NF4 weight -> dense (out, in) tensor in `dtype` (default: the dtype it was
+    quantized from). Element 2i sits in the high nibble of byte i, 2i+1 in the low nibble;
+    value = nf4_code[nibble] * absmax[element // blocksize], in fp32, rounded once to dtype."""
+    import torch
+
+    packed, qs = nf4_parts(weight, quant_state)
+    out_f, in_f = qs.shape
+    n = out_f * in_f
+    nibbles = torch.stack([packed >> 4, packed & 0xF], dim=1).reshape(-1)[:n].long()  # (n,)
+    values = qs.code.to(device=packed.device, dtype=torch.float32)[nibbles]  # (n,)
+    scale = nf4_absmax(qs).repeat_interleave(qs.blocksize)[:n]  # (n,)
+    return (values * scale).reshape(out_f, in_f).to(dtype or qs.dtype)
+
+
+def compute_dtype_for(x, compute_dtype=None):
+    """The dtype the QLoRA matmuls run in: the one asked for, else autocast's when autocast is
+    on for x's device (as peft's LoRA matmuls run under autocast), else x's own dtype."""
+    import torch
+
+    if compute_dtype is not None:
+        return compute_dtype
+    if torch.is_autocast_enabled(x.device.type):
+        return torch.get_autocast_dtype(x.device.type)
+    return x.dtype
+
+
+def qlora_linear(x, weight, lora_A, lora_B, scaling, *, quant_state=None, bias=None, dropout=0.0,
+                 training=False, compute_dtype=None):
+    """y = x Wᵀ + bias + scaling · (dropout(x) Aᵀ) Bᵀ with W the NF4 base weight, as peft's LoRA
+    Linear4bit computes it: dropout (inverted, peft's nn.Dropout) touches the LoRA branch only.
+
+    x (..., in); weight: NF4 Params4bit of an (out, in) weight (or packed data + quant_state);
+    lora_A (r, in); lora_B (out, r). Runs in compute_dtype_for(x, compute_dtype); returns x.dtype.
+    Plain autograd: it keeps the dequantized W for backward, which the fused op does not.
+    """
+    import torch.nn.functional as F
+
+    dtype = compute_dtype_for(x, compute_dtype)
+    w = nf4_dequantize(weight, quant_state, dtype)  # (out, in)
+    xc = x.to(dtype)  # (..., in)
+    xd = F.dropout(xc, dropout, training=True) if dropout and training else xc
+    base = F.linear(xc, w, None if bias is None else bias.to(dtype))  # (..., out)
+    lora = F.linear(F.linear(xd, lora_A.to(dtype)), lora_B.to(dtype))  # (..., out)
+    return (base + lora * scaling).to(x.dtype)
