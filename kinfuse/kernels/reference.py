@@ -116,3 +116,90 @@ def qlora_linear(x, weight, lora_A, lora_B, scaling, *, quant_state=None, bias=N
     base = F.linear(xc, w, None if bias is None else bias.to(dtype))  # (..., out)
     lora = F.linear(F.linear(xd, lora_A.to(dtype)), lora_B.to(dtype))  # (..., out)
     return (base + lora * scaling).to(x.dtype)
+
+
+# -- fused output projection + cross-entropy, RMSNorm, RoPE, SwiGLU (kernels/cross_entropy.py,
+#    kernels/rmsnorm.py, kernels/rope.py, kernels/swiglu.py) --
+
+
+def default_chunk_size(n_tokens, hidden_size, vocab_size):
+    """Rows per chunk such that one (C, V) logits chunk is about the size of hidden (N, H): a
+    power of two, at least 1 (N=8192, H=4096: 1024 rows for V=32000, 256 for V=128256)."""
+    ratio = -(-vocab_size // max(hidden_size, 1))
+    rows = max(1, -(-n_tokens // ratio))
+    return 1 << (rows - 1).bit_length()
+
+
+def fused_linear_cross_entropy(hidden, weight, targets, reduction="sum", ignore_index=-100, chunk_size=None):
+    """F.cross_entropy((hidden @ weight.T).float(), targets) for hidden (N, H), weight (V, H),
+    targets (N,), "sum" or "mean" over rows whose target is not ignore_index (mean over none: nan).
+
+    The logits are computed chunk by chunk in the inputs' dtype (autocast's under autocast, as
+    HF's lm_head) and upcast to fp32 for the softmax. Each chunk is checkpointed, so at most one
+    (C, V) chunk of logits is alive at a time, in the forward and in the backward (which
+    recomputes it): a memory-safe CPU path, one matmul slower than the Triton op.
+    """
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.checkpoint import checkpoint
+
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"fused_linear_cross_entropy: reduction={reduction!r} is not supported; use 'sum' or 'mean'")
+    if hidden.dim() != 2 or weight.dim() != 2 or targets.dim() != 1 or hidden.shape[1] != weight.shape[1] \
+            or targets.shape[0] != hidden.shape[0]:
+        raise ValueError(
+            f"fused_linear_cross_entropy: want hidden (N, H), weight (V, H), targets (N,); got hidden "
+            f"{tuple(hidden.shape)}, weight {tuple(weight.shape)}, targets {tuple(targets.shape)} "
+            "(flatten batch and time first: hidden.reshape(-1, H), targets.reshape(-1))"
+        )
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"fused_linear_cross_entropy: chunk_size={chunk_size} must be a positive row count or None")
+    n_tokens, hid = hidden.shape
+    chunk = chunk_size or default_chunk_size(n_tokens, hid, weight.shape[0])
+
+    def chunk_loss(h, w, t):  # h (C, H), w (V, H), t (C,)
+        return F.cross_entropy((h @ w.t()).float(), t, ignore_index=ignore_index, reduction="sum")
+
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    for start in range(0, n_tokens, chunk):
+        args = (hidden[start:start + chunk], weight, targets[start:start + chunk])
+        if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+            total = total + checkpoint(chunk_loss, *args, use_reentrant=False)
+        else:
+            total = total + chunk_loss(*args)
+    if reduction == "mean":
+        total = total / (targets != ignore_index).sum()
+    return total
+
+
+def rms_norm(x, weight, eps):
+    """HF's LlamaRMSNorm of x (..., H) with weight (H,): normalise in fp32, round to x's dtype,
+    multiply by the weight (the output dtype is their promotion)."""
+    import torch
+
+    dtype = x.dtype
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)  # (..., H) fp32
+    return weight * h.to(dtype)
+
+
+def _rotate_half(x):
+    import torch
+
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # (..., D): (-x2, x1)
+
+
+def apply_rotary(q, k, cos, sin):
+    """transformers' apply_rotary_pos_emb (rotate_half convention, unsqueeze_dim=1) for q (B, Hq,
+    T, D), k (B, Hk, T, D), cos/sin (B or 1, T, D). Returns new tensors; the Triton op writes
+    into q and k instead, so callers use the returned pair either way."""
+    cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # (B, 1, T, D): broadcast over heads
+    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+
+
+def swiglu(gate, up):
+    """LlamaMLP's activation: silu(gate) * up, for gate and up (..., I)."""
+    import torch.nn.functional as F
+
+    return F.silu(gate) * up
