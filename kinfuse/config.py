@@ -133,6 +133,11 @@ class DataConfig:
     self_distill: int = 0  # general prompts answered by the base model and trained on, to keep chat behaviour
     corpus_repeats: int = 1  # copies of the corpus text per epoch (small corpora need several)
     qa_repeats: int = 1  # copies of the Q&A rows per epoch: weight of chat answers against raw text
+    # Augmentation (kinfuse.augment, opt-in), generated once and cached in out_dir/augment.json:
+    paraphrases: int = 0  # rewrites per document section, one per style (at most 5), trained as text; 0: off
+    generated_qa: int = 0  # question-answer pairs per document section, trained as chat; 0: off
+    augment_model: str | None = None  # their writer: None = the model being trained (adapter off), or a path / HF id
+    augment_section_chars: int = 1500  # longest document section in one generation prompt, in characters
 
     def problems(self) -> list[str]:
         p: list[str] = []
@@ -144,6 +149,18 @@ class DataConfig:
             p.append(f"self_distill={self.self_distill}: must be >= 0")
         _positive(p, "corpus_repeats", self.corpus_repeats)
         _positive(p, "qa_repeats", self.qa_repeats)
+        from .augment import PARAPHRASE_STYLES
+
+        if not isinstance(self.paraphrases, int) or not 0 <= self.paraphrases <= len(PARAPHRASE_STYLES):
+            p.append(f"paraphrases={self.paraphrases!r}: must be an integer from 0 to {len(PARAPHRASE_STYLES)} "
+                     "(one rewrite per style)")
+        if not isinstance(self.generated_qa, int) or not 0 <= self.generated_qa <= 20:
+            p.append(f"generated_qa={self.generated_qa!r}: must be an integer from 0 to 20 (pairs per section)")
+        if self.augment_model is not None and (not isinstance(self.augment_model, str) or not self.augment_model):
+            p.append(f"augment_model={self.augment_model!r}: give a model path or HF id, or leave it unset "
+                     "for the model being trained")
+        if not isinstance(self.augment_section_chars, int) or self.augment_section_chars < 200:
+            p.append(f"augment_section_chars={self.augment_section_chars!r}: must be an integer >= 200")
         return p
 
 
@@ -227,6 +244,8 @@ class InfuseConfig:
         self.out_dir = fix(self.out_dir)
         if Path(self.model).parts[:1] in ((".",), ("..",)):
             self.model = fix(self.model)
+        if isinstance(self.data.augment_model, str) and Path(self.data.augment_model).parts[:1] in ((".",), ("..",)):
+            self.data.augment_model = fix(self.data.augment_model)
 
 
 def _build(cls: type, values: dict[str, Any], section: str, problems: list[str]) -> Any:

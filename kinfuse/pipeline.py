@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from .augment import augment_for_infusion
 from .chunker import Chunker
 from .config import InfuseConfig
 from .corpus import Corpus
@@ -131,11 +132,13 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     rows: list[dict[str, Any]] = [{"text": d.text} for d in corpus] * data.corpus_repeats
     corpus_chars = sum(len(r["text"]) for r in rows)
     qa = [row for path in data.qa_files for row in read_jsonl(path, ("question", "answer"))] * data.qa_repeats
+    # opt-in (data.paraphrases / data.generated_qa): written before training, cached in out/augment.json
+    augmented = augment_for_infusion(config, corpus, trainer, out / "augment.json", echo)
     general = [d.text for d in Corpus.from_paths(data.replay_paths)] if data.replay_paths else general_texts("train")
     replay = replay_rows(general, int(data.replay_ratio * corpus_chars), config.train.seed)
     distill = self_distill_rows(evaluator, data.self_distill, out / "self_distill.json", trainer.model_name)
     chunker = Chunker(trainer.tokenizer, data.block_size)
-    blocks = chunker(rows + qa + replay + distill)
+    blocks = chunker(rows + qa + augmented.rows + replay + distill)
     echo(
         f"training rows: {len(rows)} corpus, {len(qa)} Q&A, {len(replay)} replay, {len(distill)} self-distill "
         f"-> {chunker.stats.blocks} blocks of {chunker.block_size} tokens "
@@ -196,6 +199,7 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     result.metrics["kl"] = kl
     result.metrics["chat_behaviour"] = report["metrics"].get("chat")
     result.metrics["loglik"] = report["metrics"].get("loglik")
+    result.metrics["augment"] = augmented.to_dict()
     json_path, html_path = write_report(report, out)
     result.metrics["report"] = {"json": str(json_path), "html": str(html_path)}
     (out / "metrics.json").write_text(json.dumps(result.metrics, indent=2, default=str))
