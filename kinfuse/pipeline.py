@@ -65,6 +65,24 @@ def read_jsonl(path: str | Path, required: tuple[str, ...]) -> list[dict[str, An
     return rows
 
 
+def training_qa(config: InfuseConfig) -> list[dict[str, Any]]:
+    """The Q&A rows of `data.qa_files`, refused if any question is (nearly) an evaluation probe:
+    training on the probes would make them measure recall of the test, not knowledge."""
+    rows = [row for path in config.data.qa_files for row in read_jsonl(path, ("question", "answer"))]
+    if rows and (config.eval.probes or config.eval.retention):
+        from .augment import ProbeGuard
+
+        guard = ProbeGuard(list(config.eval.probes) + list(config.eval.retention))
+        clashes = [(row["question"], m) for row in rows if (m := guard.match(row["question"]))]
+        if clashes:
+            lines = "\n".join(f"  - {q!r} ~ probe {p!r} (word overlap {score:.2f})" for q, (p, score) in clashes)
+            raise KinfuseError(
+                f"{len(clashes)} training question(s) in data.qa_files are too close to evaluation probes:\n"
+                f"{lines}\nreword or remove them (or the probes): the probes must be questions training never saw"
+            )
+    return rows
+
+
 def replay_rows(texts: list[str], chars: int, seed: int) -> list[dict[str, str]]:
     """General-text paragraphs, shuffled and cycled, until they add up to `chars` characters."""
     if chars <= 0 or not texts:
@@ -124,14 +142,14 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
 
     # -- setup: data and model -------------------------------------------------------
     corpus = corpus if corpus is not None else build_corpus(config)
+    data = config.data
+    qa = training_qa(config) * data.qa_repeats
     echo(corpus.report())
     # checkpoints and loss.png go with the run unless the train config says otherwise
     trainer = QLoRATrainer(config.model, replace(config.train, output_dir=config.train.output_dir or str(out)))
     evaluator = Evaluator(trainer, max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size)
-    data = config.data
     rows: list[dict[str, Any]] = [{"text": d.text} for d in corpus] * data.corpus_repeats
     corpus_chars = sum(len(r["text"]) for r in rows)
-    qa = [row for path in data.qa_files for row in read_jsonl(path, ("question", "answer"))] * data.qa_repeats
     # opt-in (data.paraphrases / data.generated_qa): written before training, cached in out/augment.json
     augmented = augment_for_infusion(config, corpus, trainer, out / "augment.json", echo)
     general = [d.text for d in Corpus.from_paths(data.replay_paths)] if data.replay_paths else general_texts("train")
