@@ -7,7 +7,9 @@ and cos/sin (B or 1, T, D), with x1 = x[..., :D/2], x2 = x[..., D/2:],
     y1 = x1 * cos[:D/2] - x2 * sin[:D/2]
     y2 = x2 * cos[D/2:] + x1 * sin[D/2:]
 
-in fp32, rounded once to q's/k's dtype. The forward writes the result into q and k in place (no
+in fp32, rounded once to q's/k's dtype (HF rounds after each product and the sum in half
+precision: results a few ulps apart; and where cos is fp32 but q bf16, HF's result is promoted
+to fp32 while this op, writing in place, keeps bf16). The forward writes the result into q and k in place (no
 new activations; any strides, e.g. HF's view(B, T, H, D).transpose(1, 2)), and returns them. The
 backward applies the transpose of that map to the incoming gradients: for HF's cos/sin (the two
 halves equal) that is the rotation by -sin. cos and sin get no gradient (HF builds them under
