@@ -65,21 +65,25 @@ def read_jsonl(path: str | Path, required: tuple[str, ...]) -> list[dict[str, An
     return rows
 
 
-def training_qa(config: InfuseConfig) -> list[dict[str, Any]]:
+def probe_guard(config: InfuseConfig) -> Any:
+    """The evaluation questions (probes and retention) that no training row may restate."""
+    from .augment import ProbeGuard
+
+    return ProbeGuard(list(config.eval.probes) + list(config.eval.retention))
+
+
+def training_qa(config: InfuseConfig, guard: Any = None) -> list[dict[str, Any]]:
     """The Q&A rows of `data.qa_files`, refused if any question is (nearly) an evaluation probe:
     training on the probes would make them measure recall of the test, not knowledge."""
     rows = [row for path in config.data.qa_files for row in read_jsonl(path, ("question", "answer"))]
-    if rows and (config.eval.probes or config.eval.retention):
-        from .augment import ProbeGuard
-
-        guard = ProbeGuard(list(config.eval.probes) + list(config.eval.retention))
-        clashes = [(row["question"], m) for row in rows if (m := guard.match(row["question"]))]
-        if clashes:
-            lines = "\n".join(f"  - {q!r} ~ probe {p!r} (word overlap {score:.2f})" for q, (p, score) in clashes)
-            raise KinfuseError(
-                f"{len(clashes)} training question(s) in data.qa_files are too close to evaluation probes:\n"
-                f"{lines}\nreword or remove them (or the probes): the probes must be questions training never saw"
-            )
+    guard = guard or probe_guard(config)
+    clashes = [(row["question"], m) for row in rows if (m := guard.match(row["question"]))]
+    if clashes:
+        lines = "\n".join(f"  - {q!r} ~ probe {p!r} (word overlap {score:.2f})" for q, (p, score) in clashes)
+        raise KinfuseError(
+            f"{len(clashes)} training question(s) in data.qa_files are too close to evaluation probes:\n"
+            f"{lines}\nreword or remove them (or the probes): the probes must be questions training never saw"
+        )
     return rows
 
 
@@ -100,15 +104,21 @@ def replay_rows(texts: list[str], chars: int, seed: int) -> list[dict[str, str]]
     return rows
 
 
-def self_distill_rows(evaluator: Evaluator, n: int, cache: Path, model_name: str) -> list[dict[str, Any]]:
-    """The base model's own answers to general prompts, as chat examples (cached per model)."""
+def self_distill_rows(
+    evaluator: Evaluator, n: int, cache: Path, model_name: str, avoid: Any = None
+) -> list[dict[str, Any]]:
+    """The base model's own answers to general prompts, as chat examples (cached per model).
+
+    `avoid` (an augment.ProbeGuard) drops prompts too close to evaluation questions.
+    """
     if n <= 0:
         return []
+    # never the held-out prompts KL is measured on, nor anything like a probe
+    prompts = [q for q in general_prompts("train") if avoid is None or not avoid.match(q)][:n]
     if cache.is_file():
         saved = json.loads(cache.read_text())
-        if saved.get("model") == model_name and saved.get("n") == n:
+        if saved.get("model") == model_name and saved.get("prompts") == prompts:
             return saved["rows"]
-    prompts = general_prompts("train")[:n]  # never the held-out prompts KL is measured on
     # A longer limit than the probes': answers cut off mid-sentence are dropped below.
     limit, evaluator.max_new_tokens = evaluator.max_new_tokens, max(evaluator.max_new_tokens, 192)
     try:
@@ -124,7 +134,7 @@ def self_distill_rows(evaluator: Evaluator, n: int, cache: Path, model_name: str
         if a:
             rows.append({"question": q, "answer": a, "source": "self-distill"})
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"model": model_name, "n": n, "rows": rows}, indent=1))
+    cache.write_text(json.dumps({"model": model_name, "prompts": prompts, "rows": rows}, indent=1))
     return rows
 
 
@@ -143,7 +153,8 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     # -- setup: data and model -------------------------------------------------------
     corpus = corpus if corpus is not None else build_corpus(config)
     data = config.data
-    qa = training_qa(config) * data.qa_repeats
+    guard = probe_guard(config)
+    qa = training_qa(config, guard) * data.qa_repeats
     echo(corpus.report())
     # checkpoints and loss.png go with the run unless the train config says otherwise
     trainer = QLoRATrainer(config.model, replace(config.train, output_dir=config.train.output_dir or str(out)))
@@ -154,7 +165,7 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     augmented = augment_for_infusion(config, corpus, trainer, out / "augment.json", echo)
     general = [d.text for d in Corpus.from_paths(data.replay_paths)] if data.replay_paths else general_texts("train")
     replay = replay_rows(general, int(data.replay_ratio * corpus_chars), config.train.seed)
-    distill = self_distill_rows(evaluator, data.self_distill, out / "self_distill.json", trainer.model_name)
+    distill = self_distill_rows(evaluator, data.self_distill, out / "self_distill.json", trainer.model_name, guard)
     chunker = Chunker(trainer.tokenizer, data.block_size)
     blocks = chunker(rows + qa + augmented.rows + replay + distill)
     echo(

@@ -32,3 +32,26 @@ def test_training_qa_that_restates_a_probe_is_refused_before_any_model_loads(tmp
     # a distinct question passes, and is returned as written
     config.data.qa_files = [_write(tmp_path / "ok.jsonl", [{"question": "Tell me about the Zephyr mesh.", "answer": "Nine nodes."}])]
     assert training_qa(config) == [{"question": "Tell me about the Zephyr mesh.", "answer": "Nine nodes."}]
+
+
+def test_self_distillation_skips_prompts_like_a_probe_and_caches_by_prompt_list(tiny_model, tmp_path, monkeypatch):
+    from kinfuse import Evaluator, QLoRATrainer, TrainConfig
+    from kinfuse import pipeline
+    from kinfuse.augment import ProbeGuard
+
+    monkeypatch.setattr(pipeline, "general_prompts",
+                        lambda split="eval": ["How many antennas does the Zephyr router have?", "Tell me about bread."])
+    evaluator = Evaluator(QLoRATrainer(tiny_model, TrainConfig(progress=False)), max_new_tokens=8)
+    guard = ProbeGuard([{"question": "How many antennas has the Zephyr router got?"}])
+    cache = tmp_path / "distill.json"
+    rows = pipeline.self_distill_rows(evaluator, 5, cache, "tiny", guard)
+    saved = json.loads(cache.read_text())
+    assert saved["prompts"] == ["Tell me about bread."]
+    assert all(r["question"] == "Tell me about bread." and r["source"] == "self-distill" for r in rows)
+    # the cache answers a rerun with the same prompts, and is ignored when they change
+    saved["rows"] = [{"question": "Tell me about bread.", "answer": "cached", "source": "self-distill"}]
+    cache.write_text(json.dumps(saved))
+    assert pipeline.self_distill_rows(evaluator, 5, cache, "tiny", guard)[0]["answer"] == "cached"
+    pipeline.self_distill_rows(evaluator, 5, cache, "tiny", None)  # both prompts now: regenerated
+    assert json.loads(cache.read_text())["prompts"] == ["How many antennas does the Zephyr router have?",
+                                                        "Tell me about bread."]
