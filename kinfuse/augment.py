@@ -19,7 +19,7 @@ that each prompt fits the generator's context.
 
 Every reply is checked, and what is dropped is reported with its reason (`AugmentResult.dropped`,
 `AugmentResult.report()`): empty or malformed output, text cut off by the token limit,
-numbers the source does not contain, answers whose content words mostly do not occur in
+numbers or capitalised names the source does not contain, answers whose content words mostly do not occur in
 the section, questions that do not end with "?", duplicates, and any generated question that
 matches an evaluation probe after normalisation or overlaps one heavily (word-set Jaccard
 >= `probe_overlap`), so training never sees the probes.
@@ -96,6 +96,20 @@ def grounding(text: str, source: str | set[str]) -> tuple[float, list[str]]:
         return 0.0, []
     missing_numbers = sorted({w for w in words if any(c.isdigit() for c in w) and w not in known})
     return sum(w in known for w in words) / len(words), missing_numbers
+
+
+def invented_names(text: str, source: str | set[str]) -> list[str]:
+    """Capitalised words inside a sentence (names: "Amazon Echo", "Lions") that the source lacks:
+    the small models' commonest invention, which the share of grounded words can miss."""
+    known = source if isinstance(source, set) else set(content_words(source))
+    out: list[str] = []
+    for sentence in re.split(r"(?<=[.!?:])\s+|\n+", text):
+        for word in re.findall(r"\b[A-Z][\w'-]*", sentence)[1:] if sentence[:1].isupper() else \
+                re.findall(r"\b[A-Z][\w'-]*", sentence):
+            key = content_words(word)
+            if key and key[0] not in known and word not in out:
+                out.append(word)
+    return out
 
 
 def split_sections(text: str, max_chars: int) -> list[str]:
@@ -178,7 +192,8 @@ class ProbeGuard:
         words = set(norm.split())
         best: tuple[str, float] | None = None
         for pnorm, pwords, original in self.questions:
-            if norm == pnorm or (min(len(norm), len(pnorm)) >= 20 and (pnorm in norm or norm in pnorm)):
+            contained = f" {pnorm} " in f" {norm} " or f" {norm} " in f" {pnorm} "  # as whole words
+            if norm == pnorm or (min(len(norm), len(pnorm)) >= 20 and contained):
                 return original, 1.0
             score = len(words & pwords) / len(words | pwords) if words | pwords else 0.0
             if score >= self.overlap and (best is None or score > best[1]):
@@ -523,6 +538,9 @@ def _check_paraphrase(job: dict[str, Any], reply: str, ended: bool, by: str, gua
     share, invented = grounding(text, set(source_words))
     if invented:
         return _drop(result, job, f"invented numbers: {', '.join(invented[:5])}", text[:300])
+    names = invented_names(text, set(source_words))
+    if names:
+        return _drop(result, job, f"invented names: {', '.join(names[:5])}", text[:300])
     if share < min_share:
         return _drop(result, job, f"not grounded: {share:.0%} of its content words are in the section "
                                   f"(min {min_share:.0%})", text[:300])
@@ -575,6 +593,10 @@ def _check_qa(job: dict[str, Any], reply: str, ended: bool, by: str, guard: Prob
             _drop(result, job, "answer only repeats the question", item)
         elif invented:
             _drop(result, job, f"invented numbers: {', '.join(invented[:5])}", item)
+        elif names := invented_names(answer, source_words):
+            _drop(result, job, f"invented names: {', '.join(names[:5])}", item)
+        elif answer.rstrip().endswith((":", ",", ";")):
+            _drop(result, job, "answer is incomplete (ends with a colon or comma)", item)
         elif share < min_share:
             _drop(result, job, f"not grounded: {share:.0%} of the answer's content words are in the section "
                                f"(min {min_share:.0%})", item)

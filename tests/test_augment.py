@@ -15,6 +15,7 @@ from kinfuse.augment import (
     augment,
     content_words,
     grounding,
+    invented_names,
     split_sections,
 )
 from kinfuse.chunker import IGNORE
@@ -29,6 +30,8 @@ BAD_PAIRS = [
     ("Tell me about the bread", "Bread is made from flour.", "question does not end with '?'"),
     ("What colour is the router?", "The router is purple and weighs 7 kilos.", "invented numbers"),
     ("What is the moon made of?", "Green cheese from distant galaxies, obviously.", "not grounded"),
+    ("Who makes the router?", "The router is made by Acme Networks.", "invented names"),
+    ("What does the moon do each month?", "The moon orbits the following:", "answer is incomplete"),
     (PROBE.lower().replace("?", " ?"), "The Zephyr router has four antennas.", "matches probe"),
     ("How many antennas does the new Zephyr router have?", "It has four antennas.", "matches probe"),
     ("Which nodes?", "", "no pair"),  # parse_qa_pairs skips a question without an answer
@@ -83,6 +86,8 @@ def test_grounding_and_probe_guard():
     share, invented = grounding("The router has 4 antennas and 12 ports.", "The router has four antennas and 12 ports.")
     assert invented == ["4"] and 0.5 < share < 1
     assert content_words("The routers have antennas") == ["router", "antenna"]
+    source = "The Zephyr router from Acme has four antennas."
+    assert invented_names("Acme sells the Zephyr router. The Orion router is new.", source) == ["Orion"]
     guard = ProbeGuard([PROBE, {"prompt": "The capital of France is"}], overlap=0.6)
     assert guard.match("how many ANTENNAS does the zephyr router have") == (PROBE, 1.0)
     assert guard.match("How many antennas does the new Zephyr router have?")[1] >= 0.6
@@ -114,7 +119,7 @@ def test_paraphrases_and_qa_checked_with_provenance(tmp_path):
     assert result.generated["qa"] == len(qa) + sum(result.drop_reasons("qa").values())
     assert not any(ProbeGuard([PROBE]).match(r["question"]) for r in qa)
     report = result.report()
-    assert "paraphrases: 1 kept of 4 written" in report and "Q&A pairs: 3 kept of 10 written" in report
+    assert "paraphrases: 1 kept of 4 written" in report and "Q&A pairs: 3 kept of 12 written" in report
     summary = result.to_dict()
     assert summary["qa"]["kept"] == 3 and summary["paraphrase"]["dropped"]["malformed"] == 1
     # The rows train as they are: paraphrases as text, Q&A on the answer tokens only.
