@@ -148,4 +148,19 @@ def load_model(name: str, *, quantize: str, compute_dtype: Any, device: Any, att
         raise ModelError(_load_hint(name, e)) from e
     if device.type != "cuda":
         model.to(device)
+        if quantize == "nf4":
+            _own_unquantized_weights(model)
     return model
+
+
+def _own_unquantized_weights(model: Any) -> None:
+    """Copy the weights that stayed unquantized (embeddings, norms) out of the safetensors
+    memory map. They are views into the mapped file, which keeps it mapped; and quantization
+    read every weight through that map, so all the file's pages would go on counting in the
+    process's resident memory (about 300 MB for SmolLM2-135M) for nothing. Tied weights stay
+    tied: the shared Parameter gets the copy once."""
+    import bitsandbytes as bnb
+
+    for p in model.parameters():  # a tied Parameter is listed once
+        if not isinstance(p, bnb.nn.Params4bit):
+            p.data = p.data.clone()

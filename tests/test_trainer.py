@@ -337,3 +337,24 @@ def test_out_of_memory_names_memory_and_settings(tiny_model, blocks):
     for setting in ("micro_batch_size (now 2)", "grad_accum (now 2)", "block_size=32", "quantize='nf4'",
                     "gradient_checkpointing on"):
         assert setting in msg, setting
+
+
+def _mapped_file_of(ptr: int) -> str | None:
+    """The file whose memory map holds address `ptr`, if any (Linux /proc/self/maps)."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        fields = line.split()
+        lo, hi = (int(x, 16) for x in fields[0].split("-"))
+        if lo <= ptr < hi and len(fields) >= 6 and fields[5].startswith("/"):
+            return fields[5]
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux /proc")
+def test_nf4_load_keeps_no_weight_in_the_checkpoint_memory_map(tied_model):
+    # Unquantized weights left as views into the mapped safetensors file would keep every page
+    # of it (all read during quantization) resident for the whole run.
+    trainer = QLoRATrainer(tied_model, TrainConfig(progress=False, device="cpu"))
+    base = trainer.model.get_base_model()
+    for name, p in base.named_parameters():
+        assert _mapped_file_of(p.data_ptr()) is None, name
+    assert base.get_output_embeddings().weight is base.get_input_embeddings().weight  # still tied
