@@ -453,6 +453,7 @@ def run_worker(recipe: str, model_path: str, blocks: list[list[int]], *, device:
                                    "peak_memory_kind": result.peak_memory_kind}
         out["optimizer"] = trainer.config.optimizer
         out["compute_dtype"] = str(trainer.compute_dtype)
+        out["cpu_mmap_threshold"] = trainer.config.cpu_mmap_threshold if device == "cpu" else None
     _sync(device)
     train = _memory_state(device)
     if device == "cuda":
@@ -587,12 +588,14 @@ def _parse_marked(stdout: str) -> list[dict[str, Any]]:
     return rows
 
 
-def spawn(args: list[str], timeout: float) -> dict[str, Any]:
-    """Run a worker subprocess; its result, or an error record with the stderr tail."""
+def spawn(args: list[str], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a worker subprocess (with `env` added to this one's); its result, or an error
+    record with the stderr tail."""
     cmd = [sys.executable, str(Path(__file__).resolve()), *args]
     t = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
+                              env={**os.environ, **env} if env else None)
         stdout, stderr, rc, timed_out = proc.stdout, proc.stderr, proc.returncode, False
     except subprocess.TimeoutExpired as e:
         def text(x: Any) -> str:
@@ -657,6 +660,12 @@ def build_report(meta: dict[str, Any], results: dict[str, dict[str, Any]],
             "peak_memory": _ratio(kin.get("peak_memory_bytes"), ref.get("peak_memory_bytes")),
         },
     }
+    same = results.get("reference_same_allocator")
+    if same is not None:
+        report["ratios"]["tokens_per_second_vs_same_allocator"] = _ratio(kin.get("tokens_per_second"),
+                                                                         same.get("tokens_per_second"))
+        report["ratios"]["peak_memory_vs_same_allocator"] = _ratio(kin.get("peak_memory_bytes"),
+                                                                   same.get("peak_memory_bytes"))
     if max_block is not None:
         report["max_block"] = max_block
     return report
@@ -667,8 +676,8 @@ def table(report: dict[str, Any]) -> str:
     lines = [f"{report['device']}  {report['arch']}  block {report['block_size']} x micro-batch "
              f"{report['micro_batch']}, {report['steps']} steps ({report['warmup']} warm-up)",
              f"{'recipe':<10} {'tokens/s':>10} {'peak GiB':>9} {'load GiB':>9} {'mean loss':>9}  status"]
-    for name in RECIPES:
-        r = report["results"].get(name, {})
+    for name in report["results"]:
+        r = report["results"][name]
         if r.get("ok"):
             tps = r.get("tokens_per_second")
             lines.append(f"{name:<10} {tps or float('nan'):>10.1f} {r['peak_memory_bytes'] / gib:>9.2f} "
@@ -682,6 +691,10 @@ def table(report: dict[str, Any]) -> str:
 
     lines.append(f"kinfuse/reference: tokens/s {fmt(ratios['tokens_per_second'])} (>1 faster), "
                  f"peak memory {fmt(ratios['peak_memory'])} (<1 smaller)")
+    if "peak_memory_vs_same_allocator" in ratios:
+        lines.append(f"kinfuse/reference with kinfuse's allocator setting: tokens/s "
+                     f"{fmt(ratios['tokens_per_second_vs_same_allocator'])}, peak memory "
+                     f"{fmt(ratios['peak_memory_vs_same_allocator'])}")
     mb = report.get("max_block") or {}
     for name in RECIPES:
         if name in mb:
@@ -710,6 +723,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--kinfuse-attention", default="auto",
                    help="TrainConfig.attention for kinfuse (auto: flash-attn when importable on CUDA, else sdpa)")
     p.add_argument("--results-dir", default=str(RESULTS))
+    p.add_argument("--same-allocator", action="store_true",
+                   help="CPU: also run the reference with kinfuse's glibc mmap threshold (a third worker)")
     p.add_argument("--in-process", action="store_true",
                    help="run the recipes in this process (tests/debugging: peak memory is then not per recipe)")
     a = p.parse_args(argv)
@@ -752,18 +767,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common = dict(device=device, micro_batch=a.micro_batch, steps=a.steps, warmup=a.warmup, workdir=str(workdir),
                   kinfuse_attention=a.kinfuse_attention)
     results: dict[str, dict[str, Any]] = {}
-    for recipe in RECIPES:
-        print(f"[bench] {recipe}: {a.steps} steps of {a.micro_batch} x {block_size} tokens on {device} ...",
+    runs = [(recipe, recipe, None) for recipe in RECIPES]
+    if a.same_allocator and device == "cpu" and not a.in_process:
+        # kinfuse fixes glibc's mmap threshold on CPU (TrainConfig.cpu_mmap_threshold); this extra
+        # run gives the reference recipe the same allocator setting (glibc's environment
+        # variable), so that the ratio against it shows what the training code itself saves.
+        from kinfuse import TrainConfig
+
+        threshold = TrainConfig().cpu_mmap_threshold
+        runs.insert(1, ("reference_same_allocator", "reference", {"MALLOC_MMAP_THRESHOLD_": str(threshold)}))
+    load_before = os.getloadavg()
+    for key, recipe, env in runs:
+        print(f"[bench] {key}: {a.steps} steps of {a.micro_batch} x {block_size} tokens on {device} ...",
               file=sys.stderr, flush=True)
         if a.in_process:
-            results[recipe] = _in_process(run_worker, recipe, model_path, blocks, **common)
+            results[key] = _in_process(run_worker, recipe, model_path, blocks, **common)
         else:
-            results[recipe] = spawn(
+            results[key] = spawn(
                 ["--worker", recipe, "--model-path", model_path, "--blocks", str(blocks_file),
                  "--device", device, "--micro-batch", str(a.micro_batch), "--steps", str(a.steps),
                  "--warmup", str(a.warmup), "--workdir", str(workdir), "--kinfuse-attention", a.kinfuse_attention],
-                a.timeout,
+                a.timeout, env=env,
             )
+            if env:
+                results[key]["env"] = env
+    load_after = os.getloadavg()
 
     max_block = None
     if a.max_block:
@@ -804,6 +832,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "lora": LORA,
         "learning_rate": LEARNING_RATE,
         "isolation": "in-process" if a.in_process else "one subprocess per recipe",
+        # Other processes on the machine slow both recipes, not always alike: CPU numbers taken
+        # under a load average above the core count are noisy.
+        "load_average_1_5_15": {"before": [round(x, 2) for x in load_before],
+                                "after": [round(x, 2) for x in load_after]},
         "timestamp": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": shlex.join(["python", "benchmarks/bench_train.py", *argv]),
         "notes": notes + [

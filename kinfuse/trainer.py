@@ -97,6 +97,24 @@ def peak_memory(device: Any) -> tuple[int, str]:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "cpu_peak_rss"  # Linux reports KiB
 
 
+def set_mmap_threshold(nbytes: int) -> bool:
+    """glibc mallopt(M_MMAP_THRESHOLD, nbytes): allocations from nbytes up are mmapped and
+    unmapped on free. Fixing it also stops glibc from raising it after each large free, which
+    leaves freed activation buffers in the heap (resident) instead of reusing or returning them.
+    False where there is no glibc (macOS, musl): nothing changes."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    M_MMAP_THRESHOLD = -3  # malloc.h
+    return mallopt(M_MMAP_THRESHOLD, int(nbytes)) == 1
+
+
 class QLoRATrainer:
     """Train a LoRA adapter on a (4-bit quantized) causal LM.
 
@@ -112,6 +130,8 @@ class QLoRATrainer:
         self.device = _pick_device(cfg.device)
         self.compute_dtype = _pick_dtype(cfg.compute_dtype, self.device)
         self.model_name = resolve_model(model)
+        if self.device.type == "cpu" and cfg.cpu_mmap_threshold:
+            set_mmap_threshold(cfg.cpu_mmap_threshold)  # before loading: quantization churns memory too
         self.tokenizer = tokenizer or load_tokenizer(self.model_name)
         base = load_model(
             self.model_name,
