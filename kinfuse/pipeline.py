@@ -184,8 +184,13 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
         f"{train.tokens_per_second:.0f} tokens/s, peak memory {train.peak_memory_bytes / 2**30:.2f} GiB"
     )
 
-    # -- evaluate: base (adapter off) vs adapted, in one model ---------------------------
     result = InfuseResult(out_dir=out, train=train)
+    if train.interrupted:  # SIGINT/SIGTERM: the user wants to stop, not to wait for evaluation
+        echo(f"interrupted at step {train.steps}: checkpoint {train.checkpoint}; set train.resume = true "
+             "and run again to continue")
+        return result
+
+    # -- evaluate: base (adapter off) vs adapted, in one model ---------------------------
     if config.eval.probes:
         result.probes = Comparison([r for p in config.eval.probes for r in evaluator.compare(p).results])
         echo("\n" + result.probes.table())
