@@ -19,6 +19,7 @@ OPTIMIZERS = ("auto", "adamw", "paged_adamw_32bit", "paged_adamw_8bit")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANTIZE = ("nf4", "none")
 ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2", "flex_attention")
+KERNELS = ("none", "auto", "triton", "torch")
 
 
 @dataclass
@@ -58,6 +59,10 @@ class TrainConfig:
     # layer's freed activations stay in a growing heap: peak RSS about halves with a fixed one.
     # Process-wide and kept after training; None leaves malloc as it is.
     cpu_mmap_threshold: int | None = 1 << 20
+    # Custom kernels (kinfuse.kernels): "none" = stock HF/peft modules; "auto" = Triton on CUDA when
+    # triton imports, else the torch twins; "triton" = Triton only (error where it cannot run);
+    # "torch" = the pure-torch twins patched in (the same code path, for checking on a CPU).
+    kernels: str = "none"
     seed: int = 0  # seeds LoRA init, dropout and data order
     output_dir: str | None = None  # checkpoints (output_dir/checkpoints/step-N), loss.png, tensorboard/
     save_every: int | None = None  # checkpoint every N optimizer steps (and always on SIGINT/SIGTERM)
@@ -101,6 +106,7 @@ class TrainConfig:
         _choice(p, "optimizer", self.optimizer, OPTIMIZERS)
         _choice(p, "compute_dtype", self.compute_dtype, DTYPES)
         _choice(p, "attention", self.attention, ATTENTION)
+        _choice(p, "kernels", self.kernels, KERNELS)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             p.append(f"device={self.device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
         _positive(p, "log_every", self.log_every)

@@ -182,6 +182,17 @@ class QLoRATrainer:
             and getattr(c, "logit_scale", None) in (None, 1, 1.0)
             and getattr(c, "logits_scaling", None) in (None, 1, 1.0)
         )
+        # Custom kernels (kinfuse.kernels, issue 7): module forwards are swapped in one place
+        # (self.kernel_patch.undo() restores them); the loss uses the fused output layer +
+        # cross-entropy, which never builds the (N, V) logits.
+        self.kernel_patch = None
+        self._fused_ce = None
+        if cfg.kernels != "none":
+            from .kernels import load_op, patch_model, resolve
+
+            impl = resolve(cfg.kernels, self.device)
+            self.kernel_patch = patch_model(self.model, impl)
+            self._fused_ce = load_op("fused_linear_cross_entropy", impl)
 
     # -- helpers --------------------------------------------------------------------
 
@@ -303,6 +314,7 @@ class QLoRATrainer:
         The output layer runs only on positions that have a target: prompts of chat rows and
         padding cost no vocabulary projection, and the full (B, T, V) logits are never built.
         """
+        import torch
         import torch.nn.functional as F
 
         base = self.model.get_base_model()
@@ -310,7 +322,11 @@ class QLoRATrainer:
         keep = targets != -100  # (B, T-1)
         if self._plain_head:
             hidden = base.get_decoder()(input_ids=ids, position_ids=pos, use_cache=False).last_hidden_state  # (B, T, H)
-            logits = base.get_output_embeddings()(hidden[:, :-1][keep])  # (N, V)
+            head = base.get_output_embeddings()
+            # A trained head (peft wrapper) or one with a bias keeps the plain path.
+            if self._fused_ce is not None and type(head) is torch.nn.Linear and head.bias is None:
+                return self._fused_ce(hidden[:, :-1][keep], head.weight, targets[keep], reduction="sum")
+            logits = head(hidden[:, :-1][keep])  # (N, V)
         else:  # heads with soft-capping or scaling: let the model compute its logits
             logits = self.model(input_ids=ids, position_ids=pos, use_cache=False).logits[:, :-1][keep]  # (N, V)
         return F.cross_entropy(logits.float(), targets[keep], reduction="sum")

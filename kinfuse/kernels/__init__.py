@@ -117,7 +117,8 @@ def load_op(name: str, impl: str) -> Callable | None:
 # parameters and buffers); undo deletes it again, or puts back an instance forward that was
 # there before. Forwards are bound with types.MethodType so that copy.deepcopy rebinds them
 # to the copy. Each patched forward falls back to the module's own forward for any case it
-# does not cover (adapters disabled or merged, DoRA, several active adapters, extra args).
+# does not cover (merged adapters, DoRA, several active adapters, extra args, a weight that
+# bitsandbytes already repacked for its CPU inference path before the patch).
 
 # peft LoRA layers over bitsandbytes 4-bit weights.
 _LORA_4BIT = ("Linear4bit",)
@@ -154,18 +155,28 @@ def _is_rope_attention(m: Any) -> bool:
         getattr(sys.modules.get(type(m).__module__), "apply_rotary_pos_emb", None))
 
 
-def _lora_4bit_forward(op: Callable, stock: Callable) -> Callable:
+def _lora_4bit_forward(op: Callable, stock: Callable, impl: str) -> Callable:
     import torch
+    import torch.nn.functional as F
+
+    dequantize = load_op("nf4_dequantize", impl)
 
     def forward(self, x, *args, **kwargs):
         active = self.active_adapters
         name = active[0] if len(active) == 1 else None
         base = self.base_layer
         qs = getattr(base.weight, "quant_state", None)
-        if (args or kwargs or self.disable_adapters or self.merged or name not in self.lora_A
-                or name in getattr(self, "lora_variant", {}) or qs is None
-                or getattr(qs, "packing_format_for_cpu", False)
+        if (args or kwargs or self.merged or qs is None or getattr(qs, "packing_format_for_cpu", False)
                 or (base.bias is not None and base.bias.requires_grad)):
+            return stock(self, x, *args, **kwargs)
+        if self.disable_adapters:
+            # The base model alone (the evaluator's "before"), as bitsandbytes' Linear4bit computes
+            # it. Not its forward: on a CPU in eval mode that repacks the weight into a layout
+            # (packing_format_for_cpu) no kernel here reads, which would turn the kernels off.
+            dtype = base.compute_dtype or x.dtype
+            bias = None if base.bias is None else base.bias.to(dtype)
+            return F.linear(x.to(dtype), dequantize(base.weight, dtype=dtype), bias).to(x.dtype)
+        if name not in self.lora_A or name in getattr(self, "lora_variant", {}):  # DoRA etc.
             return stock(self, x, *args, **kwargs)
         drop = self.lora_dropout[name]
         p = drop.p if isinstance(drop, torch.nn.Dropout) else 0.0
@@ -175,14 +186,14 @@ def _lora_4bit_forward(op: Callable, stock: Callable) -> Callable:
     return forward
 
 
-def _rmsnorm_forward(op: Callable, stock: Callable) -> Callable:
+def _rmsnorm_forward(op: Callable, stock: Callable, impl: str) -> Callable:
     def forward(self, hidden_states):
         return op(hidden_states, self.weight, self.variance_epsilon)
 
     return forward
 
 
-def _mlp_forward(op: Callable, stock: Callable) -> Callable:
+def _mlp_forward(op: Callable, stock: Callable, impl: str) -> Callable:
     def forward(self, x):
         return self.down_proj(op(self.gate_proj(x), self.up_proj(x)))
 
@@ -223,7 +234,7 @@ def _install_rope_switch(module_name: str) -> Callable[[], None]:
     return remove
 
 
-def _attention_forward(op: Callable, stock: Callable) -> Callable:
+def _attention_forward(op: Callable, stock: Callable, impl: str) -> Callable:
     def forward(self, *args, **kwargs):
         token = _ROPE_OP.set(op)
         try:
@@ -239,7 +250,7 @@ class _Patch:
     what: str  # the modules replaced, for logs
     matches: Callable[[Any], bool]
     op: str  # the op (OP_FILES) that replaces them
-    forward: Callable[[Callable, Callable], Callable]  # (op, stock forward) -> new forward
+    forward: Callable[[Callable, Callable, str], Callable]  # (op, stock forward, impl) -> new forward
 
 
 # What is replaced, and by what. Matching is by class name (and a structural check), so a
@@ -321,7 +332,7 @@ def patch_model(model: Any, mode: str = "auto") -> KernelPatch:
             switches: set[str] = set()
             for m in modules:
                 stock, undo = _stock_forward(m)
-                m.forward = types.MethodType(entry.forward(op, stock), m)
+                m.forward = types.MethodType(entry.forward(op, stock, patch.impl), m)
                 patch._undo.append(undo)
                 if entry.op == "apply_rotary" and type(m).__module__ not in switches:
                     switches.add(type(m).__module__)
