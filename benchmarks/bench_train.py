@@ -775,7 +775,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         from kinfuse import TrainConfig
 
         threshold = TrainConfig().cpu_mmap_threshold
-        runs.insert(1, ("reference_same_allocator", "reference", {"MALLOC_MMAP_THRESHOLD_": str(threshold)}))
+        if threshold:
+            runs.insert(1, ("reference_same_allocator", "reference", {"MALLOC_MMAP_THRESHOLD_": str(threshold)}))
+        else:
+            notes.append("--same-allocator skipped: TrainConfig.cpu_mmap_threshold is None (malloc left alone)")
     load_before = os.getloadavg()
     for key, recipe, env in runs:
         print(f"[bench] {key}: {a.steps} steps of {a.micro_batch} x {block_size} tokens on {device} ...",

@@ -339,13 +339,14 @@ def test_out_of_memory_names_memory_and_settings(tiny_model, blocks):
         assert setting in msg, setting
 
 
-def _mapped_file_of(ptr: int) -> str | None:
-    """The file whose memory map holds address `ptr`, if any (Linux /proc/self/maps)."""
+def _mapping_of(ptr: int) -> str | None:
+    """Name of the memory mapping that holds address `ptr` (Linux /proc/self/maps): a file
+    path, "[heap]", or "" for an anonymous mmap; None if unmapped."""
     for line in Path("/proc/self/maps").read_text().splitlines():
         fields = line.split()
         lo, hi = (int(x, 16) for x in fields[0].split("-"))
-        if lo <= ptr < hi and len(fields) >= 6 and fields[5].startswith("/"):
-            return fields[5]
+        if lo <= ptr < hi:
+            return fields[5] if len(fields) >= 6 else ""
     return None
 
 
@@ -356,5 +357,27 @@ def test_nf4_load_keeps_no_weight_in_the_checkpoint_memory_map(tied_model):
     trainer = QLoRATrainer(tied_model, TrainConfig(progress=False, device="cpu"))
     base = trainer.model.get_base_model()
     for name, p in base.named_parameters():
-        assert _mapped_file_of(p.data_ptr()) is None, name
+        assert not (_mapping_of(p.data_ptr()) or "").startswith("/"), name
     assert base.get_output_embeddings().weight is base.get_input_embeddings().weight  # still tied
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs Linux /proc")
+def test_cpu_mmap_threshold_is_set_and_keeps_big_buffers_off_the_heap(tiny_model, monkeypatch):
+    import kinfuse.trainer as trainer_module
+
+    calls = []
+    monkeypatch.setattr(trainer_module, "set_mmap_threshold", lambda n: calls.append(n) or True)
+    QLoRATrainer(tiny_model, TrainConfig(progress=False, quantize="none", device="cpu", cpu_mmap_threshold=123456))
+    QLoRATrainer(tiny_model, TrainConfig(progress=False, quantize="none", device="cpu", cpu_mmap_threshold=None))
+    assert calls == [123456]
+    monkeypatch.undo()
+
+    if not trainer_module.set_mmap_threshold(1 << 20):
+        pytest.skip("not glibc: malloc is left alone")
+    # glibc's default would raise its threshold to 16 MiB on this free, and serve the 4 MiB
+    # buffer from the heap, where it stays resident after being freed; a fixed one mmaps it.
+    big = torch.empty(16 << 20, dtype=torch.uint8)
+    big.fill_(1)
+    del big
+    buf = torch.empty(4 << 20, dtype=torch.uint8)
+    assert _mapping_of(buf.data_ptr()) == ""  # its own anonymous mmap, not "[heap]"
