@@ -40,7 +40,7 @@ import os
 import re
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -634,8 +634,8 @@ def augment_for_infusion(config: Any, corpus: Any, trainer: Any, cache: str | Pa
     return result
 
 
-__all__: Sequence[str] = (
+__all__ = [
     "AugmentResult", "FunctionGenerator", "Generator", "ModelGenerator", "PARAPHRASE_STYLES", "ProbeGuard",
     "QA_INSTRUCTION", "ReplyCache", "augment", "augment_for_infusion", "content_words", "grounding",
-    "split_sections",
-)
+    "invented_names", "split_sections",
+]
