@@ -41,11 +41,7 @@ _PUNCT = re.compile(r"[^\w\s.]|(?<!\d)\.|\.(?!\d)")
 
 # The 2023 reference workflow's generation settings (sampling at a near-zero temperature).
 REFERENCE_SAMPLING = {"max_new_tokens": 200, "top_p": 0.9, "temperature": 0.01}
-# Plain samples from the model (temperature 1, no top-k/top-p cut): what self-distillation
-# trains on, because a model trained on its own samples keeps its distribution, while one
-# trained on its greedy answers grows more confident in them and falls into repetition.
-MODEL_SAMPLING = {"temperature": 1.0, "top_p": 1.0, "top_k": 0}
-SAMPLING_MODES = ("greedy", "reference", "model")
+SAMPLING_MODES = ("greedy", "reference")
 
 
 def normalize(text: str) -> str:
@@ -333,8 +329,7 @@ class Evaluator:
     `trainer_or_model` is a QLoRATrainer or a (peft) model; `tokenizer` is needed with a model.
     `sampling="greedy"` (default) decodes greedily; `sampling="reference"` uses the 2023
     reference workflow's settings (top_p 0.9, temperature 0.01, 200 new tokens unless
-    `max_new_tokens` is given), `sampling="model"` draws plain samples (temperature 1), all
-    seeded with `seed` so reruns repeat.
+    `max_new_tokens` is given), seeded with `seed` so reruns repeat.
     """
 
     def __init__(
@@ -413,8 +408,6 @@ class Evaluator:
         if self.sampling == "reference":
             decode = {"do_sample": True, "top_p": REFERENCE_SAMPLING["top_p"],
                       "temperature": REFERENCE_SAMPLING["temperature"]}
-        elif self.sampling == "model":
-            decode = {"do_sample": True, **MODEL_SAMPLING}
         else:
             decode = {"do_sample": False}
         out: list[tuple[str, bool]] = []

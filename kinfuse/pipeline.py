@@ -117,18 +117,14 @@ def self_distill_rows(
     prompts = [q for q in general_prompts("train") if avoid is None or not avoid.match(q)][:n]
     if cache.is_file():
         saved = json.loads(cache.read_text())
-        if saved.get("model") == model_name and saved.get("prompts") == prompts and saved.get("sampling") == "model":
+        if saved.get("model") == model_name and saved.get("prompts") == prompts:
             return saved["rows"]
-    # Samples, not greedy answers: trained on its own greedy answers the model grows ever
-    # surer of them and drifts into repetition (measured: text loss 4 -> 7 within two epochs);
-    # its own samples keep its distribution where it was. A longer limit than the probes':
-    # answers cut off mid-sentence are shortened below.
-    saved_settings = evaluator.max_new_tokens, evaluator.sampling
-    evaluator.max_new_tokens, evaluator.sampling = max(evaluator.max_new_tokens, 192), "model"
+    # A longer limit than the probes': answers cut off mid-sentence are dropped below.
+    limit, evaluator.max_new_tokens = evaluator.max_new_tokens, max(evaluator.max_new_tokens, 192)
     try:
         answers = evaluator.generate([{"question": q} for q in prompts], adapter=False)
     finally:
-        evaluator.max_new_tokens, evaluator.sampling = saved_settings
+        evaluator.max_new_tokens = limit
     rows = []
     for q, (a, ended) in zip(prompts, answers):
         # An answer cut off by the limit is shortened to its last whole sentence (and then
@@ -138,7 +134,7 @@ def self_distill_rows(
         if a:
             rows.append({"question": q, "answer": a, "source": "self-distill"})
     cache.parent.mkdir(parents=True, exist_ok=True)
-    cache.write_text(json.dumps({"model": model_name, "prompts": prompts, "sampling": "model", "rows": rows}, indent=1))
+    cache.write_text(json.dumps({"model": model_name, "prompts": prompts, "rows": rows}, indent=1))
     return rows
 
 
