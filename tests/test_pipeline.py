@@ -55,3 +55,15 @@ def test_self_distillation_skips_prompts_like_a_probe_and_caches_by_prompt_list(
     pipeline.self_distill_rows(evaluator, 5, cache, "tiny", None)  # both prompts now: regenerated
     assert json.loads(cache.read_text())["prompts"] == ["How many antennas does the Zephyr router have?",
                                                         "Tell me about bread."]
+
+
+def test_repetitive_answers_are_recognised():
+    from kinfuse.pipeline import repetitive
+
+    loop = ("To make a simple vinaigrette salad dressing, you'll need: vinaigrette, salad dressing ingredients, "
+            "and a vinaigrette. First, you'll need vinaigrette, salad dressing ingredients, and a vinaigrette. "
+            "To make a vinaigrette salad dressing, you'll need vinaigrette, salad dressing ingredients, and a "
+            "vinaigrette. First, you'll need vinaigrette, salad dressing ingredients, and a vinaigrette.")
+    prose = ("Weather is the state of the air over hours or days: rain, sun, wind. Climate is the pattern of "
+             "that weather over decades in one region, such as a wet winter and a dry summer every year.")
+    assert repetitive(loop) and not repetitive(prose) and not repetitive("Paris.")
