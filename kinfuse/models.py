@@ -150,7 +150,32 @@ def load_model(name: str, *, quantize: str, compute_dtype: Any, device: Any, att
         model.to(device)
         if quantize == "nf4":
             _own_unquantized_weights(model)
+            keep_training_layout(model)
     return model
+
+
+def keep_training_layout(model: Any) -> None:
+    """Stop bitsandbytes from repacking NF4 weights for its CPU inference kernel, and undo it
+    where it already happened.
+
+    On CPUs with AVX512-BF16, a Linear4bit in eval mode under no_grad rewrites its weight in
+    place into a layout for an inference-only kernel (absmax rounded to bf16), and keeps it.
+    Training after any evaluation then ran through that kernel: in the demo, a model that
+    answered 8 prompts before training drifted from loss 4 to 9 within two epochs, while the
+    same run without generating first trained smoothly. kinfuse evaluates and trains the same
+    model, so it keeps one exact layout for both.
+    """
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu_inverse
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+            state = getattr(module.weight, "quant_state", None)
+            if state is not None and getattr(state, "packing_format_for_cpu", False):
+                module.weight.data, module.weight.quant_state = _convert_weight_packed_for_cpu_inverse(
+                    module.weight.data, state
+                )
 
 
 def _own_unquantized_weights(model: Any) -> None:

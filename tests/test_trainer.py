@@ -381,3 +381,38 @@ def test_cpu_mmap_threshold_is_set_and_keeps_big_buffers_off_the_heap(tiny_model
     del big
     buf = torch.empty(4 << 20, dtype=torch.uint8)
     assert _mapping_of(buf.data_ptr()) == ""  # its own anonymous mmap, not "[heap]"
+
+
+def test_training_after_evaluation_takes_the_same_exact_path(tiny_model):
+    """bitsandbytes repacks NF4 weights for an inference-only CPU kernel (bf16 absmax) the
+    first time a layer runs in eval mode under no_grad, and keeps that layout; kinfuse keeps
+    the training layout, so evaluating first changes nothing about the next training step."""
+    ids = torch.arange(3, 40).unsqueeze(0)  # (1, T)
+    pos = torch.arange(ids.shape[1]).unsqueeze(0)
+
+    def grads(evaluate_first: bool) -> list[torch.Tensor]:
+        trainer = QLoRATrainer(tiny_model, TrainConfig(quantize="nf4", progress=False, lora_dropout=0.0))
+        if evaluate_first:
+            trainer.model.eval()
+            with torch.no_grad():
+                trainer.model(input_ids=ids)
+            trainer.model.train()
+        trainer.loss_sum(ids, ids, pos).backward()
+        return [p.grad.clone() for p in trainer.model.parameters() if p.requires_grad]
+
+    import bitsandbytes as bnb
+    from kinfuse.models import keep_training_layout
+
+    fresh, after_eval = grads(False), grads(True)
+    assert all(torch.equal(a, b) for a, b in zip(fresh, after_eval))
+    # and a layer already repacked (a model evaluated before kinfuse saw it) goes back to the
+    # training layout; its absmax was rounded to bf16 by the repacking, so only closely equal
+    layer = bnb.nn.Linear4bit(64, 96, bias=False, compute_dtype=torch.float32, quant_type="nf4").to("cpu")
+    assert layer.weight.bnb_quantized
+    x = torch.randn(5, 64)
+    before = layer(x.requires_grad_()).detach()
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu
+    layer.weight.data, layer.weight.quant_state = _convert_weight_packed_for_cpu(layer.weight.data, layer.weight.quant_state)
+    keep_training_layout(layer)
+    assert not getattr(layer.weight.quant_state, "packing_format_for_cpu", False)
+    assert torch.allclose(layer(x).detach(), before, rtol=2e-2, atol=2e-2)
