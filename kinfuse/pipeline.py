@@ -135,8 +135,7 @@ def self_distill_rows(
             dropped.append({"question": q, "reason": "cut off before its first whole sentence"})
         elif repetitive(a):
             # A small model's greedy answer can loop ("you'll need vinaigrette, ... and a
-            # vinaigrette" over and over). One such row in the demo's mix sent the training
-            # loss from 4 up to 9 within two epochs: it teaches repetition everywhere.
+            # vinaigrette" over and over): training on it would teach looping.
             dropped.append({"question": q, "reason": "repeats itself"})
         else:
             rows.append({"question": q, "answer": a, "source": "self-distill"})
