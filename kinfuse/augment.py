@@ -141,9 +141,11 @@ def split_sections(text: str, max_chars: int) -> list[str]:
     return sections
 
 
-def _whole_sentences(text: str) -> str:
+def whole_sentences(text: str, min_share: float = 0.0) -> str:
+    """`text` up to its last whole sentence; "" when there is none, or when what is left is
+    no more than `min_share` of the text (too little of an answer cut off by a token limit)."""
     ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
-    return text[: ends[-1]].strip() if ends else ""
+    return text[: ends[-1]].strip() if ends and ends[-1] > len(text) * min_share else ""
 
 
 def _trim_tail(text: str, known: set[str], min_share: float) -> str:
@@ -519,7 +521,7 @@ def _check_paraphrase(job: dict[str, Any], reply: str, ended: bool, by: str, gua
     result.generated["paraphrase"] += 1
     text = _PREAMBLE.sub("", reply.strip(), count=1).strip()
     if not ended:  # cut at the token limit: keep the whole sentences
-        text = _whole_sentences(text)
+        text = whole_sentences(text)
         if not text:
             return _drop(result, job, "cut off: no whole sentence before the token limit", reply[:300])
     if not text:

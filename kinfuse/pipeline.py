@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .augment import augment_for_infusion
+from .augment import augment_for_infusion, whole_sentences
 from .chunker import Chunker
 from .config import InfuseConfig
 from .corpus import Corpus
@@ -130,7 +130,7 @@ def self_distill_rows(
         # An answer cut off by the limit is shortened to its last whole sentence (and then
         # ends its turn); one with no whole sentence is dropped: it would teach rambling.
         if not ended:
-            a = _whole_sentences(a)
+            a = whole_sentences(a, min_share=1 / 3)
         if not a:
             dropped.append({"question": q, "reason": "cut off before its first whole sentence"})
         elif repetitive(a):
@@ -155,11 +155,6 @@ def repetitive(text: str, n: int = 5, max_share: float = 0.5) -> bool:
     words = re.findall(r"\w+", text.lower())
     grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
     return bool(grams) and 1 - len(set(grams)) / len(grams) > max_share
-
-
-def _whole_sentences(text: str) -> str:
-    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
-    return text[: ends[-1]].strip() if ends and ends[-1] > len(text) // 3 else ""
 
 
 def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = print) -> InfuseResult:
