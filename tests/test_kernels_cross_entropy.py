@@ -4,29 +4,16 @@ size), ignored rows, several chunks. On a CPU the kernels run under TRITON_INTER
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
-    # triton.jit reads this when the kernel modules are imported (tests/conftest.py sets it too).
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton", reason="the Triton kernels need triton (pip install 'kinfuse[kernels]')")
+from kernel_cases import DEVICE, DTYPES, BF16, torch  # noqa: E402  (skips without triton)
 
 import torch.nn.functional as F  # noqa: E402
 
 from kinfuse.kernels import cross_entropy as ce  # noqa: E402
 from kinfuse.kernels import reference  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 N, H, V = 37, 72, 523
-DTYPES = [
-    torch.float32,
-    torch.float16,
-    pytest.param(torch.bfloat16, marks=pytest.mark.skipif(
-        not torch.cuda.is_available(), reason="bf16 runs on CUDA only (numpy, under the Triton interpreter, has no bf16)")),
-]
 
 
 def tol(dtype):
@@ -62,7 +49,7 @@ def run(fn, hidden, weight, targets, upstream=3.0, **kw):
 
 
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
-@pytest.mark.parametrize("dtype", DTYPES)
+@DTYPES
 def test_reference_matches_full_logits(dtype, reduction):
     hidden, weight, targets = make(dtype)
     loss, dh, dw = run(reference.fused_linear_cross_entropy, hidden, weight, targets, reduction=reduction, chunk_size=8)
@@ -79,7 +66,7 @@ def test_reference_matches_full_logits(dtype, reduction):
     (torch.float32, "mean", 7, 128),  # 6 chunks, the last of 2 rows; 5 column blocks, the last partial
     (torch.float16, "sum", 7, 128),
     (torch.float16, "mean", None, None),
-    pytest.param(torch.bfloat16, "sum", 7, None, marks=DTYPES[2].marks),
+    pytest.param(torch.bfloat16, "sum", 7, None, marks=BF16),
 ])
 def test_triton_matches_reference(dtype, reduction, chunk_size, max_block_v, monkeypatch):
     if max_block_v:  # force the online softmax over several column blocks

@@ -4,15 +4,11 @@ with kernels="triton" (Triton's interpreter on a CPU) against kernels="none"."""
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import pytest
 
-torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernel modules are imported
-pytest.importorskip("triton", reason="the Triton kernels need triton (pip install 'kinfuse[kernels]')")
+from kernel_cases import torch  # noqa: E402  (skips without triton)
 
 import kinfuse.kernels as K  # noqa: E402
 from kinfuse import Chunker, ConfigError, QLoRATrainer, TrainConfig  # noqa: E402

@@ -5,14 +5,9 @@ On a CPU the kernel runs in Triton's interpreter (TRITON_INTERPRET=1, set in con
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernel modules are imported
-pytest.importorskip("triton", reason="the Triton kernels need triton (pip install 'kinfuse[kernels]')")
+from kernel_cases import torch, DEVICE, DTYPES  # noqa: E402  (skips without triton)
 bnb = pytest.importorskip("bitsandbytes")
 
 from bitsandbytes.functional import dequantize_4bit, quantize_4bit  # noqa: E402
@@ -20,11 +15,6 @@ from bitsandbytes.functional import dequantize_4bit, quantize_4bit  # noqa: E402
 from kinfuse.kernels import reference  # noqa: E402
 from kinfuse.kernels.nf4 import nf4_dequantize  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-BF16 = pytest.mark.skipif(not torch.cuda.is_available(),
-                          reason="bf16 runs on CUDA only (numpy, under the Triton interpreter, has no bf16)")
-DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=BF16)],
-                                 ids=["fp32", "fp16", "bf16"])
 
 
 def quantized(shape, *, nested=True, blocksize=64, seed=0):

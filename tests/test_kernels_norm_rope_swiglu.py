@@ -5,15 +5,9 @@ the kernels run under TRITON_INTERPRET=1."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
-    # triton.jit reads this when the kernel modules are imported (tests/conftest.py sets it too).
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton", reason="the Triton kernels need triton (pip install 'kinfuse[kernels]')")
+from kernel_cases import torch, DEVICE, DTYPES  # noqa: E402  (skips without triton)
 
 import torch.nn.functional as F  # noqa: E402
 from transformers.activations import ACT2FN  # noqa: E402
@@ -24,11 +18,6 @@ from kinfuse.kernels.rmsnorm import rms_norm  # noqa: E402
 from kinfuse.kernels.rope import apply_rotary  # noqa: E402
 from kinfuse.kernels.swiglu import swiglu  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-BF16 = pytest.mark.skipif(not torch.cuda.is_available(),
-                          reason="bf16 runs on CUDA only (numpy, under the Triton interpreter, has no bf16)")
-DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=BF16)],
-                                 ids=["fp32", "fp16", "bf16"])
 # Kernels and twins compute in fp32 but may round at different points (the kernels round once,
 # HF's half-precision chains round after each op): a couple of ulps apart.
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-5), torch.float16: dict(rtol=4e-3, atol=4e-3),

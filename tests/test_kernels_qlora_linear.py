@@ -4,25 +4,15 @@ torch twin: the output and the gradients of x, A and B, on odd shapes (in=96, ou
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-torch = pytest.importorskip("torch")
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # before the kernel modules are imported
-pytest.importorskip("triton", reason="the Triton kernels need triton (pip install 'kinfuse[kernels]')")
+from kernel_cases import torch, DEVICE, DTYPES  # noqa: E402  (skips without triton)
 bnb = pytest.importorskip("bitsandbytes")
 
 import kinfuse.kernels.qlora_linear as fused_module  # noqa: E402
 from kinfuse.kernels import reference  # noqa: E402
 from kinfuse.kernels.qlora_linear import qlora_linear  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-BF16 = pytest.mark.skipif(not torch.cuda.is_available(),
-                          reason="bf16 runs on CUDA only (numpy, under the Triton interpreter, has no bf16)")
-DTYPES = pytest.mark.parametrize("dtype", [torch.float32, torch.float16, pytest.param(torch.bfloat16, marks=BF16)],
-                                 ids=["fp32", "fp16", "bf16"])
 # Same dequantized W (bit for bit, test_kernels_nf4.py); the fused op adds the LoRA term in
 # the GEMM epilogue and sums both input-gradient products in one buffer, so results differ
 # by the rounding of a few fp32 ops (fp32) or of the half-precision outputs (fp16/bf16:
