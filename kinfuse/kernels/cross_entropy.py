@@ -30,6 +30,9 @@ import torch
 import triton
 import triton.language as tl
 
+from ._device import require_device
+from .reference import check_linear_cross_entropy
+
 MAX_BLOCK_V = 32768  # columns per step of the row loop (fp32 registers: 128 KiB per program)
 
 
@@ -162,30 +165,15 @@ def fused_linear_cross_entropy(
     hidden and, when it requires grad, weight. chunk_size: rows per chunk (default: one chunk
     of logits about the size of hidden, see `default_chunk_size`).
     """
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"fused_linear_cross_entropy: reduction={reduction!r} is not supported; use 'sum' or 'mean'")
-    if hidden.dim() != 2 or weight.dim() != 2 or targets.dim() != 1 or hidden.shape[1] != weight.shape[1] \
-            or targets.shape[0] != hidden.shape[0]:
-        raise ValueError(
-            f"fused_linear_cross_entropy: want hidden (N, H), weight (V, H), targets (N,); got hidden "
-            f"{tuple(hidden.shape)}, weight {tuple(weight.shape)}, targets {tuple(targets.shape)} "
-            "(flatten batch and time first: hidden.reshape(-1, H), targets.reshape(-1))"
-        )
+    check_linear_cross_entropy(hidden, weight, targets, reduction, chunk_size)
     if targets.dtype.is_floating_point or targets.dtype == torch.bool:
         raise ValueError(f"fused_linear_cross_entropy: targets must be integer class ids, got {targets.dtype}")
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"fused_linear_cross_entropy: chunk_size={chunk_size} must be a positive row count or None")
     if len({hidden.device, weight.device, targets.device}) != 1:
         raise ValueError(
             f"fused_linear_cross_entropy: hidden ({hidden.device}), weight ({weight.device}) and targets "
             f"({targets.device}) must be on one device"
         )
-    if hidden.device.type != "cuda" and not _INTERPRETED:
-        raise ValueError(
-            f"fused_linear_cross_entropy (Triton) needs CUDA tensors, got {hidden.device}: use "
-            "kinfuse.kernels.reference.fused_linear_cross_entropy on CPU (or set TRITON_INTERPRET=1 before "
-            "importing triton, for slow testing)"
-        )
+    require_device("fused_linear_cross_entropy", hidden.device, _ce_rows_kernel)
     device_type = hidden.device.type
     if torch.is_autocast_enabled(device_type):
         # Do what nn.Linear does under autocast: run the projection in the autocast dtype. The
@@ -201,16 +189,3 @@ def fused_linear_cross_entropy(
         return FusedLinearCrossEntropyFunction.apply(
             hidden, weight, targets, reduction, int(ignore_index), chunk_size, torch.is_grad_enabled()
         )
-
-
-def _is_interpreted(kernel: object) -> bool:
-    # triton.jit picks the interpreter at decoration time when TRITON_INTERPRET=1; CPU tensors
-    # are only valid then.
-    try:
-        from triton.runtime.interpreter import InterpretedFunction
-    except ImportError:  # pragma: no cover - very old triton
-        return False
-    return isinstance(kernel, InterpretedFunction)
-
-
-_INTERPRETED = _is_interpreted(_ce_rows_kernel)

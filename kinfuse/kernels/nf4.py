@@ -24,6 +24,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._device import require_device
 from .reference import nf4_parts
 
 # Quantization blocks handled by one program: 16 blocks of 64 = 1024 elements, enough work
@@ -82,12 +83,7 @@ def nf4_dequantize(weight, quant_state=None, dtype=None) -> torch.Tensor:
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"nf4_dequantize: dtype={dtype}; use torch.float32, torch.float16 or torch.bfloat16")
     device = packed.device
-    if device.type != "cuda" and not _is_interpreted(_nf4_dequant_kernel):
-        raise ValueError(
-            f"nf4_dequantize (Triton) needs CUDA tensors, got {device}: use "
-            "kinfuse.kernels.reference.nf4_dequantize on CPU (or set TRITON_INTERPRET=1 before triton is "
-            "imported, to run the kernel in Triton's slow interpreter)"
-        )
+    require_device("nf4_dequantize", device, _nf4_dequant_kernel)
     out_f, in_f = qs.shape
     n = out_f * in_f
     out = torch.empty((out_f, in_f), dtype=dtype, device=device)
@@ -111,13 +107,3 @@ def nf4_dequantize(weight, quant_state=None, dtype=None) -> torch.Tensor:
         enable_fp_fusion=False,  # a fused multiply-add would round differently from bitsandbytes
     )
     return out
-
-
-def _is_interpreted(kernel: object) -> bool:
-    # triton.jit picks the interpreter when the kernel is defined (TRITON_INTERPRET=1 at import);
-    # only then may it be given CPU tensors.
-    try:
-        from triton.runtime.interpreter import InterpretedFunction
-    except ImportError:  # an old triton without the interpreter
-        return False
-    return isinstance(kernel, InterpretedFunction)

@@ -6,7 +6,6 @@ statement of what each kernel computes. Shapes are written inline: (N, H) = toke
 
 from __future__ import annotations
 
-
 # -- NF4 dequantization and the fused QLoRA linear (kernels/nf4.py, kernels/qlora_linear.py) --
 
 _BNB_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -130,6 +129,21 @@ def default_chunk_size(n_tokens, hidden_size, vocab_size):
     return 1 << (rows - 1).bit_length()
 
 
+def check_linear_cross_entropy(hidden, weight, targets, reduction, chunk_size):
+    """The argument checks fused_linear_cross_entropy and its Triton twin share."""
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"fused_linear_cross_entropy: reduction={reduction!r} is not supported; use 'sum' or 'mean'")
+    if hidden.dim() != 2 or weight.dim() != 2 or targets.dim() != 1 or hidden.shape[1] != weight.shape[1] \
+            or targets.shape[0] != hidden.shape[0]:
+        raise ValueError(
+            f"fused_linear_cross_entropy: want hidden (N, H), weight (V, H), targets (N,); got hidden "
+            f"{tuple(hidden.shape)}, weight {tuple(weight.shape)}, targets {tuple(targets.shape)} "
+            "(flatten batch and time first: hidden.reshape(-1, H), targets.reshape(-1))"
+        )
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"fused_linear_cross_entropy: chunk_size={chunk_size} must be a positive row count or None")
+
+
 def fused_linear_cross_entropy(hidden, weight, targets, reduction="sum", ignore_index=-100, chunk_size=None):
     """F.cross_entropy((hidden @ weight.T).float(), targets) for hidden (N, H), weight (V, H),
     targets (N,), "sum" or "mean" over rows whose target is not ignore_index (mean over none: nan).
@@ -143,17 +157,7 @@ def fused_linear_cross_entropy(hidden, weight, targets, reduction="sum", ignore_
     import torch.nn.functional as F
     from torch.utils.checkpoint import checkpoint
 
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"fused_linear_cross_entropy: reduction={reduction!r} is not supported; use 'sum' or 'mean'")
-    if hidden.dim() != 2 or weight.dim() != 2 or targets.dim() != 1 or hidden.shape[1] != weight.shape[1] \
-            or targets.shape[0] != hidden.shape[0]:
-        raise ValueError(
-            f"fused_linear_cross_entropy: want hidden (N, H), weight (V, H), targets (N,); got hidden "
-            f"{tuple(hidden.shape)}, weight {tuple(weight.shape)}, targets {tuple(targets.shape)} "
-            "(flatten batch and time first: hidden.reshape(-1, H), targets.reshape(-1))"
-        )
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"fused_linear_cross_entropy: chunk_size={chunk_size} must be a positive row count or None")
+    check_linear_cross_entropy(hidden, weight, targets, reduction, chunk_size)
     n_tokens, hid = hidden.shape
     chunk = chunk_size or default_chunk_size(n_tokens, hid, weight.shape[0])
 

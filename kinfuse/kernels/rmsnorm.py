@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._device import require_device
+
 MAX_HIDDEN = 65536  # one row must fit one block of registers
 
 
@@ -93,11 +95,7 @@ def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
         raise ValueError(f"rms_norm: hidden size {x.shape[-1]} is over {MAX_HIDDEN}; use kinfuse.kernels.reference.rms_norm")
     if x.device != weight.device:
         raise ValueError(f"rms_norm: x is on {x.device} but weight on {weight.device}; move both to one device")
-    if x.device.type != "cuda" and not _INTERPRETED:
-        raise ValueError(
-            f"rms_norm (Triton) needs CUDA tensors, got {x.device}: use kinfuse.kernels.reference.rms_norm on CPU "
-            "(or set TRITON_INTERPRET=1 before importing triton, for slow testing)"
-        )
+    require_device("rms_norm", x.device, _rms_norm_fwd_kernel)
 
 
 def _bwd_programs(n_rows: int, device: torch.device) -> int:
@@ -157,16 +155,3 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """
     _check(x, weight)
     return RMSNormFunction.apply(x, weight, float(eps))
-
-
-def _is_interpreted(kernel: object) -> bool:
-    # triton.jit picks the interpreter at decoration time when TRITON_INTERPRET=1; CPU tensors
-    # are only valid then.
-    try:
-        from triton.runtime.interpreter import InterpretedFunction
-    except ImportError:  # pragma: no cover - very old triton
-        return False
-    return isinstance(kernel, InterpretedFunction)
-
-
-_INTERPRETED = _is_interpreted(_rms_norm_fwd_kernel)

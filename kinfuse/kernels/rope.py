@@ -25,6 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._device import require_device
+
 
 @triton.jit
 def _rope_kernel(
@@ -123,11 +125,7 @@ def _check(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tenso
     devices = {q.device, k.device, cos.device, sin.device}
     if len(devices) != 1:
         raise ValueError(f"apply_rotary: q, k, cos, sin must be on one device; got {sorted(map(str, devices))}")
-    if q.device.type != "cuda" and not _INTERPRETED:
-        raise ValueError(
-            f"apply_rotary (Triton) needs CUDA tensors, got {q.device}: use kinfuse.kernels.reference.apply_rotary "
-            "on CPU (or set TRITON_INTERPRET=1 before importing triton, for slow testing)"
-        )
+    require_device("apply_rotary", q.device, _rope_kernel)
 
 
 def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,16 +139,3 @@ def apply_rotary(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch
     if q.dtype != k.dtype:
         raise ValueError(f"apply_rotary: q is {q.dtype} but k is {k.dtype}; cast them to one dtype")
     return RotaryFunction.apply(q, cos, sin), RotaryFunction.apply(k, cos, sin)
-
-
-def _is_interpreted(kernel: object) -> bool:
-    # triton.jit picks the interpreter at decoration time when TRITON_INTERPRET=1; CPU tensors
-    # are only valid then.
-    try:
-        from triton.runtime.interpreter import InterpretedFunction
-    except ImportError:  # pragma: no cover - very old triton
-        return False
-    return isinstance(kernel, InterpretedFunction)
-
-
-_INTERPRETED = _is_interpreted(_rope_kernel)

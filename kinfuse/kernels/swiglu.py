@@ -20,6 +20,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._device import require_device
+
 BLOCK = 1024  # elements per program: 4 warps x 32 threads x 8 elements
 
 
@@ -77,22 +79,5 @@ def swiglu(gate: torch.Tensor, up: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"swiglu: gate is {gate.dtype} but up is {up.dtype}; cast them to one dtype")
     if gate.device != up.device:
         raise ValueError(f"swiglu: gate is on {gate.device} but up on {up.device}; move both to one device")
-    if gate.device.type != "cuda" and not _INTERPRETED:
-        raise ValueError(
-            f"swiglu (Triton) needs CUDA tensors, got {gate.device}: use kinfuse.kernels.reference.swiglu on CPU "
-            "(or set TRITON_INTERPRET=1 before importing triton, for slow testing)"
-        )
+    require_device("swiglu", gate.device, _swiglu_fwd_kernel)
     return SwiGLUFunction.apply(gate, up)
-
-
-def _is_interpreted(kernel: object) -> bool:
-    # triton.jit picks the interpreter at decoration time when TRITON_INTERPRET=1; CPU tensors
-    # are only valid then.
-    try:
-        from triton.runtime.interpreter import InterpretedFunction
-    except ImportError:  # pragma: no cover - very old triton
-        return False
-    return isinstance(kernel, InterpretedFunction)
-
-
-_INTERPRETED = _is_interpreted(_swiglu_fwd_kernel)
