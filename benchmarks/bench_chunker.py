@@ -33,14 +33,12 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import hashlib
-import importlib.metadata
 import json
 import os
 import platform
 import random
 import re
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,34 +51,8 @@ TARGET_RATIO = 1.25
 BATCH = 1000
 
 sys.path.insert(0, str(REPO))
-
-
-def version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def git_commit() -> str | None:
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def cpu_name() -> str:
-    name = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name or platform.processor() or 'cpu'} ({os.cpu_count()} cores)"
+sys.path.insert(0, str(REPO / "benchmarks"))
+from provenance import cpu_name, git_commit, version  # noqa: E402
 
 
 def load_average() -> list[float]:

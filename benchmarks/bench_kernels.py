@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import gc
-import json
 import math
 import os
 import shlex
@@ -46,7 +45,7 @@ from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from bench_train import git_commit, version  # noqa: E402  (same provenance fields as bench_train's JSON)
+from provenance import git_commit, version, write_result  # noqa: E402
 
 RESULTS = HERE / "results"
 
@@ -600,11 +599,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "skipped": skipped,
         "results": results,
     }
-    out_dir = Path(a.results_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = out_dir / f"kernels-{'smoke-' if a.smoke else ''}{device.type}-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = write_result(report, a.results_dir, f"kernels-{'smoke-' if a.smoke else ''}{device.type}")
     report["_path"] = str(path)
     print(table(report))
     print(f"wrote {path}")

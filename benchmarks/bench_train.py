@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import gc
-import importlib.metadata
 import json
 import os
 import platform
@@ -38,6 +37,9 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "benchmarks"))
+from provenance import cpu_name, git_commit, version, write_result  # noqa: E402
+
 RESULTS = REPO / "benchmarks" / "results"
 GENERAL_TEXT = REPO / "kinfuse" / "data" / "general.txt"
 MARK = "BENCH-JSON "  # prefix of the worker's machine-readable stdout lines
@@ -72,32 +74,6 @@ def emit(kind: str, payload: dict[str, Any]) -> None:
     print(MARK + json.dumps({"kind": kind, **payload}), flush=True)
 
 
-def version(name: str) -> str | None:
-    try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def git_commit() -> str | None:
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True, check=True)
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def cpu_name() -> str:
-    name = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name or platform.processor() or 'cpu'} ({os.cpu_count()} cores)"
 
 
 def rss_bytes() -> int:
@@ -850,11 +826,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ],
     }
     report = build_report(meta, results, max_block)
-    out_dir = Path(a.results_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    path = out_dir / f"{device}-{arch}-{stamp}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
+    path = write_result(report, a.results_dir, f"{device}-{arch}")
     report["_path"] = str(path)
     print(table(report))
     print(f"wrote {path}")
