@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .augment import augment_for_infusion, whole_sentences
+from .augment import ProbeGuard, augment_for_infusion, whole_sentences
 from .chunker import Chunker
 from .config import InfuseConfig
 from .corpus import Corpus
@@ -65,14 +65,12 @@ def read_jsonl(path: str | Path, required: tuple[str, ...]) -> list[dict[str, An
     return rows
 
 
-def probe_guard(config: InfuseConfig) -> Any:
+def probe_guard(config: InfuseConfig) -> ProbeGuard:
     """The evaluation questions (probes and retention) that no training row may restate."""
-    from .augment import ProbeGuard
-
     return ProbeGuard(list(config.eval.probes) + list(config.eval.retention))
 
 
-def training_qa(config: InfuseConfig, guard: Any = None) -> list[dict[str, Any]]:
+def training_qa(config: InfuseConfig, guard: ProbeGuard | None = None) -> list[dict[str, Any]]:
     """The Q&A rows of `data.qa_files`, refused if any question is (nearly) an evaluation probe:
     training on the probes would make them measure recall of the test, not knowledge."""
     rows = [row for path in config.data.qa_files for row in read_jsonl(path, ("question", "answer"))]
@@ -105,11 +103,11 @@ def replay_rows(texts: list[str], chars: int, seed: int) -> list[dict[str, str]]
 
 
 def self_distill_rows(
-    evaluator: Evaluator, n: int, cache: Path, model_name: str, avoid: Any = None
+    evaluator: Evaluator, n: int, cache: Path, model_name: str, avoid: ProbeGuard | None = None
 ) -> list[dict[str, Any]]:
     """The base model's own answers to general prompts, as chat examples (cached per model).
 
-    `avoid` (an augment.ProbeGuard) drops prompts too close to evaluation questions.
+    `avoid` drops prompts too close to evaluation questions.
     """
     if n <= 0:
         return []
