@@ -60,7 +60,8 @@ class TrainConfig:
     # ~8x the page faults (half the tokens/s on a loaded 2-core CPU): a trade for tight memory.
     # Process-wide and kept after training; None (default) leaves malloc as it is.
     cpu_mmap_threshold: int | None = None
-    # Custom kernels (kinfuse.kernels): "none" = stock HF/peft modules; "auto" = Triton on CUDA when
+    # Custom kernels (kinfuse.kernels): "none" = stock HF/peft modules (the loss still uses the
+    # fused output layer + cross-entropy in torch, which is exact and leaner); "auto" = Triton on CUDA when
     # triton imports, else the torch twins; "triton" = Triton only (error where it cannot run);
     # "torch" = the pure-torch twins patched in (the same code path, for checking on a CPU).
     kernels: str = "none"

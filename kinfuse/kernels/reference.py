@@ -6,6 +6,8 @@ statement of what each kernel computes. Shapes are written inline: (N, H) = toke
 
 from __future__ import annotations
 
+import torch
+
 # -- NF4 dequantization and the fused QLoRA linear (kernels/nf4.py, kernels/qlora_linear.py) --
 
 _BNB_BLOCKSIZES = (32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -144,36 +146,91 @@ def check_linear_cross_entropy(hidden, weight, targets, reduction, chunk_size):
         raise ValueError(f"fused_linear_cross_entropy: chunk_size={chunk_size} must be a positive row count or None")
 
 
+def cpu_chunk_size(n_tokens, hidden_size):
+    """Rows per chunk for the torch twin: about hidden_size, a power of two, at most n_tokens.
+
+    Every chunk reads the whole (V, H) weight twice, so chunks much shorter than H rows are
+    bound by memory traffic on a CPU; H rows keep each (C, V) logits chunk the size of the
+    weight itself (SmolLM2-135M: 512 rows, 96 MiB in fp32 instead of 192 MiB per 1024 tokens).
+    """
+    rows = min(max(n_tokens, 1), max(hidden_size, 1))
+    return 1 << (rows - 1).bit_length()
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Loss and gradients in one pass over row chunks: each (C, V) logits chunk is turned into
+    its own gradient in place (softmax minus one-hot) and multiplied out at once, so no chunk
+    outlives its loop turn and backward only rescales what forward stored. The same two
+    matmuls per chunk as plain logits + F.cross_entropy, and no recomputation."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, targets, reduction, ignore_index, chunk, need_h, need_w):
+        n_tokens = hidden.shape[0]
+        valid = targets != ignore_index  # (N,)
+        safe = targets.masked_fill(~valid, 0)  # (N,): any class id for ignored rows; masked below
+        n_valid = int(valid.sum())
+        # "mean" divides by the rows with a target; max(1, .) keeps gradients 0, not nan, when
+        # there are none, while the loss is nan like F.cross_entropy's.
+        scale = 1.0 / max(n_valid, 1) if reduction == "mean" else 1.0
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_h = torch.empty_like(hidden) if need_h else None  # (N, H)
+        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device) if need_w else None  # (V, H)
+        for start in range(0, n_tokens, chunk):
+            rows = slice(start, start + chunk)
+            h, t, keep = hidden[rows], safe[rows], valid[rows]  # (C, H), (C,), (C,)
+            z = (h @ weight.t()).float()  # (C, V) logits in fp32
+            lse = torch.logsumexp(z, dim=-1)  # (C,)
+            total += ((lse - z.gather(1, t[:, None]).squeeze(1)) * keep).sum()
+            if not (need_h or need_w):
+                continue
+            z.sub_(lse[:, None]).exp_()  # (C, V) softmax
+            z[torch.arange(len(t), device=z.device), t] -= 1.0  # minus one-hot: d loss / d logits
+            z.mul_((keep * scale)[:, None])  # ignored rows get no gradient
+            g = z.to(hidden.dtype)  # (C, V)
+            if need_h:
+                torch.mm(g, weight, out=grad_h[rows])  # (C, V) @ (V, H)
+            if need_w:
+                grad_w += (g.t() @ h).float()  # (V, C) @ (C, H), summed in fp32
+        if reduction == "mean":
+            total = total / n_valid if n_valid else total * float("nan")
+        ctx.save_for_backward(grad_h, grad_w)
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        grad_h, grad_w = ctx.saved_tensors
+        dh = grad_h * grad_output.to(grad_h.dtype) if grad_h is not None else None
+        dw = (grad_w * grad_output).to(ctx.weight_dtype) if grad_w is not None else None
+        return dh, dw, None, None, None, None, None, None
+
+
 def fused_linear_cross_entropy(hidden, weight, targets, reduction="sum", ignore_index=-100, chunk_size=None):
     """F.cross_entropy((hidden @ weight.T).float(), targets) for hidden (N, H), weight (V, H),
     targets (N,), "sum" or "mean" over rows whose target is not ignore_index (mean over none: nan).
 
     The logits are computed chunk by chunk in the inputs' dtype (autocast's under autocast, as
-    HF's lm_head) and upcast to fp32 for the softmax. Each chunk is checkpointed, so at most one
-    (C, V) chunk of logits is alive at a time, in the forward and in the backward (which
-    recomputes it): a memory-safe CPU path, one matmul slower than the Triton op.
+    HF's lm_head) and upcast to fp32 for the softmax; at most one (C, V) chunk is alive at a
+    time, and gradients are computed in the same pass (see _LinearCrossEntropy). chunk_size
+    defaults to `cpu_chunk_size`: this twin is the CPU path.
     """
-    import torch
-    import torch.nn.functional as F
-    from torch.utils.checkpoint import checkpoint
-
     check_linear_cross_entropy(hidden, weight, targets, reduction, chunk_size)
-    n_tokens, hid = hidden.shape
-    chunk = chunk_size or default_chunk_size(n_tokens, hid, weight.shape[0])
-
-    def chunk_loss(h, w, t):  # h (C, H), w (V, H), t (C,)
-        return F.cross_entropy((h @ w.t()).float(), t, ignore_index=ignore_index, reduction="sum")
-
-    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-    for start in range(0, n_tokens, chunk):
-        args = (hidden[start:start + chunk], weight, targets[start:start + chunk])
-        if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
-            total = total + checkpoint(chunk_loss, *args, use_reentrant=False)
-        else:
-            total = total + chunk_loss(*args)
-    if reduction == "mean":
-        total = total / (targets != ignore_index).sum()
-    return total
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):
+        # As nn.Linear under autocast: project in the autocast dtype; the casts are autograd
+        # ops, so gradients come back in the inputs' own dtypes.
+        dtype = torch.get_autocast_dtype(device_type)
+        hidden, weight = hidden.to(dtype), weight.to(dtype)
+    elif hidden.dtype != weight.dtype:
+        raise ValueError(
+            f"fused_linear_cross_entropy: hidden is {hidden.dtype} but weight is {weight.dtype}; cast them to one "
+            "dtype or run under torch.autocast"
+        )
+    grad = torch.is_grad_enabled()
+    chunk = chunk_size or cpu_chunk_size(hidden.shape[0], hidden.shape[1])
+    with torch.autocast(device_type, enabled=False):
+        return _LinearCrossEntropy.apply(hidden, weight, targets, reduction, int(ignore_index), chunk,
+                                         grad and hidden.requires_grad, grad and weight.requires_grad)
 
 
 def rms_norm(x, weight, eps):
