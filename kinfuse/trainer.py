@@ -162,10 +162,6 @@ class QLoRATrainer:
             task_type="CAUSAL_LM",
         )
         self.model = get_peft_model(base, lora)
-        if self.device.type == "cpu":
-            from .dropout import use_bits_dropout
-
-            use_bits_dropout(self.model)  # LoRA dropout's mask draws were a fifth of a CPU step
         for p in self.model.parameters():
             if p.requires_grad:
                 p.data = p.data.float()  # fp32 master weights for the adapter: tiny, and stable
@@ -199,6 +195,11 @@ class QLoRATrainer:
             impl = resolve(cfg.kernels, self.device)
             self.kernel_patch = patch_model(self.model, impl)
         self._fused_ce = load_op("fused_linear_cross_entropy", impl)
+        # LoRA layers the kernels did not take get one addmm instead of peft's four (tokens, out)
+        # temporaries; on a CPU, dropout masks come from fewer random draws (see kinfuse/lora.py).
+        from .lora import use_lean_lora_forward
+
+        use_lean_lora_forward(self.model, bits_dropout=self.device.type == "cpu")
 
     # -- helpers --------------------------------------------------------------------
 

@@ -124,12 +124,13 @@ def test_missing_op_file_is_skipped_with_a_log_line(tiny_model, monkeypatch, cap
 
 
 def test_training_with_triton_kernels_matches_stock(tiny_model, blocks):
-    # Same seed, data, LoRA init and dropout masks (the fused layer draws them as peft does);
-    # only the ops differ. In fp32 each op matches its stock counterpart to ~1e-6 relative
+    # Same seed, data and LoRA init; only the ops differ. No dropout: on a CPU the stock path
+    # draws its masks with kinfuse.lora.BitsDropout, the fused layer as peft does (that the
+    # fused layer's masks equal peft's is tested in test_kernels_qlora_linear.py). In fp32 each op matches its stock counterpart to ~1e-6 relative
     # (reduction order in RMSNorm and the cross-entropy's log-sum-exp, the LoRA add in the GEMM
     # epilogue), measured at <1e-6 on these losses after 3 Adam steps; 1e-4 is 100x that and
     # still 1000x below the ~25% the loss moves per step, so a wrong gradient would show.
-    cfg = dict(max_steps=3, micro_batch_size=2, lora_dropout=0.1, **FAST)
+    cfg = dict(max_steps=3, micro_batch_size=2, lora_dropout=0.0, **FAST)
     runs = {}
     for kernels in ("none", "triton"):
         trainer = QLoRATrainer(tiny_model, TrainConfig(kernels=kernels, **cfg))

@@ -1,5 +1,5 @@
-"""kinfuse.dropout: BitsDropout is dropout (right keep rate, unbiased, reproducible, replayed
-by gradient checkpointing) and use_bits_dropout swaps it into a peft LoRA model."""
+"""kinfuse.lora: BitsDropout is dropout (right keep rate, unbiased, reproducible, replayed by
+gradient checkpointing); the lean LoRA forward equals peft's; both swap into a peft model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from kinfuse.dropout import BitsDropout, use_bits_dropout
+from kinfuse.lora import BitsDropout, use_bits_dropout, use_lean_lora_forward
 
 
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.5])
@@ -84,3 +84,56 @@ def test_use_bits_dropout_swaps_lora_dropout_only_where_p_positive():
     model.eval()
     x = torch.randn(3, 8)
     torch.testing.assert_close(model(x), model(x))
+
+
+def _tiny_lora(quantize: bool, dropout: float):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(0)
+    base = torch.nn.Sequential(torch.nn.Linear(64, 96, bias=True), torch.nn.SiLU(), torch.nn.Linear(96, 64, bias=False))
+    if quantize:
+        import bitsandbytes as bnb
+
+        q = torch.nn.Sequential()
+        for i, m in enumerate(base):
+            if isinstance(m, torch.nn.Linear):
+                lin = bnb.nn.Linear4bit(m.in_features, m.out_features, bias=m.bias is not None,
+                                        compute_dtype=torch.float32, quant_type="nf4")
+                lin.weight = bnb.nn.Params4bit(m.weight.data.clone(), requires_grad=False, quant_type="nf4")
+                if m.bias is not None:
+                    lin.bias = torch.nn.Parameter(m.bias.data.clone(), requires_grad=False)
+                m = lin.to("cpu")
+            q.add_module(str(i), m)
+        base = q
+    model = get_peft_model(base, LoraConfig(r=4, lora_alpha=8, lora_dropout=dropout, target_modules=["0", "2"]))
+    for n, p in model.named_parameters():
+        if "lora_B" in n:  # B starts at zero: give it values so the LoRA branch counts
+            torch.nn.init.normal_(p, std=0.1)
+    return model
+
+
+@pytest.mark.parametrize("quantize", [False, True])
+def test_lean_lora_forward_matches_peft(quantize):
+    model = _tiny_lora(quantize, dropout=0.2)
+    x = torch.randn(3, 5, 64)
+
+    def run():
+        model.zero_grad()
+        torch.manual_seed(5)
+        out = model(x)
+        out.square().sum().backward()
+        return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    want, want_grads = run()
+    assert use_lean_lora_forward(model) == 2  # peft's dropout kept: the same masks
+    got, grads = run()
+    torch.testing.assert_close(got, want)
+    for n in want_grads:
+        torch.testing.assert_close(grads[n], want_grads[n], msg=lambda m, n=n: f"{n}: {m}")
+    with model.disable_adapter():  # falls back to peft's forward, which skips the adapter
+        torch.testing.assert_close(model(x), model.get_base_model()(x))
+    assert use_lean_lora_forward(model, bits_dropout=True) == 0  # already set: nothing changes
+    assert not any(isinstance(m, BitsDropout) for m in model.modules())
+    del model.base_model.model[0].forward
+    assert use_lean_lora_forward(model, bits_dropout=True) == 1
+    assert type(model.base_model.model[0].lora_dropout["default"]) is BitsDropout
