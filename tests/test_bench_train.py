@@ -58,3 +58,14 @@ def test_throughput_leaves_out_warmup(bench):
     t = bench._throughput([10.0, 11.0, 12.0], 0.0, [100, 200, 300], warmup=1)
     assert t["tokens_per_second"] == pytest.approx(100.0) and t["timed_steps"] == 2
     assert t["tokens_per_second_all_steps"] == pytest.approx(25.0)
+
+
+def test_combine_rounds_takes_the_median_round_and_the_largest_peak(bench):
+    runs = [{"ok": True, "tokens_per_second": s, "peak_memory_bytes": m, "step_seconds": [1.0], "tag": t}
+            for s, m, t in ((90.0, 5, "a"), (120.0, 3, "b"), (100.0, 4, "c"))]
+    out = bench.combine_rounds(runs)
+    assert out["tag"] == "c" and out["tokens_per_second"] == 100.0
+    assert out["peak_memory_bytes"] == 5 and [r["tokens_per_second"] for r in out["rounds"]] == [90.0, 120.0, 100.0]
+    assert bench.combine_rounds(runs[:1]) is runs[0]
+    failed = {"ok": False, "error": "boom"}
+    assert bench.combine_rounds([runs[0], failed]) is failed
