@@ -652,12 +652,6 @@ def build_report(meta: dict[str, Any], results: dict[str, dict[str, Any]],
             "peak_memory": _ratio(kin.get("peak_memory_bytes"), ref.get("peak_memory_bytes")),
         },
     }
-    same = results.get("reference_same_allocator")
-    if same is not None:
-        report["ratios"]["tokens_per_second_vs_same_allocator"] = _ratio(kin.get("tokens_per_second"),
-                                                                         same.get("tokens_per_second"))
-        report["ratios"]["peak_memory_vs_same_allocator"] = _ratio(kin.get("peak_memory_bytes"),
-                                                                   same.get("peak_memory_bytes"))
     if max_block is not None:
         report["max_block"] = max_block
     return report
@@ -683,10 +677,6 @@ def table(report: dict[str, Any]) -> str:
 
     lines.append(f"kinfuse/reference: tokens/s {fmt(ratios['tokens_per_second'])} (>1 faster), "
                  f"peak memory {fmt(ratios['peak_memory'])} (<1 smaller)")
-    if "peak_memory_vs_same_allocator" in ratios:
-        lines.append(f"kinfuse/reference with kinfuse's allocator setting: tokens/s "
-                     f"{fmt(ratios['tokens_per_second_vs_same_allocator'])}, peak memory "
-                     f"{fmt(ratios['peak_memory_vs_same_allocator'])}")
     mb = report.get("max_block") or {}
     for name in RECIPES:
         if name in mb:
@@ -717,8 +707,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--kinfuse-attention", default="auto",
                    help="TrainConfig.attention for kinfuse (auto: flash-attn when importable on CUDA, else sdpa)")
     p.add_argument("--results-dir", default=str(RESULTS))
-    p.add_argument("--same-allocator", action="store_true",
-                   help="CPU: also run the reference with kinfuse's glibc mmap threshold (a third worker)")
     p.add_argument("--in-process", action="store_true",
                    help="run the recipes in this process (tests/debugging: peak memory is then not per recipe)")
     a = p.parse_args(argv)
@@ -762,23 +750,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     common = dict(device=device, micro_batch=a.micro_batch, steps=a.steps, warmup=a.warmup, workdir=str(workdir),
                   kinfuse_attention=a.kinfuse_attention)
-    runs = [(recipe, recipe, None) for recipe in RECIPES]
-    if a.same_allocator and device == "cpu" and not a.in_process:
-        # kinfuse fixes glibc's mmap threshold on CPU (TrainConfig.cpu_mmap_threshold); this extra
-        # run gives the reference recipe the same allocator setting (glibc's environment
-        # variable), so that the ratio against it shows what the training code itself saves.
-        from kinfuse import TrainConfig
-
-        threshold = TrainConfig().cpu_mmap_threshold
-        if threshold:
-            runs.insert(1, ("reference_same_allocator", "reference", {"MALLOC_MMAP_THRESHOLD_": str(threshold)}))
-        else:
-            notes.append("--same-allocator skipped: TrainConfig.cpu_mmap_threshold is None (malloc left alone)")
     load_before = os.getloadavg()
     by_round: dict[str, list[dict[str, Any]]] = {}
     for rnd in range(a.rounds):  # recipes alternate, so a slow spell of a shared machine hits both
-        for key, recipe, env in runs:
-            print(f"[bench] {key} (round {rnd + 1}/{a.rounds}): {a.steps} steps of {a.micro_batch} x {block_size} "
+        for recipe in RECIPES:
+            print(f"[bench] {recipe} (round {rnd + 1}/{a.rounds}): {a.steps} steps of {a.micro_batch} x {block_size} "
                   f"tokens on {device} ...", file=sys.stderr, flush=True)
             if a.in_process:
                 r = _in_process(run_worker, recipe, model_path, blocks, **common)
@@ -787,11 +763,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     ["--worker", recipe, "--model-path", model_path, "--blocks", str(blocks_file),
                      "--device", device, "--micro-batch", str(a.micro_batch), "--steps", str(a.steps),
                      "--warmup", str(a.warmup), "--workdir", str(workdir), "--kinfuse-attention", a.kinfuse_attention],
-                    a.timeout, env=env,
+                    a.timeout,
                 )
-                if env:
-                    r["env"] = env
-            by_round.setdefault(key, []).append(r)
+            by_round.setdefault(recipe, []).append(r)
     results = {key: combine_rounds(rs) for key, rs in by_round.items()}
     load_after = os.getloadavg()
 

@@ -56,8 +56,8 @@ class TrainConfig:
     offload_activations: bool = False  # CUDA: keep checkpointed activations in CPU memory (longer blocks)
     # CPU with glibc: allocations of this many bytes or more get their own mmap and go back to the
     # OS when freed. glibc's default threshold rises during a run (up to 32 MiB), after which each
-    # layer's freed activations stay in a growing heap. 1 << 20 about halves peak RSS but costs
-    # ~8x the page faults (half the tokens/s on a loaded 2-core CPU): a trade for tight memory.
+    # layer's freed activations stay in a growing heap. 1 << 20 cut the CPU benchmark's peak RSS
+    # by ~a third but its tokens/s by ~35% (page faults): a trade for tight memory.
     # Process-wide and kept after training; None (default) leaves malloc as it is.
     cpu_mmap_threshold: int | None = None
     # Custom kernels (kinfuse.kernels): "none" = stock HF/peft modules (the loss still uses the
