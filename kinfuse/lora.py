@@ -1,16 +1,16 @@
 """Leaner LoRA training forwards, measured on the CPU benchmark (benchmarks/bench_train.py:
 SmolLM2-135M, LoRA r=64 on all 7 projections, 1024 tokens per step).
 
-Dropout: on a CPU, torch draws every dropout element's Bernoulli sample on its own (~5 ns each). LoRA
-applies dropout to the input of every adapted projection, twice per step with gradient
-checkpointing, and on the CPU benchmark (SmolLM2-135M, LoRA r=64 on all 7 projections, 1024
-tokens per step) those draws were 19% of the step. `BitsDropout` cuts 64-bit random words
-into four 16-bit lanes instead: one draw per four elements, ~3x faster per mask.
+Dropout: on a CPU, torch draws every dropout element's Bernoulli sample on its own (~5 ns
+each). LoRA applies dropout to the input of every adapted projection, twice per step with
+gradient checkpointing, and those draws were 19% of the benchmark's step. `BitsDropout` cuts
+64-bit random words into four 16-bit lanes instead: one draw per four elements, ~3x faster.
 
 Forward: peft's LoRA layer clones the base output, then allocates B(A(x)), its scaled copy and
-the sum: four (tokens, out) tensors per projection. `lean_lora_forward` adds the LoRA product
-into the base output with one addmm. Besides the passes saved, glibc keeps freed buffers of
-that size in its heap, so fewer of them took the peak RSS from ~3.1 to ~2.2 GiB.
+the sum: four (tokens, out) tensors per projection. The lean forward (`use_lean_lora_forward`)
+adds the LoRA product into the base output with one addmm. Besides the passes saved, glibc
+keeps freed buffers of that size in its heap, so fewer of them took the peak RSS from ~3.1 to
+~2.2 GiB.
 """
 
 from __future__ import annotations
