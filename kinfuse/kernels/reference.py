@@ -123,14 +123,6 @@ def qlora_linear(x, weight, lora_A, lora_B, scaling, *, quant_state=None, bias=N
 #    kernels/rmsnorm.py, kernels/rope.py, kernels/swiglu.py) --
 
 
-def default_chunk_size(n_tokens, hidden_size, vocab_size):
-    """Rows per chunk such that one (C, V) logits chunk is about the size of hidden (N, H): a
-    power of two, at least 1 (N=8192, H=4096: 1024 rows for V=32000, 256 for V=128256)."""
-    ratio = -(-vocab_size // max(hidden_size, 1))
-    rows = max(1, -(-n_tokens // ratio))
-    return 1 << (rows - 1).bit_length()
-
-
 def check_linear_cross_entropy(hidden, weight, targets, reduction, chunk_size):
     """The argument checks fused_linear_cross_entropy and its Triton twin share."""
     if reduction not in ("sum", "mean"):
@@ -147,14 +139,14 @@ def check_linear_cross_entropy(hidden, weight, targets, reduction, chunk_size):
 
 
 def cpu_chunk_size(n_tokens, hidden_size):
-    """Rows per chunk for the torch twin: about hidden_size, a power of two, at most n_tokens.
+    """Rows per chunk for the torch twin: the power of two at or below min(n_tokens, hidden_size).
 
     Every chunk reads the whole (V, H) weight twice, so chunks much shorter than H rows are
     bound by memory traffic on a CPU; H rows keep each (C, V) logits chunk the size of the
     weight itself (SmolLM2-135M: 512 rows, 96 MiB in fp32 instead of 192 MiB per 1024 tokens).
     """
     rows = min(max(n_tokens, 1), max(hidden_size, 1))
-    return 1 << (rows - 1).bit_length()
+    return 1 << (rows.bit_length() - 1)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
