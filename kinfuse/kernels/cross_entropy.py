@@ -31,7 +31,7 @@ import triton
 import triton.language as tl
 
 from ._device import require_device
-from .reference import check_linear_cross_entropy
+from .reference import check_linear_cross_entropy, projection_inputs
 
 MAX_BLOCK_V = 32768  # columns per step of the row loop (fp32 registers: 128 KiB per program)
 
@@ -174,17 +174,8 @@ def fused_linear_cross_entropy(
             f"({targets.device}) must be on one device"
         )
     require_device("fused_linear_cross_entropy", hidden.device, _ce_rows_kernel)
+    hidden, weight = projection_inputs(hidden, weight)
     device_type = hidden.device.type
-    if torch.is_autocast_enabled(device_type):
-        # Do what nn.Linear does under autocast: run the projection in the autocast dtype. The
-        # casts are autograd ops, so gradients return in the inputs' own dtypes.
-        dtype = torch.get_autocast_dtype(device_type)
-        hidden, weight = hidden.to(dtype), weight.to(dtype)
-    elif hidden.dtype != weight.dtype:
-        raise ValueError(
-            f"fused_linear_cross_entropy: hidden is {hidden.dtype} but weight is {weight.dtype}; cast them to one "
-            "dtype or run under torch.autocast"
-        )
     with torch.autocast(device_type, enabled=False):
         return FusedLinearCrossEntropyFunction.apply(
             hidden, weight, targets, reduction, int(ignore_index), chunk_size, torch.is_grad_enabled()

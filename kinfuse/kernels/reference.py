@@ -138,6 +138,22 @@ def check_linear_cross_entropy(hidden, weight, targets, reduction, chunk_size):
         raise ValueError(f"fused_linear_cross_entropy: chunk_size={chunk_size} must be a positive row count or None")
 
 
+def projection_inputs(hidden, weight):
+    """hidden and weight in the dtype the output projection runs in: as nn.Linear under
+    autocast, the autocast dtype (the casts are autograd ops, so gradients come back in the
+    inputs' own dtypes); otherwise they must already share one dtype."""
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):
+        dtype = torch.get_autocast_dtype(device_type)
+        return hidden.to(dtype), weight.to(dtype)
+    if hidden.dtype != weight.dtype:
+        raise ValueError(
+            f"fused_linear_cross_entropy: hidden is {hidden.dtype} but weight is {weight.dtype}; cast them to one "
+            "dtype or run under torch.autocast"
+        )
+    return hidden, weight
+
+
 def cpu_chunk_size(n_tokens, hidden_size):
     """Rows per chunk for the torch twin: the power of two at or below min(n_tokens, hidden_size).
 
@@ -207,17 +223,8 @@ def fused_linear_cross_entropy(hidden, weight, targets, reduction="sum", ignore_
     defaults to `cpu_chunk_size`: this twin is the CPU path.
     """
     check_linear_cross_entropy(hidden, weight, targets, reduction, chunk_size)
+    hidden, weight = projection_inputs(hidden, weight)
     device_type = hidden.device.type
-    if torch.is_autocast_enabled(device_type):
-        # As nn.Linear under autocast: project in the autocast dtype; the casts are autograd
-        # ops, so gradients come back in the inputs' own dtypes.
-        dtype = torch.get_autocast_dtype(device_type)
-        hidden, weight = hidden.to(dtype), weight.to(dtype)
-    elif hidden.dtype != weight.dtype:
-        raise ValueError(
-            f"fused_linear_cross_entropy: hidden is {hidden.dtype} but weight is {weight.dtype}; cast them to one "
-            "dtype or run under torch.autocast"
-        )
     grad = torch.is_grad_enabled()
     chunk = chunk_size or cpu_chunk_size(hidden.shape[0], hidden.shape[1])
     with torch.autocast(device_type, enabled=False):
