@@ -115,6 +115,8 @@ def _tiny_lora(quantize: bool, dropout: float):
 @pytest.mark.parametrize("quantize", [False, True])
 def test_lean_lora_forward_matches_peft(quantize):
     model = _tiny_lora(quantize, dropout=0.2)
+    if quantize:
+        assert model.base_model.model[0].base_layer.weight.quant_state is not None  # really NF4
     x = torch.randn(3, 5, 64)
 
     def run():
