@@ -7,6 +7,7 @@ statement of what each kernel computes. Shapes are written inline: (N, H) = toke
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 # -- NF4 dequantization and the fused QLoRA linear (kernels/nf4.py, kernels/qlora_linear.py) --
 
@@ -20,8 +21,6 @@ def nf4_parts(weight, quant_state=None):
     with `quant_state` given. Checks everything the NF4 kernels rely on, so both twins fail
     the same way on a layout they do not read.
     """
-    import torch
-
     qs = quant_state if quant_state is not None else getattr(weight, "quant_state", None)
     if qs is None:
         raise ValueError(
@@ -60,8 +59,6 @@ def nf4_parts(weight, quant_state=None):
 def nf4_absmax(quant_state):
     """Per-block fp32 scales (blocks,), undoing double quantization as bitsandbytes does:
     absmax[b] = code2[absmax_u8[b]] * absmax2[b // blocksize2] + offset, in fp32."""
-    import torch
-
     qs = quant_state
     if not qs.nested:
         return qs.absmax.float()
@@ -76,8 +73,6 @@ def nf4_dequantize(weight, quant_state=None, dtype=None):
     """bitsandbytes NF4 weight -> dense (out, in) tensor in `dtype` (default: the dtype it was
     quantized from). Element 2i sits in the high nibble of byte i, 2i+1 in the low nibble;
     value = nf4_code[nibble] * absmax[element // blocksize], in fp32, rounded once to dtype."""
-    import torch
-
     packed, qs = nf4_parts(weight, quant_state)
     out_f, in_f = qs.shape
     n = out_f * in_f
@@ -90,8 +85,6 @@ def nf4_dequantize(weight, quant_state=None, dtype=None):
 def compute_dtype_for(x, compute_dtype=None):
     """The dtype the QLoRA matmuls run in: the one asked for, else autocast's when autocast is
     on for x's device (as peft's LoRA matmuls run under autocast), else x's own dtype."""
-    import torch
-
     if compute_dtype is not None:
         return compute_dtype
     if torch.is_autocast_enabled(x.device.type):
@@ -108,8 +101,6 @@ def qlora_linear(x, weight, lora_A, lora_B, scaling, *, quant_state=None, bias=N
     lora_A (r, in); lora_B (out, r). Runs in compute_dtype_for(x, compute_dtype); returns x.dtype.
     Plain autograd: it keeps the dequantized W for backward, which the fused op does not.
     """
-    import torch.nn.functional as F
-
     dtype = compute_dtype_for(x, compute_dtype)
     w = nf4_dequantize(weight, quant_state, dtype)  # (out, in)
     xc = x.to(dtype)  # (..., in)
@@ -235,8 +226,6 @@ def fused_linear_cross_entropy(hidden, weight, targets, reduction="sum", ignore_
 def rms_norm(x, weight, eps):
     """HF's LlamaRMSNorm of x (..., H) with weight (H,): normalise in fp32, round to x's dtype,
     multiply by the weight (the output dtype is their promotion)."""
-    import torch
-
     dtype = x.dtype
     h = x.float()
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)  # (..., H) fp32
@@ -244,8 +233,6 @@ def rms_norm(x, weight, eps):
 
 
 def _rotate_half(x):
-    import torch
-
     half = x.shape[-1] // 2
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)  # (..., D): (-x2, x1)
 
@@ -260,6 +247,4 @@ def apply_rotary(q, k, cos, sin):
 
 def swiglu(gate, up):
     """LlamaMLP's activation: silu(gate) * up, for gate and up (..., I)."""
-    import torch.nn.functional as F
-
     return F.silu(gate) * up
