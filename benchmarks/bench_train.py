@@ -564,14 +564,12 @@ def _parse_marked(stdout: str) -> list[dict[str, Any]]:
     return rows
 
 
-def spawn(args: list[str], timeout: float, env: dict[str, str] | None = None) -> dict[str, Any]:
-    """Run a worker subprocess (with `env` added to this one's); its result, or an error
-    record with the stderr tail."""
+def spawn(args: list[str], timeout: float) -> dict[str, Any]:
+    """Run a worker subprocess; its result, or an error record with the stderr tail."""
     cmd = [sys.executable, str(Path(__file__).resolve()), *args]
     t = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO,
-                              env={**os.environ, **env} if env else None)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=REPO)
         stdout, stderr, rc, timed_out = proc.stdout, proc.stderr, proc.returncode, False
     except subprocess.TimeoutExpired as e:
         def text(x: Any) -> str:
