@@ -61,9 +61,9 @@ class TrainConfig:
     # Process-wide and kept after training; None (default) leaves malloc as it is.
     cpu_mmap_threshold: int | None = None
     # Custom kernels (kinfuse.kernels): "none" = stock HF/peft modules (the loss still uses the
-    # fused output layer + cross-entropy in torch, which is exact and leaner); "auto" = Triton on CUDA when
-    # triton imports, else the torch twins; "triton" = Triton only (error where it cannot run);
-    # "torch" = the pure-torch twins patched in (the same code path, for checking on a CPU).
+    # fused output layer + cross-entropy in torch, which is exact and leaner); "auto" = Triton
+    # on CUDA when triton imports, else the torch twins; "triton" = Triton only (error where it
+    # cannot run); "torch" = the pure-torch twins patched in (the same path, checkable on a CPU).
     kernels: str = "none"
     seed: int = 0  # seeds LoRA init, dropout and data order
     output_dir: str | None = None  # checkpoints (output_dir/checkpoints/step-N), loss.png, tensorboard/

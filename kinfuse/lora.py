@@ -56,15 +56,24 @@ def use_bits_dropout(model: torch.nn.Module) -> int:
     return swapped
 
 
+def plain_adapter(layer: torch.nn.Module) -> str | None:
+    """The name of a peft LoRA layer's one active adapter when it is plain LoRA (not DoRA or
+    another variant), else None: the case kinfuse's own LoRA forwards compute."""
+    active = layer.active_adapters
+    name = active[0] if len(active) == 1 else None
+    if name is None or name not in layer.lora_A or name in getattr(layer, "lora_variant", {}):
+        return None
+    return name
+
+
 def _lean_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     """peft's LoRA forward for the one case training runs (one plain LoRA adapter, unmerged, no
     autocast, one dtype): base(x) + scaling * B(A(dropout(x))) as a single addmm. Anything else
     goes to peft's own forward."""
-    active = self.active_adapters
-    name = active[0] if len(active) == 1 else None
+    name = plain_adapter(self)
     plain = (
         not args and not kwargs and name is not None and not self.disable_adapters and not self.merged
-        and name in self.lora_A and name not in self.lora_variant and not torch.is_autocast_enabled()
+        and not torch.is_autocast_enabled()
     )
     if plain:
         a, b = self.lora_A[name], self.lora_B[name]

@@ -159,11 +159,11 @@ def _lora_4bit_forward(op: Callable, stock: Callable, impl: str) -> Callable:
     import torch
     import torch.nn.functional as F
 
+    from ..lora import plain_adapter
+
     dequantize = load_op("nf4_dequantize", impl)
 
     def forward(self, x, *args, **kwargs):
-        active = self.active_adapters
-        name = active[0] if len(active) == 1 else None
         base = self.base_layer
         qs = getattr(base.weight, "quant_state", None)
         if (args or kwargs or self.merged or qs is None or getattr(qs, "packing_format_for_cpu", False)
@@ -176,7 +176,8 @@ def _lora_4bit_forward(op: Callable, stock: Callable, impl: str) -> Callable:
             dtype = base.compute_dtype or x.dtype
             bias = None if base.bias is None else base.bias.to(dtype)
             return F.linear(x.to(dtype), dequantize(base.weight, dtype=dtype), bias).to(x.dtype)
-        if name not in self.lora_A or name in getattr(self, "lora_variant", {}):  # DoRA etc.
+        name = plain_adapter(self)
+        if name is None:  # several active adapters, DoRA etc.
             return stock(self, x, *args, **kwargs)
         drop = self.lora_dropout[name]
         p = drop.p if isinstance(drop, torch.nn.Dropout) else 0.0
