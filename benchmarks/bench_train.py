@@ -7,7 +7,8 @@ One run trains the same blocks with
              (qlora.py / run_clm.py): NF4 + double quantization, prepare_model_for_kbit_training,
              LoRA on every linear layer but lm_head, gradient checkpointing, paged_adamw_32bit
              (adamw_torch on CPU), bf16 on CUDA (fp32 on CPU), SDPA attention;
-  kinfuse    kinfuse.QLoRATrainer with the same LoRA and optimizer settings;
+  kinfuse    kinfuse.QLoRATrainer with the same LoRA and optimizer settings (and, with
+             --recipes, its variants: kinfuse-triton, kinfuse-nogc, kinfuse-offload);
 
 each in its own subprocess (so peak memory is per recipe), and writes tokens/s, peak memory and
 the ratios kinfuse/reference to benchmarks/results/<device>-<arch>-<timestamp>.json.
@@ -43,7 +44,16 @@ from provenance import cpu_name, git_commit, version, write_result  # noqa: E402
 RESULTS = REPO / "benchmarks" / "results"
 GENERAL_TEXT = REPO / "kinfuse" / "data" / "general.txt"
 MARK = "BENCH-JSON "  # prefix of the worker's machine-readable stdout lines
-RECIPES = ("reference", "kinfuse")
+# kinfuse's variants: TrainConfig fields over the benchmark's common settings. "kinfuse" is
+# the library's defaults; the others are the paths a user can switch on.
+KINFUSE_VARIANTS: dict[str, dict[str, Any]] = {
+    "kinfuse": {},
+    "kinfuse-triton": {"kernels": "triton"},  # the Triton ops (CUDA)
+    "kinfuse-nogc": {"gradient_checkpointing": False},  # speed for memory
+    "kinfuse-offload": {"offload_activations": True},  # checkpointed layer inputs in host memory
+}
+RECIPES = ("reference", *KINFUSE_VARIANTS)
+DEFAULT_RECIPES = ("reference", "kinfuse")
 MAX_BLOCK_SIZES = (2048, 4096, 8192, 16384, 32768, 65536)
 MAX_BLOCK_POSITIONS = 65536
 
@@ -344,12 +354,13 @@ def _setup_reference(model_path: str, device: str) -> Any:
     return _reference_model(model_path, device)
 
 
-def _setup_kinfuse(model_path: str, device: str, micro_batch: int, steps: int, attention: str) -> Any:
+def _setup_kinfuse(recipe: str, model_path: str, device: str, micro_batch: int, steps: int, attention: str) -> Any:
     from kinfuse import QLoRATrainer, TrainConfig
 
     cfg = TrainConfig(
         lora_r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"], learning_rate=LEARNING_RATE,
         max_steps=steps, micro_batch_size=micro_batch, progress=False, device=device, attention=attention,
+        **KINFUSE_VARIANTS[recipe],
     )
     tokenizer = None if has_tokenizer(model_path) else _Tokenizer()
     return QLoRATrainer(model_path, cfg, tokenizer=tokenizer)
@@ -374,8 +385,9 @@ def _attention_of(model: Any) -> str | None:
 
 def run_worker(recipe: str, model_path: str, blocks: list[list[int]], *, device: str = "auto",
                micro_batch: int = 1, steps: int = 6, warmup: int = 2, workdir: str = "/tmp/kinfuse-bench",
-               kinfuse_attention: str = "auto") -> dict[str, Any]:
-    """Train `blocks` for `steps` optimizer steps with one recipe; return speed and memory."""
+               kinfuse_attention: str = "auto", profile: bool = False) -> dict[str, Any]:
+    """Train `blocks` for `steps` optimizer steps with one recipe; return speed and memory.
+    With `profile` (kinfuse recipes), one more step runs under torch.profiler afterwards."""
     import torch
 
     device = resolve_device(device)
@@ -391,7 +403,7 @@ def run_worker(recipe: str, model_path: str, blocks: list[list[int]], *, device:
     if recipe == "reference":
         model = _setup_reference(model_path, device)
     else:
-        trainer = _setup_kinfuse(model_path, device, micro_batch, steps, kinfuse_attention)
+        trainer = _setup_kinfuse(recipe, model_path, device, micro_batch, steps, kinfuse_attention)
         model = trainer.model
     _sync(device)
     out["load_seconds"] = time.perf_counter() - t
@@ -430,6 +442,7 @@ def run_worker(recipe: str, model_path: str, blocks: list[list[int]], *, device:
         out["optimizer"] = trainer.config.optimizer
         out["compute_dtype"] = str(trainer.compute_dtype)
         out["cpu_mmap_threshold"] = trainer.config.cpu_mmap_threshold if device == "cpu" else None
+        out["config_overrides"] = KINFUSE_VARIANTS[recipe]
     _sync(device)
     train = _memory_state(device)
     if device == "cuda":
@@ -445,7 +458,35 @@ def run_worker(recipe: str, model_path: str, blocks: list[list[int]], *, device:
         out["peak_memory_bytes"] = train["peak_rss_bytes"]
         out["peak_memory_kind"] = "cpu_peak_rss"
     out["tokens"] = tokens[-1]
+    if profile and recipe != "reference":
+        out["profile"] = _profile_step(trainer, blocks[:micro_batch], device)
     return out
+
+
+def _profile_step(trainer: Any, blocks: list[list[int]], device: str, rows: int = 60) -> dict[str, Any]:
+    """One more optimizer step under torch.profiler (after the timed ones, so nothing is cold but
+    the new optimizer's state): where the device time and memory go, op by op and kernel by kernel."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    trainer.config.max_steps = 1
+    _sync(device)
+    t = time.perf_counter()
+    with profile(activities=acts, profile_memory=True) as prof:
+        trainer.train(_kinfuse_blocks(blocks))
+        _sync(device)
+    wall = time.perf_counter() - t
+
+    def dev(e: Any, what: str) -> float:  # torch renamed cuda_* to device_* in 2.4; read either
+        return float(getattr(e, f"self_device_{what}", None) or getattr(e, f"self_cuda_{what}", 0) or 0)
+
+    events = prof.key_averages()
+    table = sorted(({"name": e.key[:160], "count": e.count, "self_device_us": dev(e, "time_total"),
+                     "self_cpu_us": float(e.self_cpu_time_total),
+                     "self_device_memory_bytes": int(dev(e, "memory_usage"))} for e in events),
+                   key=lambda r: (r["self_device_us"], r["self_cpu_us"]), reverse=True)
+    return {"wall_seconds": wall, "self_device_us_total": sum(r["self_device_us"] for r in table),
+            "self_cpu_us_total": sum(r["self_cpu_us"] for r in table), "top": table[:rows]}
 
 
 def _is_oom(error: BaseException) -> bool:
@@ -461,17 +502,23 @@ def _is_oom(error: BaseException) -> bool:
 
 def run_max_block(recipe: str, model_path: str, *, sizes: tuple[int, ...] = MAX_BLOCK_SIZES, vocab_size: int,
                   device: str = "auto", steps: int = 2, workdir: str = "/tmp/kinfuse-bench",
-                  kinfuse_attention: str = "auto") -> dict[str, Any]:
+                  kinfuse_attention: str = "auto", memory_gib: float | None = None) -> dict[str, Any]:
     """Load the model once and train `steps` steps at micro-batch 1 on ever longer blocks, up to
-    the first out-of-memory error; emit one progress line per size."""
+    the first out-of-memory error; emit one progress line per size. `memory_gib` caps what
+    torch's allocator may take (a smaller card on a large one: short blocks, quick to test)."""
     import torch
 
     device = resolve_device(device)
+    cap = None
+    if memory_gib and device == "cuda":
+        total = torch.cuda.get_device_properties(0).total_memory
+        cap = min(int(memory_gib * 2**30), total)
+        torch.cuda.set_per_process_memory_fraction(cap / total)
     if recipe == "reference":
         model = _setup_reference(model_path, device)
         trainer = None
     else:
-        trainer = _setup_kinfuse(model_path, device, 1, steps, kinfuse_attention)
+        trainer = _setup_kinfuse(recipe, model_path, device, 1, steps, kinfuse_attention)
         model = trainer.model
     tried: list[dict[str, Any]] = []
     largest = None
@@ -512,7 +559,7 @@ def run_max_block(recipe: str, model_path: str, *, sizes: tuple[int, ...] = MAX_
             break
         largest = size
     return {"recipe": recipe, "largest_block": largest, "tried": tried, "steps_per_size": steps,
-            "micro_batch": 1, **_device_info(device)}
+            "micro_batch": 1, "memory_cap_bytes": cap, **_device_info(device)}
 
 
 # -- the parent: run the workers, write the report -----------------------------------------
@@ -520,7 +567,7 @@ def run_max_block(recipe: str, model_path: str, *, sizes: tuple[int, ...] = MAX_
 
 def _worker_cli(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="bench_train.py --worker")
-    p.add_argument("--worker", required=True, choices=("reference", "kinfuse", "checkpoint"))
+    p.add_argument("--worker", required=True, choices=(*RECIPES, "checkpoint"))
     p.add_argument("--model-path")
     p.add_argument("--blocks")
     p.add_argument("--device", default="auto")
@@ -533,6 +580,8 @@ def _worker_cli(argv: list[str]) -> int:
     p.add_argument("--max-block-sizes", default=",".join(map(str, MAX_BLOCK_SIZES)))
     p.add_argument("--vocab-size", type=int)
     p.add_argument("--arch")
+    p.add_argument("--profile", action="store_true")
+    p.add_argument("--memory-gib", type=float)
     a = p.parse_args(argv)
     try:
         if a.worker == "checkpoint":
@@ -541,11 +590,12 @@ def _worker_cli(argv: list[str]) -> int:
         elif a.max_block:
             sizes = tuple(int(x) for x in a.max_block_sizes.split(","))
             emit("result", run_max_block(a.worker, a.model_path, sizes=sizes, vocab_size=a.vocab_size,
-                                         device=a.device, workdir=a.workdir, kinfuse_attention=a.kinfuse_attention))
+                                         device=a.device, steps=a.steps, workdir=a.workdir,
+                                         kinfuse_attention=a.kinfuse_attention, memory_gib=a.memory_gib))
         else:
             emit("result", run_worker(a.worker, a.model_path, load_blocks(a.blocks), device=a.device,
                                       micro_batch=a.micro_batch, steps=a.steps, warmup=a.warmup,
-                                      workdir=a.workdir, kinfuse_attention=a.kinfuse_attention))
+                                      workdir=a.workdir, kinfuse_attention=a.kinfuse_attention, profile=a.profile))
     except Exception as e:  # noqa: BLE001
         traceback.print_exc()
         emit("error", {"error": f"{type(e).__name__}: {e}"[:2000]})
@@ -631,7 +681,11 @@ def combine_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def build_report(meta: dict[str, Any], results: dict[str, dict[str, Any]],
                  max_block: dict[str, Any] | None) -> dict[str, Any]:
     ref, kin = results.get("reference", {}), results.get("kinfuse", {})
-    device = next((r["device"] for r in (ref, kin) if r.get("device")), meta.get("device"))
+    device = next((r["device"] for r in results.values() if r.get("device")), meta.get("device"))
+    # every kinfuse variant against the reference of the same run
+    by_recipe = {name: {"tokens_per_second": _ratio(r.get("tokens_per_second"), ref.get("tokens_per_second")),
+                        "peak_memory": _ratio(r.get("peak_memory_bytes"), ref.get("peak_memory_bytes"))}
+                 for name, r in results.items() if name != "reference"}
     report = {
         **meta,
         "device": device,
@@ -648,6 +702,7 @@ def build_report(meta: dict[str, Any], results: dict[str, dict[str, Any]],
         "ratios": {
             "tokens_per_second": _ratio(kin.get("tokens_per_second"), ref.get("tokens_per_second")),
             "peak_memory": _ratio(kin.get("peak_memory_bytes"), ref.get("peak_memory_bytes")),
+            "by_recipe": by_recipe,
         },
     }
     if max_block is not None:
@@ -659,22 +714,23 @@ def table(report: dict[str, Any]) -> str:
     gib = 2**30
     lines = [f"{report['device']}  {report['arch']}  block {report['block_size']} x micro-batch "
              f"{report['micro_batch']}, {report['steps']} steps ({report['warmup']} warm-up)",
-             f"{'recipe':<10} {'tokens/s':>10} {'peak GiB':>9} {'load GiB':>9} {'mean loss':>9}  status"]
-    for name in report["results"]:
-        r = report["results"][name]
-        if r.get("ok"):
-            tps = r.get("tokens_per_second")
-            lines.append(f"{name:<10} {tps or float('nan'):>10.1f} {r['peak_memory_bytes'] / gib:>9.2f} "
-                         f"{r['load_memory_bytes'] / gib:>9.2f} {r.get('mean_loss', float('nan')):>9.3f}  ok")
-        else:
-            lines.append(f"{name:<10} {'-':>10} {'-':>9} {'-':>9} {'-':>9}  FAILED: {str(r.get('error'))[:80]}")
-    ratios = report["ratios"]
+             f"{'recipe':<16} {'tokens/s':>10} {'peak GiB':>9} {'load GiB':>9} {'mean loss':>9}  status"]
 
     def fmt(x: Any) -> str:
         return f"{x:.3f}" if isinstance(x, float) else "-"
 
-    lines.append(f"kinfuse/reference: tokens/s {fmt(ratios['tokens_per_second'])} (>1 faster), "
-                 f"peak memory {fmt(ratios['peak_memory'])} (<1 smaller)")
+    by_recipe = report["ratios"].get("by_recipe", {})
+    for name in report["results"]:
+        r = report["results"][name]
+        if r.get("ok"):
+            tps = r.get("tokens_per_second")
+            vs = by_recipe.get(name) if "reference" in report["results"] else None
+            lines.append(f"{name:<16} {tps or float('nan'):>10.1f} {r['peak_memory_bytes'] / gib:>9.2f} "
+                         f"{r['load_memory_bytes'] / gib:>9.2f} {r.get('mean_loss', float('nan')):>9.3f}  ok"
+                         + (f"  vs reference: tokens/s {fmt(vs['tokens_per_second'])} (>1 faster), peak memory "
+                            f"{fmt(vs['peak_memory'])} (<1 smaller)" if vs else ""))
+        else:
+            lines.append(f"{name:<16} {'-':>10} {'-':>9} {'-':>9} {'-':>9}  FAILED: {str(r.get('error'))[:80]}")
     mb = report.get("max_block") or {}
     for name in RECIPES:
         if name in mb:
@@ -700,6 +756,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--max-block", action="store_true",
                    help="also find the longest block each recipe trains at micro-batch 1 (CUDA)")
     p.add_argument("--max-block-sizes", default=",".join(map(str, MAX_BLOCK_SIZES)))
+    p.add_argument("--max-block-steps", type=int, default=2, help="steps trained at each size")
+    p.add_argument("--max-block-memory-gib", type=float,
+                   help="cap each recipe's CUDA memory at this many GiB for --max-block (a smaller card)")
+    p.add_argument("--max-block-recipes", default=",".join(DEFAULT_RECIPES),
+                   help="recipes for --max-block (kinfuse-offload: checkpointed activations in host memory)")
+    p.add_argument("--recipes", default=",".join(DEFAULT_RECIPES),
+                   help=f"comma-separated, from {', '.join(RECIPES)}; kinfuse variants are TrainConfig switches")
+    p.add_argument("--profile", action="store_true",
+                   help="profile one more step of each kinfuse recipe (torch.profiler; top ops in the JSON)")
     p.add_argument("--workdir", default="/tmp/kinfuse-bench")
     p.add_argument("--timeout", type=float, default=3600, help="seconds per worker process")
     p.add_argument("--kinfuse-attention", default="auto",
@@ -714,6 +779,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error(f"--steps ({a.steps}) must be larger than --warmup ({a.warmup})")
     if a.rounds < 1:
         p.error(f"--rounds ({a.rounds}) must be 1 or more")
+    recipes, max_block_recipes = (tuple(x.strip() for x in arg.split(",") if x.strip())
+                                  for arg in (a.recipes, a.max_block_recipes))
+    unknown = sorted(set(recipes + max_block_recipes) - set(RECIPES))
+    if unknown or not recipes:
+        p.error(f"--recipes / --max-block-recipes: unknown or none {unknown}; choose from {', '.join(RECIPES)}")
 
     device = resolve_device(a.device)
     if a.arch and device != "cuda":
@@ -747,11 +817,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     blocks_file = save_blocks(blocks, workdir / f"blocks-{arch}-{block_size}x{len(blocks)}.npy")
 
     common = dict(device=device, micro_batch=a.micro_batch, steps=a.steps, warmup=a.warmup, workdir=str(workdir),
-                  kinfuse_attention=a.kinfuse_attention)
+                  kinfuse_attention=a.kinfuse_attention, profile=a.profile)
     load_before = os.getloadavg()
     by_round: dict[str, list[dict[str, Any]]] = {}
     for rnd in range(a.rounds):  # recipes alternate, so a slow spell of a shared machine hits both
-        for recipe in RECIPES:
+        for recipe in recipes:
             print(f"[bench] {recipe} (round {rnd + 1}/{a.rounds}): {a.steps} steps of {a.micro_batch} x {block_size} "
                   f"tokens on {device} ...", file=sys.stderr, flush=True)
             if a.in_process:
@@ -760,7 +830,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 r = spawn(
                     ["--worker", recipe, "--model-path", model_path, "--blocks", str(blocks_file),
                      "--device", device, "--micro-batch", str(a.micro_batch), "--steps", str(a.steps),
-                     "--warmup", str(a.warmup), "--workdir", str(workdir), "--kinfuse-attention", a.kinfuse_attention],
+                     "--warmup", str(a.warmup), "--workdir", str(workdir), "--kinfuse-attention", a.kinfuse_attention,
+                     *(["--profile"] if a.profile else [])],
                     a.timeout,
                 )
             by_round.setdefault(recipe, []).append(r)
@@ -772,21 +843,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if device != "cuda":
             notes.append("--max-block skipped: it measures GPU memory and needs CUDA")
         else:
-            long_path = with_max_positions(model_path, workdir / f"{arch}-maxpos{MAX_BLOCK_POSITIONS}",
-                                           MAX_BLOCK_POSITIONS)
-            max_block = {"max_position_embeddings_raised_to": MAX_BLOCK_POSITIONS,
+            positions = max(MAX_BLOCK_POSITIONS, *(int(x) for x in a.max_block_sizes.split(",")))
+            long_path = with_max_positions(model_path, workdir / f"{arch}-maxpos{positions}", positions)
+            max_block = {"max_position_embeddings_raised_to": positions, "steps_per_size": a.max_block_steps,
+                         "memory_cap_gib": a.max_block_memory_gib,
                          "note": "the checkpoint's config.json max_position_embeddings was raised for this test "
                                  "so RoPE and kinfuse's block-size check allow long blocks"}
-            for recipe in RECIPES:
+            for recipe in max_block_recipes:
                 print(f"[bench] {recipe}: longest block at micro-batch 1 ...", file=sys.stderr, flush=True)
                 if a.in_process:
                     sizes = tuple(int(x) for x in a.max_block_sizes.split(","))
                     max_block[recipe] = _in_process(run_max_block, recipe, str(long_path), sizes=sizes,
-                                                    vocab_size=vocab, device=device, workdir=str(workdir),
+                                                    vocab_size=vocab, device=device, steps=a.max_block_steps,
+                                                    memory_gib=a.max_block_memory_gib, workdir=str(workdir),
                                                     kinfuse_attention=a.kinfuse_attention)
                 else:
                     r = spawn(["--worker", recipe, "--max-block", "--model-path", str(long_path), "--device", device,
                                "--vocab-size", str(vocab), "--max-block-sizes", a.max_block_sizes,
+                               "--steps", str(a.max_block_steps),
+                               *(["--memory-gib", str(a.max_block_memory_gib)] if a.max_block_memory_gib else []),
                                "--workdir", str(workdir), "--kinfuse-attention", a.kinfuse_attention], a.timeout)
                     if not r.get("ok") and r.get("progress"):  # a timeout or crash: keep the sizes that finished
                         ok = [x["block_size"] for x in r["progress"] if x.get("ok")]
