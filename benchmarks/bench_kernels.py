@@ -381,8 +381,11 @@ def _outputs(impl: Impl) -> list[Any]:
     """One step from zeroed gradients: forward outputs then the leaves' gradients, as fp32."""
     for x in impl.leaves:
         x.grad = None
-    outs = [o.detach().float() for o in impl.step()]
-    return outs + [x.grad.detach().float() for x in impl.leaves]
+    # Copies: .float() of an fp32 tensor is the tensor itself, and later steps accumulate into
+    # the same .grad in place (do_bench's warm-up does not reset it), which would move the
+    # reference the others are checked against.
+    outs = [o.detach().float().clone() for o in impl.step()]
+    return outs + [x.grad.detach().float().clone() for x in impl.leaves]
 
 
 def _rel_err(got: list[Any], want: list[Any]) -> float:

@@ -8,7 +8,7 @@ One run trains the same blocks with
              LoRA on every linear layer but lm_head, gradient checkpointing, paged_adamw_32bit
              (adamw_torch on CPU), bf16 on CUDA (fp32 on CPU), SDPA attention;
   kinfuse    kinfuse.QLoRATrainer with the same LoRA and optimizer settings (and, with
-             --recipes, its variants: kinfuse-triton, kinfuse-nogc, kinfuse-offload);
+             --recipes, its variants: kinfuse-stock, kinfuse-nogc, kinfuse-offload);
 
 each in its own subprocess (so peak memory is per recipe), and writes tokens/s, peak memory and
 the ratios kinfuse/reference to benchmarks/results/<device>-<arch>-<timestamp>.json.
@@ -47,8 +47,8 @@ MARK = "BENCH-JSON "  # prefix of the worker's machine-readable stdout lines
 # kinfuse's variants: TrainConfig fields over the benchmark's common settings. "kinfuse" is
 # the library's defaults; the others are the paths a user can switch on.
 KINFUSE_VARIANTS: dict[str, dict[str, Any]] = {
-    "kinfuse": {},
-    "kinfuse-triton": {"kernels": "triton"},  # the Triton ops (CUDA)
+    "kinfuse": {},  # kernels "auto": the Triton ops on CUDA, stock modules on a CPU
+    "kinfuse-stock": {"kernels": "none"},  # stock HF/peft modules (the fused loss stays)
     "kinfuse-nogc": {"gradient_checkpointing": False},  # speed for memory
     "kinfuse-offload": {"offload_activations": True},  # checkpointed layer inputs in host memory
 }
@@ -681,7 +681,8 @@ def combine_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
 def build_report(meta: dict[str, Any], results: dict[str, dict[str, Any]],
                  max_block: dict[str, Any] | None) -> dict[str, Any]:
     ref, kin = results.get("reference", {}), results.get("kinfuse", {})
-    device = next((r["device"] for r in results.values() if r.get("device")), meta.get("device"))
+    device = next((r["device"] for r in [*results.values(), *(max_block or {}).values()]
+                   if isinstance(r, dict) and r.get("device")), meta.get("device"))
     # every kinfuse variant against the reference of the same run
     by_recipe = {name: {"tokens_per_second": _ratio(r.get("tokens_per_second"), ref.get("tokens_per_second")),
                         "peak_memory": _ratio(r.get("peak_memory_bytes"), ref.get("peak_memory_bytes"))}
@@ -782,8 +783,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     recipes, max_block_recipes = (tuple(x.strip() for x in arg.split(",") if x.strip())
                                   for arg in (a.recipes, a.max_block_recipes))
     unknown = sorted(set(recipes + max_block_recipes) - set(RECIPES))
-    if unknown or not recipes:
-        p.error(f"--recipes / --max-block-recipes: unknown or none {unknown}; choose from {', '.join(RECIPES)}")
+    if unknown or not (recipes or a.max_block):
+        p.error(f"--recipes / --max-block-recipes: unknown or none {unknown}; choose from {', '.join(RECIPES)} "
+                "(--recipes '' with --max-block runs only the longest-block search)")
 
     device = resolve_device(a.device)
     if a.arch and device != "cuda":

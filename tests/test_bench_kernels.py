@@ -67,3 +67,22 @@ def test_mismatch_is_flagged(bench):
     assert bench._rel_err([x * 1.1], [x]) == pytest.approx(0.1)
     assert bench._rel_err([x], [x]) == 0.0
     assert bench._rel_err([torch.ones(2)], [x]) == float("inf")
+
+
+def test_reference_outputs_are_copies_later_steps_cannot_move(bench):
+    # fp32 leaves: .float() would hand back the live .grad, which the timing runs then
+    # accumulate into in place (on the GPU this once flagged correct ops as mismatching).
+    w = torch.randn(3, 4, requires_grad=True)
+    x = torch.randn(5, 4)
+
+    def step():
+        y = x @ w.T
+        y.sum().backward()
+        return (y,)
+
+    impl = bench.Impl(step, [w])
+    out, grad = bench._outputs(impl)
+    first = grad.clone()
+    for _ in range(3):
+        impl.step()  # accumulates into w.grad, as do_bench's warm-up does
+    assert torch.equal(grad, first) and not torch.equal(w.grad, first)

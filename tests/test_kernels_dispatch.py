@@ -16,7 +16,7 @@ from kinfuse import Chunker, ConfigError, QLoRATrainer, TrainConfig  # noqa: E40
 # Every module family the tiny Llama has (2 layers): 7 LoRA Linear4bit per layer, 2 norms per
 # layer + the final one, one MLP and one attention per layer.
 ALL_OPS = {"qlora_linear": 14, "rms_norm": 5, "swiglu": 2, "apply_rotary": 2}
-FAST = dict(progress=False, learning_rate=5e-3, lr_schedule="constant", compute_dtype="float32")
+FAST = dict(progress=False, learning_rate=5e-3, lr_schedule="constant", compute_dtype="float32", kernels="none")
 
 
 @pytest.fixture(scope="module")
@@ -133,10 +133,39 @@ def test_training_with_triton_kernels_matches_stock(tiny_model, blocks):
     cfg = dict(max_steps=3, micro_batch_size=2, lora_dropout=0.0, **FAST)
     runs = {}
     for kernels in ("none", "triton"):
-        trainer = QLoRATrainer(tiny_model, TrainConfig(kernels=kernels, **cfg))
+        trainer = QLoRATrainer(tiny_model, TrainConfig(**{**cfg, "kernels": kernels}))
         runs[kernels] = [r["loss"] for r in trainer.train(blocks.select(range(2))).history]
         if kernels == "triton":
             assert trainer.kernel_patch.replaced == ALL_OPS and trainer._fused_ce is not None
             trainer.kernel_patch.undo()
     assert runs["none"][-1] < 0.9 * runs["none"][0]  # it learns: the comparison is not of a flat line
     torch.testing.assert_close(runs["triton"], runs["none"], rtol=1e-4, atol=0)
+
+
+def test_trainer_default_kernels_are_triton_on_cuda_and_stock_elsewhere(tiny_model):
+    trainer = QLoRATrainer(tiny_model, TrainConfig(progress=False))
+    assert TrainConfig().kernels == "auto"
+    if trainer.device.type == "cuda":
+        assert trainer.kernel_patch is not None and trainer.kernel_patch.impl == "triton"
+    else:  # the twins are slower than the stock modules on a CPU: "auto" leaves the model as it is
+        assert trainer.kernel_patch is None
+
+
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
+def test_generation_under_the_kernel_patch_equals_stock(tiny_model, kernels):
+    # kernels="auto" patches the model on CUDA for the whole run, so the evaluator generates
+    # through the patched modules too: decoding (one new token at a time, KV cache, a padded
+    # batch) must give the stock model's tokens.
+    prompts = torch.tensor([[0, 0, 5, 9, 14, 3], [7, 21, 4, 11, 8, 2]])  # (B, T), row 0 left-padded
+    mask = (prompts != 0).long()
+    out = {}
+    for mode in ("none", kernels):
+        trainer = QLoRATrainer(tiny_model, TrainConfig(**{**FAST, "kernels": mode}))
+        trainer.model.eval()
+        with torch.no_grad():
+            out[mode] = trainer.model.generate(input_ids=prompts.to(trainer.device), attention_mask=mask.to(
+                trainer.device), max_new_tokens=6, do_sample=False, pad_token_id=0).cpu()
+        if trainer.kernel_patch is not None:
+            assert trainer.kernel_patch.replaced == ALL_OPS
+            trainer.kernel_patch.undo()
+    assert torch.equal(out["none"], out[kernels])
