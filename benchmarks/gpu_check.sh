@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared device call (see benchmarks/README.md): bring-up tests on CUDA (the Triton ops in
 # bf16 included), then the training benchmark on a random-weight Llama-2-7B: the reference
-# recipe against kinfuse's default, Triton and activation-offload paths with a profile of each,
+# recipe against kinfuse's default (Triton), stock-module and activation-offload paths with a profile of each,
 # the longest block at micro-batch 1 under a memory cap, and the per-op kernel benchmark.
 # Expects .whl/ from ../shared/device/wheels.sh. Every step has its own time limit, so a slow
 # one costs only its own results; all logs and JSON land in $OUT.
@@ -19,8 +19,8 @@ echo "pytest rc=$? in $((SECONDS - t0)) s"; grep -E "passed|failed|error" "$OUT/
 t0=$SECONDS
 timeout "${BENCH_SECONDS:-330}" python3 benchmarks/bench_train.py --arch llama-2-7b \
   --micro-batch "${MICRO_BATCH:-8}" --steps 5 --warmup 2 \
-  --recipes "${RECIPES:-reference,kinfuse,kinfuse-triton,kinfuse-offload}" --profile \
-  --max-block --max-block-recipes reference,kinfuse-offload --max-block-sizes 8192,16384,32768,65536 \
+  --recipes "${RECIPES:-reference,kinfuse,kinfuse-stock,kinfuse-offload}" --profile \
+  --max-block --max-block-recipes reference,kinfuse-offload --max-block-sizes 16384,32768,65536,131072 \
   --max-block-steps 1 --max-block-memory-gib "${CAP_GIB:-24}" \
   --timeout 150 --workdir /tmp/kb --results-dir "$OUT" > "$OUT/bench-train.log" 2>&1
 echo "bench_train rc=$? in $((SECONDS - t0)) s"; tail -12 "$OUT/bench-train.log"
