@@ -48,6 +48,10 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per optimizer step
     max_grad_norm: float | None = 1.0  # gradient clipping; None disables it
     weight_decay: float = 0.0  # AdamW weight decay on the LoRA weights
+    # Blocks marked anchor (an "anchor" column; DataConfig.anchor_kl makes them) are trained to
+    # keep the base model's next-token distributions: KL(base || adapted) at their target
+    # positions, times this weight, in place of cross-entropy.
+    anchor_kl_weight: float = 1.0
     optimizer: str = "auto"  # auto: paged AdamW 32-bit on CUDA, torch AdamW elsewhere
     compute_dtype: str = "auto"  # auto: bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU
     gradient_checkpointing: bool = True  # recompute activations in backward: less memory, ~30% more time
@@ -107,6 +111,8 @@ class TrainConfig:
             p.append(f"max_grad_norm={self.max_grad_norm}: must be > 0, or None to disable clipping")
         if self.weight_decay < 0:
             p.append(f"weight_decay={self.weight_decay}: must be >= 0")
+        if not self.anchor_kl_weight >= 0:
+            p.append(f"anchor_kl_weight={self.anchor_kl_weight}: must be >= 0")
         _choice(p, "optimizer", self.optimizer, OPTIMIZERS)
         _choice(p, "compute_dtype", self.compute_dtype, DTYPES)
         _choice(p, "attention", self.attention, ATTENTION)
@@ -150,6 +156,9 @@ class DataConfig:
     self_distill: int = 0  # general prompts answered by the base model and trained on, to keep chat behaviour
     corpus_repeats: int = 1  # copies of the corpus text per epoch (small corpora need several)
     qa_repeats: int = 1  # copies of the Q&A rows per epoch: weight of chat answers against raw text
+    # Replay text and self-distilled answers as anchors: trained to keep the base model's
+    # next-token distributions (KL, TrainConfig.anchor_kl_weight) rather than as text to learn.
+    anchor_kl: bool = False
     # Augmentation (kinfuse.augment, opt-in), generated once and cached in out_dir/augment.json:
     paraphrases: int = 0  # rewrites per document section, one per style (at most 5), trained as text; 0: off
     generated_qa: int = 0  # question-answer pairs per document section, trained as chat; 0: off

@@ -16,12 +16,12 @@ import json
 import random
 import re
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .augment import ProbeGuard, augment_for_infusion, whole_sentences
-from .chunker import Chunker
+from .chunker import Chunker, ChunkStats
 from .config import InfuseConfig
 from .corpus import Corpus
 from .corpus import read_jsonl as corpus_read_jsonl
@@ -179,11 +179,22 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     replay = replay_rows(general, int(data.replay_ratio * corpus_chars), config.train.seed)
     distill = self_distill_rows(evaluator, data.self_distill, out / "self_distill.json", trainer.model_name, guard)
     chunker = Chunker(trainer.tokenizer, data.block_size)
-    blocks = chunker(rows + qa + augmented.rows + replay + distill)
+    learn, anchors = rows + qa + augmented.rows, replay + distill
+    blocks = chunker(learn if data.anchor_kl else learn + anchors)
+    stats, anchor_blocks = chunker.stats, 0
+    if data.anchor_kl and anchors:  # in blocks of their own, marked for the KL loss
+        from datasets import concatenate_datasets
+
+        marked = chunker(anchors)
+        stats, anchor_blocks = ChunkStats(**{f.name: getattr(stats, f.name) + getattr(chunker.stats, f.name)
+                                             for f in fields(ChunkStats)}), len(marked)
+        blocks = concatenate_datasets([blocks.add_column("anchor", [False] * len(blocks)),
+                                       marked.add_column("anchor", [True] * len(marked))])
     echo(
         f"training rows: {len(rows)} corpus, {len(qa)} Q&A, {len(replay)} replay, {len(distill)} self-distill "
-        f"-> {chunker.stats.blocks} blocks of {chunker.block_size} tokens "
-        f"({chunker.stats.tokens_packed} tokens, {chunker.stats.padding_fraction:.1%} padding)"
+        f"-> {stats.blocks} blocks of {chunker.block_size} tokens "
+        + (f"({anchor_blocks} of them anchors: KL to the base model) " if anchor_blocks else "")
+        + f"({stats.tokens_packed} tokens, {stats.padding_fraction:.1%} padding)"
     )
 
     # -- train and checkpoint ----------------------------------------------------------
@@ -229,7 +240,7 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
         "model": trainer.model_name,
         "corpus": {"documents": len(corpus), "sources": [r.__dict__ for r in corpus.records]},
         "data": {"corpus_rows": len(rows), "qa_rows": len(qa), "replay_rows": len(replay),
-                 "self_distill_rows": len(distill), "block_size": chunker.block_size, **chunker.stats.to_dict()},
+                 "self_distill_rows": len(distill), "block_size": chunker.block_size, "anchor_blocks": anchor_blocks, **stats.to_dict()},
         "train": {k: v for k, v in train.to_dict().items() if k != "history"},
         "probes": result.probes.to_dict() if result.probes else None,
         "retention": result.retention.to_dict() if result.retention else None,

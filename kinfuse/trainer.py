@@ -170,6 +170,7 @@ class QLoRATrainer:
         # save_on_cpu moves what autograd saves (the checkpointed layer inputs among it) to host
         # memory; on a CPU the tensors are there already and it would only copy them.
         self.offload_activations = cfg.offload_activations and self.device.type == "cuda"
+        self._last_anchor_kl: float | None = None  # the last step's KL per anchor target token
         self.max_length = getattr(base.config, "max_position_embeddings", None)
         self.last_checkpoint: Path | None = None
         # Logits are a plain linear map of the decoder's last hidden state for most causal
@@ -327,19 +328,42 @@ class QLoRATrainer:
         import torch
         import torch.nn.functional as F
 
-        base = self.model.get_base_model()
         targets = labels[:, 1:]  # (B, T-1): position t predicts token t+1
         keep = targets != -100  # (B, T-1)
-        if self._plain_head:
-            hidden = base.get_decoder()(input_ids=ids, position_ids=pos, use_cache=False).last_hidden_state  # (B, T, H)
-            head = base.get_output_embeddings()
-            # A trained head (peft wrapper) or one with a bias keeps the plain path.
-            if self._fused_ce is not None and type(head) is torch.nn.Linear and head.bias is None:
-                return self._fused_ce(hidden[:, :-1][keep], head.weight, targets[keep], reduction="sum")
-            logits = head(hidden[:, :-1][keep])  # (N, V)
-        else:  # heads with soft-capping or scaling: let the model compute its logits
-            logits = self.model(input_ids=ids, position_ids=pos, use_cache=False).logits[:, :-1][keep]  # (N, V)
+        hidden, head = self._target_hidden(ids, pos, keep)
+        # A trained head (peft wrapper) or one with a bias keeps the plain path.
+        if self._fused_ce is not None and type(head) is torch.nn.Linear and head.bias is None:
+            return self._fused_ce(hidden, head.weight, targets[keep], reduction="sum")
+        logits = head(hidden) if head is not None else hidden  # (N, V)
         return F.cross_entropy(logits.float(), targets[keep], reduction="sum")
+
+    def kl_sum(self, ids: Any, labels: Any, pos: Any) -> Any:
+        """Summed KL(base || adapted) of the next-token distributions at the target positions
+        of (B, T) blocks: how far the adapter has moved the model on this text. The base is
+        the same model with the adapter off (no gradient, no second copy in memory).
+
+        Builds (N, V) logits twice (N = target positions), so anchor blocks cost one extra
+        forward pass and, at a large vocabulary, memory that plain blocks do not.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        keep = labels[:, 1:] != -100  # (B, T-1)
+        with torch.no_grad(), self.model.disable_adapter():
+            hidden, head = self._target_hidden(ids, pos, keep)
+            base = F.log_softmax((head(hidden) if head is not None else hidden).float(), dim=-1)  # (N, V)
+        hidden, head = self._target_hidden(ids, pos, keep)
+        adapted = F.log_softmax((head(hidden) if head is not None else hidden).float(), dim=-1)  # (N, V)
+        return F.kl_div(adapted, base, log_target=True, reduction="sum")
+
+    def _target_hidden(self, ids: Any, pos: Any, keep: Any) -> tuple[Any, Any]:
+        """(hidden (N, H), output layer) at the positions `keep` marks, or, for heads with
+        soft-capping or scaling that only the model applies, (logits (N, V), None)."""
+        if self._plain_head:
+            base = self.model.get_base_model()
+            hidden = base.get_decoder()(input_ids=ids, position_ids=pos, use_cache=False).last_hidden_state  # (B, T, H)
+            return hidden[:, :-1][keep], base.get_output_embeddings()
+        return self.model(input_ids=ids, position_ids=pos, use_cache=False).logits[:, :-1][keep], None
 
     # -- the loop -------------------------------------------------------------------
 
@@ -406,6 +430,8 @@ class QLoRATrainer:
                         "tokens_per_second": run.tokens / run.seconds,
                         "peak_memory_gb": mem / 2**30,
                     }
+                    if self._last_anchor_kl is not None:  # per anchor target token, before weighting
+                        row["anchor_kl"] = self._last_anchor_kl
                     if held_out is not None and cfg.eval_every and run.step % cfg.eval_every == 0:
                         row["eval_loss"] = self.evaluate_loss(held_out)
                     run.history.append(row)
@@ -466,12 +492,24 @@ class QLoRATrainer:
             if self.offload_activations
             else contextlib.nullcontext()
         )
+        anchor_kl = anchor_targets = 0.0
         for m in micro:
-            ids, labels, pos = (t[m].to(self.device) for t in (data.ids, data.labels, data.pos))
-            with self._autocast(), offload:
-                loss = self.loss_sum(ids, labels, pos) / max(1, step_targets)
-                loss.backward()
-            step_loss += loss.item()
+            # Anchor blocks (kept close to the base model) and plain blocks go in separate passes.
+            parts = [(m, False)] if data.anchor is None else [
+                (m[sel], kind) for kind, sel in ((False, ~data.anchor[m]), (True, data.anchor[m])) if sel.any()]
+            for rows, is_anchor in parts:
+                ids, labels, pos = (t[rows].to(self.device) for t in (data.ids, data.labels, data.pos))
+                with self._autocast(), offload:
+                    if is_anchor:
+                        kl = self.kl_sum(ids, labels, pos)
+                        loss = self.config.anchor_kl_weight * kl / max(1, step_targets)
+                        anchor_kl += kl.item()
+                        anchor_targets += int((labels[:, 1:] != -100).sum())
+                    else:
+                        loss = self.loss_sum(ids, labels, pos) / max(1, step_targets)
+                    loss.backward()
+                step_loss += loss.item()
+        self._last_anchor_kl = anchor_kl / anchor_targets if anchor_targets else None
         return step_loss, step_targets
 
     def evaluate_loss(self, data: "Any") -> float:
@@ -654,6 +692,9 @@ class _Tensors:
         # Real (non-padding) tokens per block, for honest tokens/s.
         self.real = (torch.tensor(blocks["num_tokens"], dtype=torch.long) if "num_tokens" in cols
                      else torch.full((self.n,), self.length, dtype=torch.long))  # (N,)
+        # Blocks to keep close to the base model (KL instead of cross-entropy), if marked.
+        self.anchor = (torch.tensor(blocks["anchor"], dtype=torch.bool) if "anchor" in cols
+                       and any(blocks["anchor"]) else None)  # (N,)
         self._order: tuple[int, Any] | None = None
 
     def micro_batch(self, k: int, cfg: TrainConfig) -> Any:

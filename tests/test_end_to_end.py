@@ -62,7 +62,7 @@ def test_infuse_end_to_end_on_default_model(served, tmp_path):
         model="default",
         out_dir=str(tmp_path / "out"),
         corpus=CorpusConfig(urls=[f"{served}/zephyr.html"]),
-        data=DataConfig(block_size=128, corpus_repeats=2),
+        data=DataConfig(block_size=128, corpus_repeats=2, replay_ratio=0.5, anchor_kl=True),
         train=TrainConfig(max_steps=3, micro_batch_size=2, progress=False),
         eval=EvalConfig(probes=[str(probes)], perplexity=False, max_new_tokens=16),
     )
@@ -70,6 +70,7 @@ def test_infuse_end_to_end_on_default_model(served, tmp_path):
     out = tmp_path / "out"
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["train"]["steps"] == 3 and metrics["train"]["tokens"] > 0
+    assert 0 < metrics["data"]["anchor_blocks"] < metrics["data"]["blocks"]  # replay: KL blocks of its own
     assert metrics["corpus"]["sources"][0]["status"] == "kept"
     assert "cookies" not in result.metrics["corpus"]["sources"][0].get("reason", "")
     assert len((out / "train_log.jsonl").read_text().splitlines()) == 3
