@@ -259,9 +259,14 @@ class Comparison:
 
     def chat_behaviour(self) -> dict[str, Any]:
         """Over chat probes: the share of answers that end their turn, that are in chat format
-        (`chat_format_problem`), and that do both ("ok"), base and adapted."""
+        (`chat_format_problem`), and that do both ("ok"), base and adapted; and `end_kept`, of
+        the answers whose base version ended its turn, the share whose adapted one does too
+        (a base model's long answers run past a short generation limit, so the plain rate
+        rewards an adapter for terseness; this one asks whether it still ends where it did)."""
         rows = [r for r in self.results if r.kind == "chat"]
-        out: dict[str, Any] = {"n": len(rows)}
+        ended_base = [r for r in rows if r.base_ended]
+        out: dict[str, Any] = {"n": len(rows), "end_kept": (sum(bool(r.adapted_ended) for r in ended_base)
+                                                            / len(ended_base) if ended_base else float("nan"))}
         for which in ("base", "adapted"):
             ended = [getattr(r, f"{which}_ended") for r in rows]
             fmt = [bool(getattr(r, f"{which}_format_ok")) for r in rows]

@@ -178,6 +178,8 @@ def metric_rows(report: dict[str, Any]) -> list[tuple[str, str, str, str]]:
         c = m["chat"]
         rows.append(("lost", f"chat answers ending their turn (n={c['n']})", _pct(c["base_ended_rate"]),
                      _pct(c["adapted_ended_rate"])))
+        if "end_kept" in c:
+            rows.append(("lost", "of those the base ended, still ending", "100%", _pct(c["end_kept"])))
         rows.append(("lost", "chat answers in chat format", _pct(c["base_format_rate"]), _pct(c["adapted_format_rate"])))
         rows.append(("lost", "chat answers ending their turn in chat format", _pct(c["base_ok_rate"]),
                      _pct(c["adapted_ok_rate"])))
@@ -223,7 +225,8 @@ def summary(report: dict[str, Any]) -> str:
     if "chat" in m:
         c = m["chat"]
         lines.append(f"chat behaviour:   adapted ends {_pct(c['adapted_ended_rate'])} of turns "
-                     f"(base {_pct(c['base_ended_rate'])}), in chat format {_pct(c['adapted_format_rate'])} "
+                     f"(base {_pct(c['base_ended_rate'])}; {_pct(c.get('end_kept'))} of those the base ended), "
+                     f"in chat format {_pct(c['adapted_format_rate'])} "
                      f"(base {_pct(c['base_format_rate'])}), both {_pct(c['adapted_ok_rate'])} "
                      f"(base {_pct(c['base_ok_rate'])}; n={c['n']})")
     if "lm_eval" in m and "skipped" in m["lm_eval"]:

@@ -1,4 +1,5 @@
 import json
+import math
 import sys
 import types
 
@@ -308,3 +309,16 @@ def test_general_samples_hold_out_what_forgetting_is_measured_on():
         assert held_out | train == set(sample("all"))
     with pytest.raises(KinfuseError, match="split='test'"):
         general_texts("test")
+
+
+def test_end_kept_counts_only_turns_the_base_ended():
+    from kinfuse.evaluator import Comparison, ProbeResult
+
+    def row(base_ended, adapted_ended, kind="chat"):
+        return ProbeResult(kind, "q", ["a"], "b", "c", False, False, base_ended, adapted_ended, True, True)
+
+    rows = [row(True, True), row(True, False), row(False, True), row(False, True), row(True, True, "completion")]
+    b = Comparison(rows).chat_behaviour()
+    assert b["n"] == 4 and b["adapted_ended_rate"] == 0.75 and b["base_ended_rate"] == 0.5
+    assert b["end_kept"] == 0.5  # of the 2 chat turns the base ended, the adapter ended 1
+    assert math.isnan(Comparison([row(False, True)]).chat_behaviour()["end_kept"])
