@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from kinfuse import ConfigError, InfuseConfig, TrainConfig
@@ -42,3 +44,11 @@ def test_toml_unknown_keys_and_bad_values_listed_together(tmp_path):
 def test_missing_toml_names_the_file(tmp_path):
     with pytest.raises(ConfigError, match="no such config file"):
         InfuseConfig.from_toml(tmp_path / "nope.toml")
+
+
+def test_example_configs_are_valid():
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    configs = sorted(examples.glob("*/*.toml"))
+    assert len(configs) >= 2
+    for path in configs:
+        InfuseConfig.from_toml(path).validate()
