@@ -349,12 +349,14 @@ class QLoRATrainer:
         import torch.nn.functional as F
 
         keep = labels[:, 1:] != -100  # (B, T-1)
-        with torch.no_grad(), self.model.disable_adapter():
+
+        def log_probs() -> Any:  # (N, V)
             hidden, head = self._target_hidden(ids, pos, keep)
-            base = F.log_softmax((head(hidden) if head is not None else hidden).float(), dim=-1)  # (N, V)
-        hidden, head = self._target_hidden(ids, pos, keep)
-        adapted = F.log_softmax((head(hidden) if head is not None else hidden).float(), dim=-1)  # (N, V)
-        return F.kl_div(adapted, base, log_target=True, reduction="sum")
+            return F.log_softmax((head(hidden) if head is not None else hidden).float(), dim=-1)
+
+        with torch.no_grad(), self.model.disable_adapter():
+            base = log_probs()
+        return F.kl_div(log_probs(), base, log_target=True, reduction="sum")
 
     def _target_hidden(self, ids: Any, pos: Any, keep: Any) -> tuple[Any, Any]:
         """(hidden (N, H), output layer) at the positions `keep` marks, or, for heads with
