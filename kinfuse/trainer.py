@@ -170,7 +170,6 @@ class QLoRATrainer:
         # save_on_cpu moves what autograd saves (the checkpointed layer inputs among it) to host
         # memory; on a CPU the tensors are there already and it would only copy them.
         self.offload_activations = cfg.offload_activations and self.device.type == "cuda"
-        self._last_anchor_kl: float | None = None  # the last step's KL per anchor target token
         self.max_length = getattr(base.config, "max_position_embeddings", None)
         self.last_checkpoint: Path | None = None
         # Logits are a plain linear map of the decoder's last hidden state for most causal
@@ -405,7 +404,7 @@ class QLoRATrainer:
             with stop:
                 for step in bar:
                     micro = [data.micro_batch(k, cfg) for k in range(step * cfg.grad_accum, (step + 1) * cfg.grad_accum)]
-                    step_loss, step_targets = self._step(data, micro)
+                    step_loss, step_targets, anchor_kl = self._step(data, micro)
                     run.tokens += int(sum(data.real[m].sum() for m in micro))
                     run.targets += step_targets
                     if not math.isfinite(step_loss):
@@ -432,8 +431,8 @@ class QLoRATrainer:
                         "tokens_per_second": run.tokens / run.seconds,
                         "peak_memory_gb": mem / 2**30,
                     }
-                    if self._last_anchor_kl is not None:  # per anchor target token, before weighting
-                        row["anchor_kl"] = self._last_anchor_kl
+                    if anchor_kl is not None:  # per anchor target token, before weighting
+                        row["anchor_kl"] = anchor_kl
                     if held_out is not None and cfg.eval_every and run.step % cfg.eval_every == 0:
                         row["eval_loss"] = self.evaluate_loss(held_out)
                     run.history.append(row)
@@ -481,8 +480,9 @@ class QLoRATrainer:
             plot_loss(run.history, Path(cfg.output_dir) / "loss.png")
         return result
 
-    def _step(self, data: "_Tensors", micro: list[Any]) -> tuple[float, int]:
-        """Forward and backward over the micro-batches of one optimizer step."""
+    def _step(self, data: "_Tensors", micro: list[Any]) -> tuple[float, int, float | None]:
+        """Forward and backward over the micro-batches of one optimizer step: (loss, target
+        tokens, KL per anchor target token or None when the step had no anchor block)."""
         import torch
 
         # Normalise by the target tokens of the whole step, not per micro-batch, so
@@ -511,8 +511,7 @@ class QLoRATrainer:
                         loss = self.loss_sum(ids, labels, pos) / max(1, step_targets)
                     loss.backward()
                 step_loss += loss.item()
-        self._last_anchor_kl = anchor_kl / anchor_targets if anchor_targets else None
-        return step_loss, step_targets
+        return step_loss, step_targets, (anchor_kl / anchor_targets if anchor_targets else None)
 
     def evaluate_loss(self, data: "Any") -> float:
         """Mean per-token loss on held-out blocks (no gradients, dropout off)."""
