@@ -76,6 +76,10 @@ class ChunkStats:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "padding_fraction": round(self.padding_fraction, 4)}
 
+    def __add__(self, other: "ChunkStats") -> "ChunkStats":
+        """The counts of two chunking runs together (blocks built in two calls, one dataset)."""
+        return ChunkStats(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ChunkStats":
         names = {f.name for f in fields(cls)}

@@ -16,12 +16,12 @@ import json
 import random
 import re
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .augment import ProbeGuard, augment_for_infusion, whole_sentences
-from .chunker import Chunker, ChunkStats
+from .chunker import Chunker
 from .config import InfuseConfig
 from .corpus import Corpus
 from .corpus import read_jsonl as corpus_read_jsonl
@@ -186,8 +186,7 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
         from datasets import concatenate_datasets
 
         marked = chunker(anchors)
-        stats, anchor_blocks = ChunkStats(**{f.name: getattr(stats, f.name) + getattr(chunker.stats, f.name)
-                                             for f in fields(ChunkStats)}), len(marked)
+        stats, anchor_blocks = stats + chunker.stats, len(marked)
         blocks = concatenate_datasets([blocks.add_column("anchor", [False] * len(blocks)),
                                        marked.add_column("anchor", [True] * len(marked))])
     echo(

@@ -274,3 +274,13 @@ def test_save_and_load(tiny_tokenizer, sample_text, tmp_path):
         chunker.save(blocks, tmp_path / "other")
     with pytest.raises(KinfuseError, match="save right after chunking"):
         chunker.save(blocks.select(range(1)), tmp_path / "x")
+
+
+def test_chunk_stats_add_every_count():
+    from kinfuse import ChunkStats
+
+    a, b = ChunkStats(documents=2, tokens_packed=90, padding=10, blocks=1), ChunkStats(documents=1, tokens_packed=30,
+                                                                                      padding=70, blocks=1)
+    total = a + b
+    assert (total.documents, total.tokens_packed, total.padding, total.blocks) == (3, 120, 80, 2)
+    assert total.padding_fraction == 0.4 and a.documents == 2  # the parts are left as they were
