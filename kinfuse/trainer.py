@@ -187,15 +187,13 @@ class QLoRATrainer:
         # cross-entropy (Triton when the kernels are, else its torch twin): it never builds the
         # (N, V) logits and takes its gradients in the same pass, which on the CPU benchmark is
         # both faster and ~1 GiB leaner than logits + F.cross_entropy.
-        from .kernels import load_op, patch_model, resolve, triton_available
+        from .kernels import load_op, patch_model, resolve
 
         self.kernel_patch = None
-        impl = "torch"
-        mode = cfg.kernels
-        if mode == "auto":  # the twins are for checking, not speed: stock modules where Triton cannot run
-            mode = "triton" if self.device.type == "cuda" and triton_available() else "none"
-        if mode != "none":
-            impl = resolve(mode, self.device)
+        impl = "torch" if cfg.kernels == "none" else resolve(cfg.kernels, self.device)
+        # "auto" where Triton cannot run would patch in the twins, which are for checking, not
+        # speed: the trainer keeps the stock modules there instead.
+        if cfg.kernels != "none" and (impl == "triton" or cfg.kernels == "torch"):
             self.kernel_patch = patch_model(self.model, impl)
         self._fused_ce = load_op("fused_linear_cross_entropy", impl)
         # LoRA layers the kernels did not take get one addmm instead of peft's four (tokens, out)

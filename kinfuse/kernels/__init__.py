@@ -84,7 +84,7 @@ def resolve(mode: str, device: Any) -> str:
     raise KernelError(
         f"kernels='triton' on device {device.type!r}: Triton kernels run on CUDA GPUs; on a CPU only in "
         "Triton's interpreter (set TRITON_INTERPRET=1 before triton is imported; slow, for tests). "
-        "Use kernels='auto' (Triton on CUDA only) or 'torch' (the twins)"
+        "Use kernels='auto' (Triton where it can run) or 'torch' (the twins)"
     )
 
 
