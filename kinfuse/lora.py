@@ -67,17 +67,17 @@ def plain_adapter(layer: torch.nn.Module) -> str | None:
 
 
 def _lean_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    """peft's LoRA forward for the one case training runs (one plain LoRA adapter, unmerged, no
-    autocast, one dtype): base(x) + scaling * B(A(dropout(x))) as a single addmm. Anything else
-    goes to peft's own forward."""
+    """peft's LoRA forward for the one case training runs (one plain LoRA adapter, unmerged, one
+    dtype or x in autocast's dtype): base(x) + scaling * B(A(dropout(x))) as a single addmm.
+    Anything else goes to peft's own forward."""
     name = plain_adapter(self)
-    plain = (
-        not args and not kwargs and name is not None and not self.disable_adapters and not self.merged
-        and not torch.is_autocast_enabled()
-    )
+    plain = not args and not kwargs and name is not None and not self.disable_adapters and not self.merged
     if plain:
         a, b = self.lora_A[name], self.lora_B[name]
-        plain = b.bias is None and x.dtype == a.weight.dtype == b.weight.dtype
+        if torch.is_autocast_enabled(x.device.type):  # autocast casts the weights to x's dtype
+            plain = b.bias is None and x.dtype == torch.get_autocast_dtype(x.device.type)
+        else:
+            plain = b.bias is None and x.dtype == a.weight.dtype == b.weight.dtype
     if not plain:
         return type(self).forward(self, x, *args, **kwargs)
     result = self.base_layer(x)  # (..., out)

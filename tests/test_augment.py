@@ -241,7 +241,7 @@ def test_model_generator_plumbing(writer_model, tmp_path):
     config = InfuseConfig(model=writer_model)
     config.data.paraphrases, config.data.generated_qa = 2, 2
     config.eval.probes = [str(probes)]
-    trainer = QLoRATrainer(writer_model, TrainConfig(quantize="none", progress=False))
+    trainer = QLoRATrainer(writer_model, TrainConfig(quantize="none", compute_dtype="float32", progress=False))
     cache = tmp_path / "augment.json"
     lines = []
     result = augment_for_infusion(config, [{"text": SECTION, "source": "zephyr.html"}], trainer, cache, lines.append)

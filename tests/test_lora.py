@@ -139,3 +139,23 @@ def test_lean_lora_forward_matches_peft(quantize):
     del model.base_model.model[0].forward
     assert use_lean_lora_forward(model, bits_dropout=True) == 1
     assert type(model.base_model.model[0].lora_dropout["default"]) is BitsDropout
+
+
+def test_lean_lora_forward_runs_under_autocast(monkeypatch):
+    """Under CPU bf16 autocast (the trainer's path on CPUs with native bf16) the lean forward
+    still takes the case, rather than falling back to peft's, and gives peft's result."""
+    from peft.tuners.lora import Linear as LoraLinear
+
+    model = _tiny_lora(False, dropout=0.0)
+    for i in (0, 2):
+        model.base_model.model[i].base_layer.to(torch.bfloat16)  # frozen base in bf16, LoRA in fp32
+    x = torch.randn(3, 5, 64, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        want = model(x)
+        use_lean_lora_forward(model)
+        calls = []
+        peft_forward = LoraLinear.forward
+        monkeypatch.setattr(LoraLinear, "forward", lambda self, *a, **k: calls.append(1) or peft_forward(self, *a, **k))
+        got = model(x)
+    assert not calls and got.dtype == torch.bfloat16
+    torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)

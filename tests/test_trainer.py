@@ -460,5 +460,17 @@ def test_anchor_blocks_train_on_kl_not_cross_entropy(tiny_model, blocks):
     scale = sum(targets) / targets[0]
     assert [r["loss"] * scale for r in zero] == pytest.approx([r["loss"] for r in first_only], rel=1e-4)
     assert anchored[0]["loss"] * scale == pytest.approx(first_only[0]["loss"], rel=1e-4)  # KL is 0 at step 1
+    # "ce" is the text part of a mixed step: the plain block's own cross-entropy per target
+    assert [r["ce"] for r in zero] == pytest.approx([r["loss"] for r in first_only], rel=1e-4)
     # with weight 1 the KL counts (and pulls the adapter back towards the base)
     assert abs(anchored[-1]["loss"] * scale - first_only[-1]["loss"]) > 1e-3
+
+
+def test_first_and_final_loss_are_cross_entropy_skipping_anchor_only_steps(tiny_model, blocks):
+    marked = blocks.select(range(2)).add_column("anchor", [True, False])
+    cfg = TrainConfig(max_steps=4, micro_batch_size=1, **EXACT, **FAST)
+    result = QLoRATrainer(tiny_model, cfg).train(marked)
+    kinds = ["anchor" if "anchor_kl" in r else "text" for r in result.history]
+    assert kinds.count("anchor") == 2 and (kinds[0] == "anchor" or kinds[-1] == "anchor")  # the case to test
+    text = [r["loss"] for r, k in zip(result.history, kinds) if k == "text"]
+    assert (result.first_loss, result.final_loss) == (text[0], text[-1]) and min(text) > 0.1
