@@ -343,7 +343,7 @@ class Evaluator:
         tokenizer: Any = None,
         *,
         max_new_tokens: int | None = None,
-        batch_size: int = 8,
+        batch_size: int = 32,
         sampling: str = "greedy",
         seed: int = 0,
     ):
