@@ -91,6 +91,11 @@ def build_report(
     chat = Comparison([r for c in (probes, retention) if c is not None for r in c.results])
     if any(r.kind == "chat" for r in chat.results):
         metrics["chat"] = chat.chat_behaviour()
+        # Knowledge answers are short; general ones can run past the token limit, base included.
+        metrics["chat"]["by_set"] = {
+            name: {k: b[k] for k in ("n", "base_ended_rate", "adapted_ended_rate", "end_kept")}
+            for name, c in (("probes", probes), ("retention", retention))
+            if c is not None and (b := c.chat_behaviour())["n"]}
     if lm_eval:
         metrics["lm_eval"] = lm_eval
     answers = []
@@ -229,6 +234,9 @@ def summary(report: dict[str, Any]) -> str:
                      f"in chat format {_pct(c['adapted_format_rate'])} "
                      f"(base {_pct(c['base_format_rate'])}), both {_pct(c['adapted_ok_rate'])} "
                      f"(base {_pct(c['base_ok_rate'])}; n={c['n']})")
+        for name, b in c.get("by_set", {}).items():
+            lines.append(f"  {name + ':':<16}adapted ends {_pct(b['adapted_ended_rate'])} of {b['n']} "
+                         f"(base {_pct(b['base_ended_rate'])}; {_pct(b['end_kept'])} of those the base ended)")
     if "lm_eval" in m and "skipped" in m["lm_eval"]:
         lines.append(f"lm-eval:          skipped ({m['lm_eval']['skipped']})")
     t = report.get("train") or {}

@@ -57,6 +57,10 @@ def test_report_metrics_json_and_self_contained_html(tmp_path):
     assert m["chat"]["n"] == 3 and m["chat"]["adapted_ended_rate"] == pytest.approx(2 / 3)
     assert m["chat"]["adapted_format_rate"] == pytest.approx(2 / 3) and m["chat"]["adapted_ok_rate"] == pytest.approx(1 / 3)
     assert m["chat"]["base_ok_rate"] == 1.0
+    # and per set: the knowledge answer ended its turn, one of the two general ones did
+    assert m["chat"]["by_set"] == {
+        "probes": {"n": 1, "base_ended_rate": 1.0, "adapted_ended_rate": 1.0, "end_kept": 1.0},
+        "retention": {"n": 2, "base_ended_rate": 1.0, "adapted_ended_rate": 0.5, "end_kept": 0.5}}
     json_path, html_path = write_report(report, tmp_path)
     saved = _strict_json(json_path)
     assert saved["metrics"]["kl"] == {"general_text": 0.0123, "general_chat": 0.02}
@@ -80,6 +84,7 @@ def test_summary_and_empty_report():
     assert "log-likelihood accuracy 0% -> 100% (n=1)" in text
     assert "keeps 50% of the 2/2 general answers" in text and "perplexity 10.00 -> 10.50 (+5.0%)" in text
     assert "general_text 0.0123" in text and "chat behaviour:   adapted ends 67% of turns" in text
+    assert "  retention:      adapted ends 50% of 2 (base 100%; 50% of those the base ended)" in text
     assert "lm-eval:          skipped" in text and "training:         40 steps" in text
     empty = build_report()
     assert summary(empty) == "nothing was evaluated"
