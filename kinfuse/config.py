@@ -53,7 +53,7 @@ class TrainConfig:
     # positions, times this weight, in place of cross-entropy.
     anchor_kl_weight: float = 1.0
     optimizer: str = "auto"  # auto: paged AdamW 32-bit on CUDA, torch AdamW elsewhere
-    compute_dtype: str = "auto"  # auto: bf16 on GPUs that support it, else fp16 on CUDA, fp32 on CPU
+    compute_dtype: str = "auto"  # auto: bf16 on GPUs that support it, else fp16 on CUDA; on a CPU bf16 where it has native bf16 (AVX512-BF16, AMX), else fp32
     gradient_checkpointing: bool = True  # recompute activations in backward: less memory, ~30% more time
     attention: str = "auto"  # attention implementation; auto: flash-attn if importable on CUDA, else sdpa
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda[:N]"
