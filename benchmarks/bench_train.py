@@ -6,7 +6,8 @@ One run trains the same blocks with
   reference  transformers.Trainer + peft + bitsandbytes, as the 2023 QLoRA scripts set it up
              (qlora.py / run_clm.py): NF4 + double quantization, prepare_model_for_kbit_training,
              LoRA on every linear layer but lm_head, gradient checkpointing, paged_adamw_32bit
-             (adamw_torch on CPU), bf16 on CUDA (fp32 on CPU), SDPA attention;
+             (adamw_torch on CPU), bf16 where kinfuse's "auto" picks it (CUDA, CPUs with native
+             bf16; else fp32), SDPA attention;
   kinfuse    kinfuse.QLoRATrainer with the same LoRA and optimizer settings (and, with
              --recipes, its variants: kinfuse-stock, kinfuse-nogc, kinfuse-offload);
 
@@ -228,6 +229,14 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _bf16(device: str) -> bool:
+    """bf16 where kinfuse's compute_dtype="auto" picks it (CUDA, and CPUs with native bf16),
+    so that both recipes compute in the same dtype."""
+    from kinfuse.trainer import cpu_has_bf16
+
+    return device == "cuda" or cpu_has_bf16()
+
+
 def _reference_model(model_path: str, device: str) -> Any:
     """The 2023 QLoRA model set-up (qlora.py get_accelerate_model, with run_clm's data)."""
     import torch
@@ -235,7 +244,7 @@ def _reference_model(model_path: str, device: str) -> Any:
     from peft.tuners.lora import LoraLayer
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
-    bf16 = device == "cuda"
+    bf16 = _bf16(device)
     dtype = torch.bfloat16 if bf16 else torch.float32
     model = AutoModelForCausalLM.from_pretrained(
         model_path,
@@ -284,7 +293,7 @@ def _reference_trainer(model: Any, blocks: list[list[int]], *, device: str, micr
         weight_decay=0.0,
         max_grad_norm=1.0,  # kinfuse's default clipping
         optim="paged_adamw_32bit" if cuda else "adamw_torch",
-        bf16=cuda,
+        bf16=_bf16(device),  # on a CPU, Trainer runs bf16 as CPU autocast
         gradient_checkpointing=True,
         use_cpu=not cuda,
         eval_strategy="no",
@@ -425,7 +434,7 @@ def run_worker(recipe: str, model_path: str, blocks: list[list[int]], *, device:
         out["optimizer"] = hf.args.optim.value if hasattr(hf.args.optim, "value") else str(hf.args.optim)
         out["recipe_notes"] = ("transformers.Trainer; prepare_model_for_kbit_training; LoRA all-linear (no lm_head) "
                                "r=64 alpha=16 dropout=0.1; qlora.py dtype pass (LoRA/embeddings/lm_head bf16 and "
-                               "norms fp32 on CUDA); bf16 autocast on CUDA; SDPA; non-reentrant checkpointing")
+                               "norms fp32 where bf16); bf16 autocast where bf16; SDPA; non-reentrant checkpointing")
     else:
         result = trainer.train(_kinfuse_blocks(blocks))
         hist = result.history

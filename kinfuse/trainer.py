@@ -83,10 +83,10 @@ def _pick_dtype(name: str, device: Any) -> Any:
     # A CPU with native bf16 dot products (AVX512-BF16, AMX) runs bf16 matmuls 2-2.5x faster
     # than fp32 (measured 414 vs 180 GFLOPS on 2 cores of a Xeon with AVX512-BF16); on one
     # without, torch emulates them and they are slower than fp32.
-    return torch.bfloat16 if _cpu_has_bf16() else torch.float32
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32
 
 
-def _cpu_has_bf16() -> bool:
+def cpu_has_bf16() -> bool:
     import torch
 
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private, so looked up with care
