@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import KinfuseError
-from .evaluator import _documents, chat_format_problem, load_probes, normalize, parse_qa_pairs
+from .evaluator import BATCH_SIZE, _documents, chat_format_problem, load_probes, normalize, parse_qa_pairs
 
 CACHE_VERSION = 1
 SAVE_EVERY = 32  # prompts generated between cache writes
@@ -226,7 +226,7 @@ class Generator:
         return None
 
     @staticmethod
-    def from_spec(spec: Any, *, trainer: Any = None, batch_size: int = 32, name: str | None = None) -> "Generator":
+    def from_spec(spec: Any, *, trainer: Any = None, batch_size: int = BATCH_SIZE, name: str | None = None) -> "Generator":
         """A Generator from None (the model being trained: `trainer`, adapter off), a Generator,
         a callable `fn(prompt) -> str`, a QLoRATrainer or (model, tokenizer) pair, or a Hugging
         Face model path / id (loaded without quantization)."""
@@ -278,7 +278,7 @@ class ModelGenerator(Generator):
     """A causal LM writing greedy replies in batches through `Evaluator.generate`, with the LoRA
     adapter disabled (the base model's own words), in chat form when it has a chat template."""
 
-    def __init__(self, model_or_trainer: Any, tokenizer: Any = None, *, batch_size: int = 32, name: str | None = None):
+    def __init__(self, model_or_trainer: Any, tokenizer: Any = None, *, batch_size: int = BATCH_SIZE, name: str | None = None):
         from .evaluator import Evaluator
 
         self.evaluator = Evaluator(model_or_trainer, tokenizer, batch_size=batch_size)
@@ -288,7 +288,7 @@ class ModelGenerator(Generator):
         self.context_tokens = getattr(getattr(model, "config", None), "max_position_embeddings", None)
 
     @classmethod
-    def load(cls, name: str, *, batch_size: int = 32) -> "ModelGenerator":
+    def load(cls, name: str, *, batch_size: int = BATCH_SIZE) -> "ModelGenerator":
         import torch
 
         from .models import load_model, load_tokenizer, resolve_model

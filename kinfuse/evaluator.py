@@ -41,6 +41,9 @@ _PUNCT = re.compile(r"[^\w\s.]|(?<!\d)\.|\.(?!\d)")
 
 # The 2023 reference workflow's generation settings (sampling at a near-zero temperature).
 REFERENCE_SAMPLING = {"max_new_tokens": 200, "top_p": 0.9, "temperature": 0.01}
+# Answers generated per batch: on 2 CPU cores 32 answers of the 135M model take 51 s in one
+# batch and 124 s in four of 8 (decoding reads the weights once per step for the whole batch).
+BATCH_SIZE = 32
 SAMPLING_MODES = ("greedy", "reference")
 
 
@@ -343,7 +346,7 @@ class Evaluator:
         tokenizer: Any = None,
         *,
         max_new_tokens: int | None = None,
-        batch_size: int = 32,
+        batch_size: int = BATCH_SIZE,
         sampling: str = "greedy",
         seed: int = 0,
     ):

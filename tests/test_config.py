@@ -52,3 +52,10 @@ def test_example_configs_are_valid():
     assert examples / "aws-summit-2023" / "infuse.toml" in configs  # the demo config, at least
     for path in configs:
         InfuseConfig.from_toml(path).validate()
+
+
+def test_eval_batch_size_default_is_the_evaluators():
+    from kinfuse.config import EvalConfig
+    from kinfuse.evaluator import BATCH_SIZE
+
+    assert EvalConfig().batch_size == BATCH_SIZE  # config.py stays free of heavy imports, so it repeats it
