@@ -147,12 +147,14 @@ def load_source(source: str | os.PathLike, base: str | None = None) -> Source:
         train_cfg = (metrics.get("config") or {}).get("train") or {}
         quantize = train_cfg.get("quantize", "nf4")
         device = str((metrics.get("train") or {}).get("device") or "cpu")
-        quant_dtype = _trained_dtype(train_cfg.get("compute_dtype", "auto"), device)
+        quant_dtype = (metrics.get("train") or {}).get("compute_dtype") or _trained_dtype(
+            train_cfg.get("compute_dtype", "auto"), device)
         trained_on = "cuda" if device.startswith("cuda") else "cpu"
         base_ref = base or metrics.get("model") or base_ref
     elif (adapter.parent / "meta.json").is_file():  # a trainer checkpoint: checkpoints/step-N/adapter
         meta = json.loads((adapter.parent / "meta.json").read_text())
         quantize = (meta.get("lora") or {}).get("quantize")
+        quant_dtype = meta.get("compute_dtype") or quant_dtype
         base_ref = base or meta.get("model") or base_ref
     if not base_ref:
         raise ExportError(f"{adapter}: no base model named (adapter_config.json has no base_model_name_or_path); "
@@ -161,9 +163,10 @@ def load_source(source: str | os.PathLike, base: str | None = None) -> Source:
 
 
 def _trained_dtype(name: str, device: str | None) -> str:
+    """The compute dtype of a run that did not record it (kinfuse before 2026-11-26)."""
     if name and name != "auto":
         return name
-    # kinfuse's "auto": bf16 on a GPU (fp16 on the few without bf16, which we cannot tell), fp32 on CPU
+    # kinfuse's "auto" then: bf16 on a GPU (fp16 on the few without bf16, which we cannot tell), fp32 on CPU
     return "bfloat16" if device and str(device).startswith("cuda") else "float32"
 
 

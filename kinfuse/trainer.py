@@ -47,6 +47,7 @@ class TrainResult:
     first_loss: float
     final_loss: float
     device: str
+    compute_dtype: str  # what training computed in ("bfloat16", "float32"): NF4 weights were quantized from it
     history: list[dict[str, float]] = field(default_factory=list)  # one row per step
     interrupted: bool = False  # stopped early by SIGINT/SIGTERM (after checkpointing)
     checkpoint: str | None = None  # the last checkpoint written or resumed from
@@ -147,6 +148,7 @@ class QLoRATrainer:
         cfg = self.config
         self.device = _pick_device(cfg.device)
         self.compute_dtype = _pick_dtype(cfg.compute_dtype, self.device)
+        self.dtype_name = str(self.compute_dtype).removeprefix("torch.")  # recorded for export (results, checkpoints)
         self.model_name = resolve_model(model)
         if self.device.type == "cpu" and cfg.cpu_mmap_threshold:
             set_mmap_threshold(cfg.cpu_mmap_threshold)  # before loading: quantization churns memory too
@@ -491,6 +493,7 @@ class QLoRATrainer:
             first_loss=ce_rows[0] if ce_rows else float("nan"),
             final_loss=ce_rows[-1] if ce_rows else float("nan"),
             device=str(device),
+            compute_dtype=self.dtype_name,
             history=run.history,
             interrupted=stop.requested,
             checkpoint=str(self.last_checkpoint) if self.last_checkpoint else None,
@@ -577,6 +580,7 @@ class QLoRATrainer:
         c = self.config
         return {
             "model": self.model_name,
+            "compute_dtype": self.dtype_name,
             "lora": {"r": c.lora_r, "alpha": c.lora_alpha, "target_modules": c.target_modules,
                      "use_dora": c.use_dora, "use_rslora": c.use_rslora, "quantize": c.quantize},
             "blocks": [data.n, data.length],

@@ -7,6 +7,7 @@ import errno
 import importlib
 import json
 import runpy
+import shutil
 import sys
 import tarfile
 import types
@@ -103,18 +104,37 @@ def test_merged_verifies_and_matches_the_nf4_weights_trained(run, tiny_model, tm
 
     from kinfuse.models import load_model
 
-    model = load_model(tiny_model, quantize="nf4", compute_dtype=torch.float32, device=torch.device("cpu"))
+    dtype = getattr(torch, ex.load_source(run).quant_dtype)  # the run's: bf16 on a CPU with native bf16
+    model = load_model(tiny_model, quantize="nf4", compute_dtype=dtype, device=torch.device("cpu"))
     with safe_open(str(Path(tiny_model) / "model.safetensors"), "pt") as f:
         for name, module in model.named_modules():
             if isinstance(module, bnb.nn.Linear4bit):
                 trained = bnb.functional.dequantize_4bit(module.weight.data, module.weight.quant_state)
-                assert torch.equal(ex.nf4_roundtrip(f.get_tensor(f"{name}.weight"), torch.float32), trained), name
+                assert torch.equal(ex.nf4_roundtrip(f.get_tensor(f"{name}.weight"), dtype), trained), name
 
     report = kinfuse.verify(out, **QUIET)  # plain transformers in a subprocess vs base NF4 + adapter
     assert report.ok and report.kind == "merged" and report.prompts == 4, report.summary()
     assert report.max_abs_diff <= report.tolerance
     assert report.adapter_effect > 5 * report.tolerance  # the check can tell the adapter from no adapter
     print(f"\nmerged bf16 (NF4 run): {report.summary()}")
+
+
+def test_quantization_dtype_is_the_one_training_recorded(run, tmp_path):
+    from kinfuse.trainer import _pick_dtype
+
+    # the run's metrics.json carries what training computed in ("auto" resolved on this machine)
+    want = str(_pick_dtype("auto", torch.device("cpu"))).removeprefix("torch.")
+    assert json.loads((run / "metrics.json").read_text())["train"]["compute_dtype"] == want
+    assert ex.load_source(run).quant_dtype == want
+    # a run from before kinfuse recorded it: "auto" on a CPU meant fp32 then
+    shutil.copytree(run / "adapter", tmp_path / "old" / "adapter")
+    old = save_run(tmp_path / "old", "m", TrainConfig(), {"device": "cpu"})
+    assert ex.load_source(old).quant_dtype == "float32"
+    # a trainer checkpoint records it in meta.json
+    step = tmp_path / "checkpoints" / "step-1"
+    shutil.copytree(run / "adapter", step / "adapter")
+    (step / "meta.json").write_text(json.dumps({"model": "m", "compute_dtype": "bfloat16", "lora": {"quantize": "nf4"}}))
+    assert ex.load_source(step / "adapter").quant_dtype == "bfloat16"
 
 
 def test_verify_fails_a_broken_export(run, tmp_path, capsys):
