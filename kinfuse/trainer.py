@@ -211,9 +211,9 @@ class QLoRATrainer:
 
         self.kernel_patch = None
         impl = "torch" if cfg.kernels == "none" else resolve(cfg.kernels, self.device)
-        # "auto" where Triton cannot run would patch in the twins, which are for checking, not
-        # speed: the trainer keeps the stock modules there instead.
-        if cfg.kernels != "none" and (impl == "triton" or cfg.kernels == "torch"):
+        # "auto" where Triton cannot run resolves to the twins, which are for checking, not
+        # speed: the trainer patches only Triton, or the twins when asked for by name.
+        if impl == "triton" or cfg.kernels == "torch":
             self.kernel_patch = patch_model(self.model, impl)
         self._fused_ce = load_op("fused_linear_cross_entropy", impl)
         # LoRA layers the kernels did not take get one addmm instead of peft's four (tokens, out)
@@ -510,14 +510,14 @@ class QLoRATrainer:
 
         # Normalise by the target tokens of the whole step, not per micro-batch, so
         # accumulation equals one large batch whatever the padding.
-        step_targets = sum(int((data.labels[m][:, 1:] != -100).sum()) for m in micro)
+        step_targets = int(sum(data.targets[m].sum() for m in micro))
         step_loss = 0.0
         offload = (
             torch.autograd.graph.save_on_cpu(pin_memory=True)
             if self.offload_activations
             else contextlib.nullcontext()
         )
-        anchor_kl = anchor_targets = ce = ce_targets = 0.0
+        sums, counts = [0.0, 0.0], [0, 0]  # [cross-entropy, anchor KL] and their target tokens
         for m in micro:
             # Anchor blocks (kept close to the base model) and plain blocks go in separate passes.
             parts = [(m, False)] if data.anchor is None else [
@@ -525,20 +525,15 @@ class QLoRATrainer:
             for rows, is_anchor in parts:
                 ids, labels, pos = (t[rows].to(self.device) for t in (data.ids, data.labels, data.pos))
                 with self._autocast(), offload:
-                    if is_anchor:
-                        kl = self.kl_sum(ids, labels, pos)
-                        loss = self.config.anchor_kl_weight * kl / max(1, step_targets)
-                        anchor_kl += kl.item()
-                        anchor_targets += int((labels[:, 1:] != -100).sum())
-                    else:
-                        ce_sum = self.loss_sum(ids, labels, pos)
-                        loss = ce_sum / max(1, step_targets)
-                        ce += ce_sum.item()
-                        ce_targets += int((labels[:, 1:] != -100).sum())
+                    part = (self.kl_sum if is_anchor else self.loss_sum)(ids, labels, pos)
+                    weight = self.config.anchor_kl_weight if is_anchor else 1.0
+                    loss = weight * part / max(1, step_targets)
                     loss.backward()
+                sums[is_anchor] += part.item()
+                counts[is_anchor] += int(data.targets[rows].sum())
                 step_loss += loss.item()
-        return (step_loss, step_targets, anchor_kl / anchor_targets if anchor_targets else None,
-                ce / ce_targets if ce_targets else None)
+        ce, kl = (s / c if c else None for s, c in zip(sums, counts))
+        return step_loss, step_targets, kl, ce
 
     def evaluate_loss(self, data: "Any") -> float:
         """Mean per-token loss on held-out blocks (no gradients, dropout off)."""
@@ -554,7 +549,7 @@ class QLoRATrainer:
                     m = torch.arange(i, min(i + self.config.micro_batch_size, data.n))
                     ids, labels, pos = (t[m].to(self.device) for t in (data.ids, data.labels, data.pos))
                     total += self.loss_sum(ids, labels, pos).item()
-                    count += int((labels[:, 1:] != -100).sum())
+                    count += int(data.targets[m].sum())
         finally:
             self.model.train(was_training)
         return total / max(1, count)
@@ -721,6 +716,8 @@ class _Tensors:
         # Real (non-padding) tokens per block, for honest tokens/s.
         self.real = (torch.tensor(blocks["num_tokens"], dtype=torch.long) if "num_tokens" in cols
                      else torch.full((self.n,), self.length, dtype=torch.long))  # (N,)
+        # Target tokens per block (a loss is normalised by those of its whole step).
+        self.targets = (self.labels[:, 1:] != -100).sum(1)  # (N,)
         # Blocks to keep close to the base model (KL instead of cross-entropy), if marked.
         self.anchor = (torch.tensor(blocks["anchor"], dtype=torch.bool) if "anchor" in cols
                        and any(blocks["anchor"]) else None)  # (N,)
