@@ -137,7 +137,8 @@ def split_sections(text: str, max_chars: int) -> list[str]:
         else:
             sections.append(unit)
     if len(sections) > 1 and len(sections[-1]) < max_chars // 4:
-        sections[-2] += "\n" + sections.pop()
+        last = sections.pop()  # popped before the join: `sections[-2] += ... pop()` indexes a list it shrinks
+        sections[-1] += "\n" + last
     return sections
 
 

@@ -20,6 +20,7 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANTIZE = ("nf4", "none")
 ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2", "flex_attention")
 KERNELS = ("none", "auto", "triton", "torch")
+ORDERS = ("mixed", "qa_first")
 
 
 @dataclass
@@ -159,6 +160,11 @@ class DataConfig:
     # Replay text and self-distilled answers as anchors: trained to keep the base model's
     # next-token distributions (KL, TrainConfig.anchor_kl_weight) rather than as text to learn.
     anchor_kl: bool = False
+    # Rule-based augmentation (kinfuse.synth): no writer model, every fact of the corpus. Each
+    # epoch sees other wordings and variants (the rows are laid out one round per epoch).
+    questions: int = 2  # questions per fact per epoch, written by rules from every sentence, table row and FAQ; 0: off
+    document_variants: int = 1  # rewritten copies of each document per epoch (pronouns resolved, shuffled, by section); 0: off
+    order: str = "mixed"  # "mixed": each epoch shuffles all its blocks; "qa_first": its Q&A blocks, then the rest
     # Augmentation (kinfuse.augment, opt-in), generated once and cached in out_dir/augment.json:
     paraphrases: int = 0  # rewrites per document section, one per style (at most 5), trained as text; 0: off
     generated_qa: int = 0  # question-answer pairs per document section, trained as chat; 0: off
@@ -175,6 +181,11 @@ class DataConfig:
             p.append(f"self_distill={self.self_distill}: must be >= 0")
         _positive(p, "corpus_repeats", self.corpus_repeats)
         _positive(p, "qa_repeats", self.qa_repeats)
+        for name in ("questions", "document_variants"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 20:
+                p.append(f"{name}={value!r}: must be an integer from 0 to 20 (0 turns it off)")
+        _choice(p, "order", self.order, ORDERS)
         from .augment import PARAPHRASE_STYLES
 
         if not isinstance(self.paraphrases, int) or not 0 <= self.paraphrases <= len(PARAPHRASE_STYLES):
@@ -212,6 +223,9 @@ class InfuseConfig:
     """One infusion run: corpus -> blocks -> training -> evaluation -> out_dir."""
 
     model: str = "default"  # Hugging Face id, local checkpoint folder, or "default" (embedded SmolLM2-135M)
+    # false: use the model as a base (completion) model, without its chat template: Q&A rows
+    # train as plain text ("question" newline "answer") and probes are asked as plain text
+    chat: bool = True
     out_dir: str = "out"  # where the adapter, metrics.json and the training log go
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -222,6 +236,8 @@ class InfuseConfig:
         p = [f"train.{x}" for x in self.train.problems()]
         p += self.corpus.problems() + [f"data.{x}" for x in self.data.problems()]
         p += [f"eval.{x}" for x in self.eval.problems()]
+        if not isinstance(self.chat, bool):
+            p.append(f"chat={self.chat!r}: must be true or false")
         _raise(p, "infusion config")
         return self
 
@@ -248,10 +264,10 @@ class InfuseConfig:
                     problems.append(f"[{key}] must be a table")
                     continue
                 kwargs[key] = _build(sections[key], value, key, problems)
-            elif key in ("model", "out_dir"):
+            elif key in ("model", "out_dir", "chat"):
                 kwargs[key] = value
             else:
-                problems.append(f"unknown key {key!r} (known: model, out_dir, {', '.join(sections)})")
+                problems.append(f"unknown key {key!r} (known: model, out_dir, chat, {', '.join(sections)})")
         _raise(problems, "infusion config")
         cfg = cls(**kwargs)
         if base_dir is not None:

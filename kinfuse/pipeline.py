@@ -13,6 +13,7 @@ about them, and costs general answers it knew. So the rows it trains on mix:
 from __future__ import annotations
 
 import json
+import math
 import random
 import re
 import time
@@ -21,12 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from .augment import ProbeGuard, augment_for_infusion, whole_sentences
-from .chunker import Chunker
+from .chunker import Chunker, ChunkStats
 from .config import InfuseConfig
 from .corpus import Corpus
 from .corpus import read_jsonl as corpus_read_jsonl
 from .errors import KinfuseError
+from .synth import synthesize
 from .evaluator import Comparison, Evaluator, general_prompts, general_texts
+from .models import load_tokenizer, resolve_model
 from .trainer import QLoRATrainer, TrainResult
 
 
@@ -65,9 +68,65 @@ def read_jsonl(path: str | Path, required: tuple[str, ...]) -> list[dict[str, An
     return rows
 
 
+def guard_sources(config: InfuseConfig) -> list[str]:
+    """The evaluation files (probes and retention) whose questions no training row may restate."""
+    return list(config.eval.probes) + list(config.eval.retention)
+
+
 def probe_guard(config: InfuseConfig) -> ProbeGuard:
     """The evaluation questions (probes and retention) that no training row may restate."""
-    return ProbeGuard(list(config.eval.probes) + list(config.eval.retention))
+    return ProbeGuard(guard_sources(config))
+
+
+def as_text(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat rows as plain text rows ("question" newline "answer"), for a model used without a chat template."""
+    return [{"text": f"{r['question']}\n{r['answer']}"} if "question" in r else r for r in rows]
+
+
+def layout_blocks(chunker: Chunker, rounds: list[tuple[list[dict], list[dict], list[dict]]], *, anchor_kl: bool,
+                  order: str) -> tuple[Any, ChunkStats, int]:
+    """Blocks for rounds of (Q&A rows, text rows, anchor rows): with `anchor_kl` the anchor rows
+    go in blocks of their own marked `anchor` (KL to the base model). `order` "mixed" packs
+    every round together (the trainer shuffles all blocks each epoch); "qa_first" gives each
+    round's Q&A blocks and then its text blocks ascending `phase` numbers, so they train in
+    that order (pre-instruction-tuning, Jiang et al. 2024), the anchors spread over both."""
+    from datasets import concatenate_datasets
+
+    parts: list[Any] = []
+    stats = ChunkStats()
+
+    def chunk(rows: list[dict], anchor: bool, phase: int | list[int] | None) -> None:
+        nonlocal stats
+        if not rows:
+            return
+        blocks = chunker(rows)
+        stats = stats + chunker.stats
+        blocks = blocks.add_column("anchor", [anchor] * len(blocks))
+        if phase is not None:
+            phases = phase if isinstance(phase, list) else [phase] * len(blocks)
+            blocks = blocks.add_column("phase", [phases[i % len(phases)] for i in range(len(blocks))])
+        parts.append(blocks)
+
+    if order == "mixed":
+        learn = [row for qa, text, _ in rounds for row in text + qa]
+        anchors = [row for *_, anchor_rows in rounds for row in anchor_rows]
+        if anchor_kl:
+            chunk(learn, False, None)
+            chunk(anchors, True, None)
+        else:
+            chunk(learn + anchors, False, None)
+    else:
+        for r, (qa, text, anchor_rows) in enumerate(rounds):
+            chunk(qa, False, 2 * r)
+            if anchor_kl:
+                chunk(text, False, 2 * r + 1)
+                chunk(anchor_rows, True, [2 * r, 2 * r + 1])
+            else:
+                chunk(text + anchor_rows, False, 2 * r + 1)
+    blocks = concatenate_datasets(parts) if len(parts) > 1 else parts[0]
+    if not anchor_kl or not any(blocks["anchor"]):
+        blocks = blocks.remove_columns("anchor")
+    return blocks, stats, sum(blocks["anchor"]) if "anchor" in blocks.column_names else 0
 
 
 def training_qa(config: InfuseConfig, guard: ProbeGuard | None = None) -> list[dict[str, Any]]:
@@ -168,30 +227,51 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     guard = probe_guard(config)
     qa = training_qa(config, guard) * data.qa_repeats
     echo(corpus.report())
+    # One round of rows per epoch when the rules write them, so each epoch sees other wordings;
+    # the trainer then runs epochs / rounds passes over all the rounds (the same step count).
+    uses_rules = bool(data.questions or data.document_variants)
+    n_rounds = max(1, math.ceil(config.train.epochs)) if uses_rules and config.train.max_steps is None else 1
     # checkpoints and loss.png go with the run unless the train config says otherwise
-    trainer = QLoRATrainer(config.model, replace(config.train, output_dir=config.train.output_dir or str(out)))
+    tokenizer = None
+    if not config.chat:  # a base (completion) model: no chat template, Q&A rows as plain text
+        tokenizer = load_tokenizer(resolve_model(config.model))
+        tokenizer.chat_template = None
+    trainer = QLoRATrainer(config.model, replace(config.train, output_dir=config.train.output_dir or str(out),
+                                                 epochs=config.train.epochs / n_rounds), tokenizer=tokenizer)
     evaluator = Evaluator(trainer, max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size)
     rows: list[dict[str, Any]] = [{"text": d.text} for d in corpus] * data.corpus_repeats
     corpus_chars = sum(len(r["text"]) for r in rows)
     # opt-in (data.paraphrases / data.generated_qa): written before training, cached in out/augment.json
     augmented = augment_for_infusion(config, corpus, trainer, out / "augment.json", echo)
+    # rule-based questions about every fact and rewritten documents (no writer model)
+    synth = None
+    if uses_rules:
+        synth = synthesize(corpus, probes=guard_sources(config), seed=config.train.seed)
+        synth.save(out / "generated.jsonl")
+        echo(synth.report())
     general = [d.text for d in Corpus.from_paths(data.replay_paths)] if data.replay_paths else general_texts("train")
     replay = replay_rows(general, int(data.replay_ratio * corpus_chars), config.train.seed)
-    distill = self_distill_rows(evaluator, data.self_distill, out / "self_distill.json", trainer.model_name, guard)
+    distill = self_distill_rows(evaluator, data.self_distill, out / "self_distill.json",
+                                trainer.model_name + ("" if config.chat else " (no chat template)"), guard)
     chunker = Chunker(trainer.tokenizer, data.block_size)
-    learn, anchors = rows + qa + augmented.rows, replay + distill
-    blocks = chunker(learn if data.anchor_kl else learn + anchors)
-    stats, anchor_blocks = chunker.stats, 0
-    if data.anchor_kl and anchors:  # in blocks of their own, marked for the KL loss
-        from datasets import concatenate_datasets
-
-        marked = chunker(anchors)
-        stats, anchor_blocks = stats + chunker.stats, len(marked)
-        blocks = concatenate_datasets([blocks.add_column("anchor", [False] * len(blocks)),
-                                       marked.add_column("anchor", [True] * len(marked))])
+    rounds = []
+    for r in range(n_rounds):
+        qa_rows = qa + [row for row in augmented.rows if "question" in row]
+        text_rows = rows + [row for row in augmented.rows if "question" not in row]
+        if synth:
+            qa_rows = qa_rows + synth.rows(r, data.questions)
+            text_rows = text_rows + synth.texts(r, data.document_variants)
+        anchor_rows = replay + distill
+        if not config.chat:
+            qa_rows, anchor_rows = as_text(qa_rows), as_text(anchor_rows)
+        rounds.append((qa_rows, text_rows, anchor_rows))
+    blocks, stats, anchor_blocks = layout_blocks(chunker, rounds, anchor_kl=data.anchor_kl, order=data.order)
+    synth_qa = sum(len(r[0]) for r in rounds) - n_rounds * (len(qa) + sum("question" in x for x in augmented.rows))
     echo(
-        f"training rows: {len(rows)} corpus, {len(qa)} Q&A, {len(replay)} replay, {len(distill)} self-distill "
-        f"-> {stats.blocks} blocks of {chunker.block_size} tokens "
+        f"training rows: {len(rows)} corpus, {len(qa)} Q&A, {len(replay)} replay, {len(distill)} self-distill"
+        + (f", {synth_qa} rule-written Q&A and {sum(len(r[1]) for r in rounds) - n_rounds * len(rows)} document "
+           f"variants over {n_rounds} rounds (one per epoch)" if synth else "")
+        + f" -> {stats.blocks} blocks of {chunker.block_size} tokens "
         + (f"({anchor_blocks} of them anchors: KL to the base model) " if anchor_blocks else "")
         + f"({stats.tokens_packed} tokens, {stats.padding_fraction:.1%} padding)"
     )
@@ -240,7 +320,8 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
         "corpus": {"documents": len(corpus), "sources": [r.__dict__ for r in corpus.records]},
         "data": {"corpus_rows": len(rows), "qa_rows": len(qa), "replay_rows": len(replay),
                  "self_distill_rows": len(distill), "block_size": chunker.block_size,
-                 "anchor_blocks": anchor_blocks, **stats.to_dict()},
+                 "anchor_blocks": anchor_blocks, "rounds": n_rounds, "rule_qa_rows": synth_qa,
+                 "document_variant_rows": sum(len(r[1]) for r in rounds) - n_rounds * len(rows), **stats.to_dict()},
         "train": {k: v for k, v in train.to_dict().items() if k != "history"},
         "probes": result.probes.to_dict() if result.probes else None,
         "retention": result.retention.to_dict() if result.retention else None,
@@ -257,6 +338,7 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     result.metrics["chat_behaviour"] = report["metrics"].get("chat")
     result.metrics["loglik"] = report["metrics"].get("loglik")
     result.metrics["augment"] = augmented.to_dict()
+    result.metrics["synth"] = synth.to_dict() if synth else None
     json_path, html_path = write_report(report, out)
     result.metrics["report"] = {"json": str(json_path), "html": str(html_path)}
     (out / "metrics.json").write_text(json.dumps(result.metrics, indent=2, default=str))

