@@ -165,6 +165,7 @@ class DataConfig:
     questions: int = 2  # questions per fact per epoch, written by rules from every sentence, table row and FAQ; 0: off
     document_variants: int = 1  # rewritten copies of each document per epoch (pronouns resolved, shuffled, by section); 0: off
     order: str = "mixed"  # "mixed": each epoch shuffles all its blocks; "qa_first": its Q&A blocks, then the rest
+    answers: str = "sentence"  # rule-written answers: "sentence" (the source sentence), "span-first" (the answer's words, then the sentence)
     # Augmentation (kinfuse.augment, opt-in), generated once and cached in out_dir/augment.json:
     paraphrases: int = 0  # rewrites per document section, one per style (at most 5), trained as text; 0: off
     generated_qa: int = 0  # question-answer pairs per document section, trained as chat; 0: off
@@ -186,6 +187,7 @@ class DataConfig:
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 20:
                 p.append(f"{name}={value!r}: must be an integer from 0 to 20 (0 turns it off)")
         _choice(p, "order", self.order, ORDERS)
+        _choice(p, "answers", self.answers, ("sentence", "span-first"))
         from .augment import PARAPHRASE_STYLES
 
         if not isinstance(self.paraphrases, int) or not 0 <= self.paraphrases <= len(PARAPHRASE_STYLES):

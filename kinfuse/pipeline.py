@@ -246,7 +246,7 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     # rule-based questions about every fact and rewritten documents (no writer model)
     synth = None
     if uses_rules:
-        synth = synthesize(corpus, probes=guard_sources(config), seed=config.train.seed)
+        synth = synthesize(corpus, probes=guard_sources(config), seed=config.train.seed, answers=data.answers)
         synth.save(out / "generated.jsonl")
         echo(synth.report())
     general = [d.text for d in Corpus.from_paths(data.replay_paths)] if data.replay_paths else general_texts("train")

@@ -72,8 +72,8 @@ def test_no_questions_about_pronouns_or_negations():
 
 def test_topic_added_when_the_clause_names_nothing():
     q = asked("The default port is 7718.", topic="Cairnbox Hub")
-    assert all(x.startswith("In Cairnbox Hub, ") for qs in q.values() for x in qs)
-    assert "In Cairnbox Hub, what is the default port?" in q["7718"]
+    assert all(x.startswith("For Cairnbox Hub, ") for qs in q.values() for x in qs)
+    assert "For Cairnbox Hub, what is the default port?" in q["7718"]
 
 
 def test_sentences_keep_abbreviations_and_decimals():
@@ -127,7 +127,7 @@ def test_synthesize_groups_rounds_guard_and_report(tmp_path):
     assert {"port 9410", "30 minutes", "March 3, 2025", "Quillstore"} <= spans
     assert "default" not in spans  # "by default" is wording, not an answer
     asked_for = {g.span: [q for q, _ in g.questions] for g in s.groups}
-    assert "In Quillstore, how often does the compactor run?" in asked_for["30 minutes"]
+    assert "For Quillstore, how often does the compactor run?" in asked_for["30 minutes"]
     assert "What port does Quillstore listen on?" in asked_for["port 9410"]
     # this wording is the probe's, nearly: dropped with its reason, never trained on
     assert {"question": "What port does Quillstore listen on by default?", "template": "wh0"}.items() <= next(

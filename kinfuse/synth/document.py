@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from .text import (
     PREPOSITIONS,
+    lemmas,
     Clause,
     is_name_token,
     is_plural_noun,
@@ -46,6 +47,7 @@ class Sentence:
     original: str  # as written in the document
     block: int  # index of the block it came from
     clauses: list[Clause] = field(default_factory=list)
+    topic: str = ""  # what its section is about: the section heading's subject, else the document's topic
 
 
 @dataclass
@@ -116,8 +118,33 @@ def topic_of(title: str, text: str) -> str:
     if n < 2:
         return ""
     # "Hub" most often, "Cairnbox Hub" in full: the full name says more
-    fuller = [m for m in counts if m != name and re.search(rf"\b{re.escape(name)}\b", m) and len(m.split()) <= 4]
+    fuller = [m for m in counts if m != name and re.search(rf"\b{re.escape(name)}\b", m) and len(m.split()) <= 4
+              and 2 * counts[m] >= n]
     return max(fuller, key=lambda m: (counts[m], -len(m))) if fuller else name
+
+
+_KIND_AFTER = re.compile(r"^(?:,\s*|\s+(?:is|are|was|were)\s+)(?:a|an|the)\s+((?:[\w-]+\s+){0,4}?)([a-z][a-z-]+)"
+                         r"(?=\s+(?:that|which|who|for|to|of|designed|built|from|with|in|on)\b|[,.;:]|$)")
+
+
+def name_kinds(sentences: list[str]) -> dict[str, str]:
+    """What names are, from "X is a new service ..." and "X, a capability that ...": the head noun
+    (with a noun before it: "instance family"), so reverse questions can ask "Which service ...?"."""
+    kinds: dict[str, str] = {}
+    for sentence in sentences:
+        for name in names_in(sentence):
+            at = sentence.find(name)
+            m = _KIND_AFTER.match(sentence[at + len(name):]) if at >= 0 else None
+            if not m or name in kinds:
+                continue
+            head = m.group(2)
+            before = m.group(1).split()
+            if "NOUN" not in lemmas(head) or head in ("one", "way", "part", "kind", "sort", "lot"):
+                continue
+            if before and before[-1].islower() and "NOUN" in lemmas(before[-1]) and "ADJ" not in lemmas(before[-1]):
+                head = f"{before[-1]} {head}"
+            kinds[name] = head
+    return kinds
 
 
 def _clauses(sentence: str) -> list[Clause]:
@@ -169,11 +196,17 @@ def _as_sentence(item: str) -> str | None:
 def read_document(text: str, source: str = "", title: str = "") -> ReadDocument:
     lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
     blocks = [(_kind(ln), ln) for ln in lines]
+    for b, (kind, line) in enumerate(blocks):  # "1. Agents for Amazon Bedrock" over a paragraph: a heading
+        item = _BULLET.sub("", line)
+        if kind == "item" and b + 1 < len(blocks) and blocks[b + 1][0] == "paragraph" and \
+                (b == 0 or blocks[b - 1][0] != "item") and _kind(item) == "heading":
+            blocks[b] = ("heading", item)
     topic = topic_of(title, text)
     sentences: list[Sentence] = []
     tables: list[TableFact] = []
     faq: list[tuple[str, str]] = []
     lead = term = heading_name = ""
+    section_topic = topic
     last_subject = ("", False)  # (text, plural) of the previous sentence's name subject
     header: list[str] | None = None
     caption = ""
@@ -191,10 +224,11 @@ def read_document(text: str, source: str = "", title: str = "") -> ReadDocument:
             continue
         if kind == "heading":
             lead = ""
+            section_topic = _heading_topic(line) or topic
             nxt = blocks[b + 1] if b + 1 < len(blocks) else ("", "")
             if line.endswith("?") and nxt[0] == "paragraph":
                 faq.append((line, nxt[1]))
-            elif nxt[0] == "paragraph" and len(line.split()) <= 4 and _is_definition(nxt[1]):
+            elif nxt[0] == "paragraph" and len(line.split()) <= 4 and _is_definition(line, nxt[1]):
                 term = line  # a definition list: "listen_port" over "The TCP port ... Default: 7718."
                 continue
             dated = _DATED_HEADING.match(line)
@@ -208,7 +242,8 @@ def read_document(text: str, source: str = "", title: str = "") -> ReadDocument:
         elif kind == "item":
             item = _BULLET.sub("", line).strip()
             as_sentence = _as_sentence(item)
-            if lead and not as_sentence:
+            fragment = len(item.split()) <= 12 and not re.search(r"[.!?](?:\s|$)", item)  # no sentence of its own
+            if lead and not as_sentence and fragment:
                 body = lead.rstrip(":").rstrip()
                 joined = f"{body} {item[:1].lower() + item[1:] if not is_name_token(tokenize(item)[0], True) else item}"
                 texts = [joined.rstrip(".") + "."]
@@ -217,19 +252,21 @@ def read_document(text: str, source: str = "", title: str = "") -> ReadDocument:
             else:
                 texts = split_sentences(item)
         elif kind == "paragraph":
-            lead = line if line.endswith(":") else ""
-            if lead:
-                continue
             texts = split_sentences(line)
+            lead = texts.pop() if texts and texts[-1].endswith(":") else ""  # "Each instance provides:"
             if term:  # the description of a defined term: its first fragment says what it is
                 texts = _define(term, texts, tables)
                 term = ""
             if heading_name and texts and re.match(r"This (?:is|was)\b", texts[0]):
                 texts[0] = heading_name + texts[0][4:]  # "This is the current firmware" under its heading
             heading_name = ""
+        if kind != "item" or (b and blocks[b - 1][0] != "item"):
+            last_subject = ("", False)  # "It" is resolved within a paragraph (or a list) only
         for original in texts:
             resolved, last_subject = _resolve(_DATELINE.sub("", original), last_subject)
-            sentence = Sentence(text=resolved, original=original, block=b, clauses=_clauses(resolved))
+            resolved = _resolve_definite(resolved, section_topic)
+            sentence = Sentence(text=resolved, original=original, block=b, clauses=_clauses(resolved),
+                                topic=section_topic)
             sentences.append(sentence)
             subj = _name_subject(sentence.clauses)
             if subj:
@@ -244,10 +281,15 @@ _DATED_HEADING = re.compile(
 _LABELLED = re.compile(r"^(?P<label>[A-Z][\w ]{1,30}):\s+(?P<value>[^.;]{1,60})\.?$")
 
 
-def _is_definition(paragraph: str) -> bool:
-    """A description paragraph: it starts with a fragment (no clause) or a labelled value."""
+def _is_definition(term: str, paragraph: str) -> bool:
+    """A term over its description: an identifier (listen_port, E-104), or a paragraph opening
+    with a noun phrase that has no verb ("The TCP port for ...") or a labelled value."""
     first = (split_sentences(paragraph) or [""])[0]
-    return bool(first) and (parse_clause(first) is None or bool(_LABELLED.match(first)))
+    if not first:
+        return False
+    if _LABELLED.match(first) or re.fullmatch(r"[\w./-]*[_\d/.-][\w./-]*", term):
+        return True
+    return first.split()[0].lower() in ("a", "an", "the") and parse_clause(first) is None
 
 
 def _define(term: str, sentences: list[str], tables: list[TableFact]) -> list[str]:
@@ -292,6 +334,30 @@ _DATE_WORDS = frozenset("january february march april may june july august septe
                         "monday tuesday wednesday thursday friday saturday sunday".split())
 # A dateline before the first sentence of a news story: "NEW YORK — ", "NEW YORK, July 26, 2023 /Wire/ -- ".
 _DATELINE = re.compile(r"^[A-Z][A-Z .'-]{2,40}(?:,[^—–/]{0,40})?\s*(?:/[^/]{1,40}/)?\s*(?:—|–|--)\s+")
+_HEADING_LEAD = re.compile(r"^(?:\d{1,2}[.)]\s*|(?:The|A|An)\s+)+")
+
+
+def _heading_topic(heading: str) -> str:
+    """The subject of a section heading that names something: "3. A vector engine for Amazon
+    OpenSearch Serverless" -> "vector engine for Amazon OpenSearch Serverless"; "" otherwise."""
+    text = _HEADING_LEAD.sub("", heading).strip().rstrip(":")
+    if heading.endswith("?") or len(text.split()) > 8 or not names_in(text):
+        return ""
+    if parse_clause(text + ".") is not None:  # "P5 instances are enormous": a statement, about its name
+        return max(names_in(text), key=len)
+    return text
+
+
+def _resolve_definite(sentence: str, topic: str) -> str:
+    """"The engine inherits ..." in a section about the "vector engine for Amazon OpenSearch
+    Serverless": the section's subject in full, so the sentence says what it is about."""
+    m = re.match(r"^The ([a-z]+)\b", sentence)
+    if not m or not topic or not re.search(rf"\b{m.group(1)}\b", topic, re.I) or topic.lower().startswith("the "):
+        return sentence
+    named = topic if topic[:1].isupper() and topic.split()[0] not in ("For", "In", "On") else "the " + topic
+    return _cap(named) + sentence[m.end():]
+
+
 _PRONOUN_START = re.compile(r"^(It|They|Its|Their)\b(?!['’])")
 
 

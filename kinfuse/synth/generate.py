@@ -29,11 +29,13 @@ from typing import Any
 
 from ..augment import ProbeGuard
 from ..evaluator import normalize
-from .document import ReadDocument, read_document
+from .document import ReadDocument, name_kinds, read_document
 from .questions import questions_for
 from .text import is_plural_noun, known_names
 
 MAX_ANSWER_WORDS = 60  # longer source sentences are cut to the clause that holds the answer
+# Longer questions are nearly all misreadings of a long sentence: dropped (with the reason).
+MAX_QUESTION_WORDS = 25
 
 
 @dataclass
@@ -128,18 +130,21 @@ def _sentence(text: str) -> str:
     return text if re.search(r"[_/.]\w|\d", first.rstrip(".")) else text[:1].upper() + text[1:]
 
 
-def _clause_groups(doc: ReadDocument) -> list[Group]:
+def _clause_groups(doc: ReadDocument, kinds: dict[str, str], answers: str) -> list[Group]:
     groups = []
     for sentence in doc.sentences:
         for clause in sentence.clauses:
             answer = _sentence(clause.text if len(sentence.text.split()) > MAX_ANSWER_WORDS or
                                len(sentence.clauses) > 1 else sentence.text)
-            for span, questions in questions_for(clause, doc.topic):
+            for span, questions in questions_for(clause, sentence.topic or doc.topic, kinds):
                 if not questions:
                     continue
                 key = " ".join(clause.tokens[k].text for k in range(*span.core))
                 core = clause.text[clause.tokens[span.core[0]].start : clause.tokens[span.core[1] - 1].end]
-                groups.append(Group(kind="clause", source=doc.source, answer=answer, span=core or key,
+                said = answer
+                if answers == "span-first" and span.kind != "subject":  # the fact's words first, then the sentence
+                    said = _sentence(core) + " " + answer
+                groups.append(Group(kind="clause", source=doc.source, answer=said, span=core or key,
                                     span_kind=span.kind, questions=[(q.question, q.template) for q in questions]))
     return groups
 
@@ -259,7 +264,8 @@ def variant(doc: ReadDocument, kind: str, rng: random.Random) -> list[dict[str, 
     return [{"text": "\n\n".join("\n".join(s) for s in sections), "kind": kind, "source": doc.source}]
 
 
-def synthesize(documents: Any, *, probes: Iterable[Any] = (), seed: int = 0, probe_overlap: float = 0.6) -> Synthesis:
+def synthesize(documents: Any, *, probes: Iterable[Any] = (), seed: int = 0, probe_overlap: float = 0.6,
+               answers: str = "sentence") -> Synthesis:
     """Questions about every fact of `documents` (a Corpus, Documents, dicts with "text", or
     strings) and document variants; questions near any of `probes` are dropped."""
     from ..evaluator import _documents
@@ -269,7 +275,7 @@ def synthesize(documents: Any, *, probes: Iterable[Any] = (), seed: int = 0, pro
     read = result.read
     pairs = _documents(documents)
     with known_names([text for text, _ in pairs]):
-        groups = _read_and_ask(pairs, documents, result, read)
+        groups = _read_and_ask(pairs, documents, result, read, answers)
     seen: Counter = Counter()
     for g in groups:
         kept = []
@@ -283,8 +289,8 @@ def synthesize(documents: Any, *, probes: Iterable[Any] = (), seed: int = 0, pro
                 result.dropped.append({**item, "reason": "answer does not contain the span"})
             elif seen[key] >= 2:
                 result.dropped.append({**item, "reason": "asked twice already"})
-            elif len(question.split()) > 40:
-                result.dropped.append({**item, "reason": "question over 40 words"})
+            elif len(question.split()) > MAX_QUESTION_WORDS:
+                result.dropped.append({**item, "reason": f"question over {MAX_QUESTION_WORDS} words"})
             else:
                 seen[key] += 1
                 kept.append((question, template))
@@ -295,7 +301,7 @@ def synthesize(documents: Any, *, probes: Iterable[Any] = (), seed: int = 0, pro
 
 
 def _read_and_ask(pairs: list[tuple[str, str]], documents: Any, result: Synthesis,
-                  read: list[ReadDocument]) -> list[Group]:
+                  read: list[ReadDocument], answers: str) -> list[Group]:
     titles = _titles(documents)
     for text, source in pairs:
         doc = read_document(text, source=source, title=titles.get(source, ""))
@@ -303,9 +309,10 @@ def _read_and_ask(pairs: list[tuple[str, str]], documents: Any, result: Synthesi
         result.documents += 1
         result.sentences += len(doc.sentences)
         result.clauses += sum(len(s.clauses) for s in doc.sentences)
+    kinds = name_kinds([s.text for doc in read for s in doc.sentences])
     groups: list[Group] = []
     for doc in read:
-        groups += _clause_groups(doc) + _table_groups(doc) + _faq_groups(doc)
+        groups += _clause_groups(doc, kinds, answers) + _table_groups(doc) + _faq_groups(doc)
     return groups + _entity_groups(read)
 
 

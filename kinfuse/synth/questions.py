@@ -14,7 +14,7 @@ find that asking for every fact beats sampling text):
 Each span is asked in several wordings: a direct wh-question with auxiliary inversion or
 do-support, an embedded one ("Do you know how much ...?", "Tell me ..."), and for
 quantities "What is the <thing> of <subject>?". A question names what it is about: when the
-clause has no name in it, the document's topic is added ("In Quillstore, ...").
+clause has no name in it, its section's or document's topic is added ("For Quillstore, ...").
 """
 
 from __future__ import annotations
@@ -191,9 +191,10 @@ def spans_in_rest(clause: Clause) -> list[Span]:
     stop = r1
     for i in range(r0, r1):  # the clause's own material ends at a subordinate clause or a semicolon
         low = tokens[i].lower
-        if tokens[i].text in (";", ":", "(", ")", "—") or (tokens[i].text == "," and i + 1 < r1 and (
-                tokens[i + 1].lower in SUBORDINATORS | {"which", "who", "while", "whereas", "and", "but", "so"}
-                or tokens[i + 1].lower.endswith("ing"))):
+        nxt = tokens[i + 1].lower if i + 1 < r1 else ""
+        if tokens[i].text in (";", ":", "(", ")", "—") or (tokens[i].text == "," and nxt and (
+                nxt in SUBORDINATORS | {"which", "who", "while", "whereas", "and", "but", "so", "even", "then"}
+                or nxt.endswith("ing") or {t for _, t in verb_forms(nxt)} & {"VBZ", "VBD"})):
             stop = i
             break
         if low in ("which", "who", "because", "while", "whereas", "so", "although") and i > r0:
@@ -383,7 +384,7 @@ def _singular_verb_group(clause: Clause) -> str:
     return " ".join(words)
 
 
-def _wh_for(span: Span, clause: Clause) -> list[str]:
+def _wh_for(span: Span, clause: Clause, kinds: dict[str, str]) -> list[str]:
     """Wh-phrases for a span in the rest, most specific first."""
     if span.kind == "date":
         years_only = all(_YEAR.match(t.text) or not t.text[:1].isalnum()
@@ -399,6 +400,10 @@ def _wh_for(span: Span, clause: Clause) -> list[str]:
         if span.measured:
             return [f"How much {span.measured}"]
         return ["How much", "What"]
+    if span.kind == "name" and not span.head:
+        kind = kinds.get(re.sub(r"^(?:the|The)\s+", "", join(clause.tokens[span.core[0]:span.core[1]], clause.text)))
+        if kind:
+            return ["What", f"Which {kind}"]
     if span.head and is_plural_noun(span.head):
         return [f"Which {span.head}", "What"]
     if span.head:
@@ -406,15 +411,19 @@ def _wh_for(span: Span, clause: Clause) -> list[str]:
     return ["What"]
 
 
-def questions_for(clause: Clause, topic: str = "") -> list[tuple[Span, list[Question]]]:
-    """Every answerable span of the clause with its questions (none for a negated clause)."""
+def questions_for(clause: Clause, topic: str = "", kinds: dict[str, str] | None = None
+                  ) -> list[tuple[Span, list[Question]]]:
+    """Every answerable span of the clause with its questions (none for a negated clause).
+    `kinds` maps names to what they are ("AWS Entity Resolution" -> "service"), so a question
+    whose answer is that name can ask "Which service ...?" as a user would."""
+    kinds = kinds or {}
     if clause.negated or clause.tokens[clause.subject[0]].lower in _VAGUE_SUBJECTS:
         return []
     tokens, text = clause.tokens, clause.text
     out: list[tuple[Span, list[Question]]] = []
     needs_topic = topic and not any(is_name_token(t, i == 0) for i, t in enumerate(tokens)) and \
         topic.lower() not in text.lower()
-    context = f"In {topic}, " if needs_topic else ""
+    context = f"For {topic}, " if needs_topic else ""
 
     def q(s: str) -> str:
         return _finish(context + (s[:1].lower() + s[1:] if context and not s.startswith(("I ", "I'")) else s))
@@ -434,7 +443,7 @@ def questions_for(clause: Clause, topic: str = "") -> list[tuple[Span, list[Ques
         after = _tail(clause, span.phrase[1], after_end)
         strand = f" {span.prep}" if span.prep else ""
         asked: list[Question] = []
-        whs = _wh_for(span, clause)
+        whs = _wh_for(span, clause, kinds)
         for n, wh in enumerate(whs):
             if span.prep and span.kind != "date" and not (span.kind == "quantity" and span.prep in ("by", "to")):
                 if span.prep in _PLACE_PREPS and span.kind == "name":
@@ -476,6 +485,7 @@ def questions_for(clause: Clause, topic: str = "") -> list[tuple[Span, list[Ques
         # the subject's verb agrees with "What" (singular) unless a plural "Which <noun>" asks
         plural_head = span.head and is_plural_noun(span.head)
         verb = clause.words(clause.verb) if plural_head else _singular_verb_group(clause)
+        kind = kinds.get(re.sub(r"^(?:the|The)\s+", "", answer))
         wh = f"Which {span.head}" if span.head else "What"
         short_end = clause.rest[1]
         for k in range(clause.rest[0], clause.rest[1]):
@@ -489,5 +499,8 @@ def questions_for(clause: Clause, topic: str = "") -> list[tuple[Span, list[Ques
                                   "reverse-long"))
         asked.append(Question(q(f"Do you know {wh.lower()} {verb} {short_rest}{_intro_suffix(clause)}?"), answer,
                               "subject", "reverse-do-you-know"))
+        if kind and not span.head:
+            asked.insert(1, Question(q(f"Which {kind} {verb} {short_rest}{_intro_suffix(clause)}?"), answer,
+                                     "subject", "reverse-kind"))
         out.append((span, asked))
     return out
