@@ -502,5 +502,33 @@ def questions_for(clause: Clause, topic: str = "", kinds: dict[str, str] | None 
         if kind and not span.head:
             asked.insert(1, Question(q(f"Which {kind} {verb} {short_rest}{_intro_suffix(clause)}?"), answer,
                                      "subject", "reverse-kind"))
+        if clause.aux is None and clause.lemma != "be" and clause.tag in ("VBZ", "VBP") and short_rest:
+            # as a user would ask for it: "I want to match and link related records. Which service does that?"
+            need = _base_verb_phrase(clause, short_end)
+            if need:
+                asked.insert(2, Question(q(f"I want to {need}. {f'Which {kind}' if kind else 'What'} "
+                                           f"{'do' if plural_head else 'does'} that?"), answer, "subject",
+                                         "reverse-need"))
         out.append((span, asked))
     return out
+
+
+def _base_verb_phrase(clause: Clause, end: int) -> str:
+    """The clause's verb phrase in the base form, coordinated verbs too: "matches and links related
+    records" -> "match and link related records"; "" when a verb cannot be put back in its base form."""
+    words = []
+    for k in range(clause.main, end):
+        tok = clause.tokens[k]
+        readings = [(lm, t) for lm, t in verb_forms(tok.lower) if t == "VBZ"]
+        prev = clause.tokens[k - 1].lower if k > clause.main else ""
+        if k == clause.main or (readings and prev in ("and", "or")):
+            if k == clause.main and clause.tag == "VBP":
+                words.append(tok.text)
+                continue
+            if not readings:
+                return ""
+            words.append(readings[0][0])
+        else:
+            words.append(tok.text)
+    text = " ".join(words)
+    return re.sub(r"\s+([,.;:])", r"\1", text).replace(" 's", "'s")

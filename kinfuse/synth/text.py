@@ -247,12 +247,23 @@ def _finite(tokens: list[Token], i: int, subject_start: int) -> tuple[str, str] 
     if not readings:
         return None
     nxt = tokens[i + 1].lower if i + 1 < len(tokens) else ""
+    if prev in SUBJECT_PRONOUNS and i - 1 == subject_start:
+        return readings[0]  # "It costs ...": after a subject pronoun, the verb
+    prev_tok = tokens[i - 1]
+    vbz = [r for r in readings if r[1] == "VBZ"]
+    # After a singular common noun ("The engine stores ...") or a word name ("Entity Resolution
+    # reads ..."), a word that is also a plural noun is the verb; after an identifier or acronym
+    # it is more often a compound's head ("P5 instances", "GPU servers").
+    word_name = prev_tok.text[:1].isupper() and prev_tok.text[1:].islower() and prev_tok.text.isalpha() \
+        and is_name_token(prev_tok, i - 1 == 0)
+    singular_noun = "NOUN" in lemmas(prev) and not is_plural_noun(prev_tok.text) and not is_name_token(
+        prev_tok, i - 1 == 0)
+    if vbz and nxt not in AUXILIARIES and prev not in DETERMINERS and (word_name or singular_noun):
+        return vbz[0]
     # a plural noun followed by an auxiliary or a bare verb is the subject's head ("P5 instances use")
     if "NOUN" in lemmas(low) and nxt and (nxt in AUXILIARIES or (
             is_plural_noun(tok.text) and any(t == "VBP" for _, t in verb_forms(nxt)))):
         return None
-    if prev in SUBJECT_PRONOUNS and i - 1 == subject_start:
-        return readings[0]  # "It costs ...": after a subject pronoun, the verb
     if "NOUN" in lemmas(low):
         for j in range(i + 1, min(len(tokens), i + 9)):
             if tokens[j].text in ",;:()" or tokens[j].lower in PREPOSITIONS:
