@@ -146,9 +146,10 @@ def noun_phrase_end(tokens: list[Token], start: int, end: int) -> int:
     i = start
     while i < end and _np_word(tokens[i], i == start or tokens[i - 1].lower in DETERMINERS | POSSESSIVES):
         i += 1
-    # "and"/"or" between two names joins them ("NVLink and NVSwitch")
-    while i + 1 < end and tokens[i].lower in ("and", "or", "&") and is_name_token(tokens[i + 1], False) \
-            and i > start and is_name_token(tokens[i - 1], False):
+    # "and"/"or"/"for"/"of" between two names joins them ("NVLink and NVSwitch", "Agents for Amazon Bedrock")
+    while i + 1 < end and is_name_token(tokens[i + 1], False) and i > start and is_name_token(tokens[i - 1], False) \
+            and (tokens[i].lower in ("and", "or", "&") or (tokens[i].lower in ("for", "of")
+                                                          and tokens[i - 1].text.istitle())):  # not "80 GB of HBM3"
         i += 1
         while i < end and _np_word(tokens[i], False):
             i += 1
