@@ -64,6 +64,18 @@ def test_questions_dates_places_and_reverse():
     assert "What are Amazon EC2 P5 instances powered by?" in q["NVIDIA H100 GPUs"]
 
 
+def test_other_verbs_and_coordinated_verbs():
+    q = asked("AWS Entity Resolution matches and links related records across applications.")
+    assert "What does AWS Entity Resolution match and link across applications?" in q["related records"]
+    assert "I want to match and link related records across applications. What does that?" in q[
+        "AWS Entity Resolution"]
+    q = asked("Amazon EC2 P5 instances are powered by NVIDIA H100 GPUs.")
+    assert "What are Amazon EC2 P5 instances driven by?" in q["NVIDIA H100 GPUs"]  # a synonym of "power"
+    assert "Which instances are driven by NVIDIA H100 GPUs?" in q["Amazon EC2 P5 instances"]
+    q = asked("P5 instances use 3rd Gen AMD EPYC processors.")
+    assert "What do P5 instances employ?" in q["3rd Gen AMD EPYC processors"]
+
+
 def test_no_questions_about_pronouns_or_negations():
     assert asked("It stores vector embeddings.") == {}
     assert asked("We go through the hardware, number by number.") == {}

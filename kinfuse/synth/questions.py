@@ -80,6 +80,34 @@ _VAGUE_SUBJECTS = frozenset("i we me us it they he she this that these those the
 _DATE_PREPS = frozenset(("on", "in", "at", "by", "during", "since", "until", "before", "after", "from"))
 
 
+# Other verbs for the same act, so the same fact is also asked in words the sentence did not use
+# (a user asks "Which GPUs power P5?" of a page that says "P5 is built around H100 GPUs").
+SYNONYMS: dict[str, tuple[str, ...]] = {
+    "use": ("rely on", "employ"), "have": ("include", "come with"), "provide": ("offer", "supply"),
+    "offer": ("provide", "give"), "give": ("provide", "offer"), "support": ("allow", "handle"),
+    "allow": ("let", "permit"), "let": ("allow",), "enable": ("allow", "let"), "store": ("keep", "hold"),
+    "keep": ("store", "retain"), "hold": ("store", "keep"), "contain": ("hold", "include"),
+    "include": ("contain", "come with"), "build": ("create", "make"), "create": ("build", "make"),
+    "make": ("create", "build"), "run": ("execute", "operate"), "need": ("require",), "require": ("need",),
+    "show": ("display",), "display": ("show",), "send": ("deliver", "transmit"), "deliver": ("provide", "offer"),
+    "connect": ("link",), "link": ("connect", "join"), "match": ("pair up",), "find": ("locate",),
+    "announce": ("unveil", "introduce"), "unveil": ("announce", "introduce"), "introduce": ("announce", "unveil"),
+    "launch": ("release", "introduce"), "release": ("launch", "ship"), "reduce": ("cut", "lower"),
+    "cut": ("reduce", "lower"), "increase": ("raise", "boost"), "add": ("introduce",), "help": ("assist",),
+    "describe": ("explain",), "explain": ("describe",), "generate": ("produce", "create"), "write": ("produce",),
+    "power": ("drive",), "call": ("invoke",), "invoke": ("call",), "set": ("configure",), "configure": ("set",),
+    "mean": ("indicate", "signal"), "indicate": ("mean", "signal"), "handle": ("manage", "process"),
+    "manage": ("handle",), "process": ("handle",), "receive": ("get",), "get": ("receive", "obtain"),
+    "perform": ("carry out", "execute"), "execute": ("run", "perform"), "combine": ("mix", "merge"),
+    "mix": ("combine",), "remove": ("delete", "drop"), "delete": ("remove",), "drop": ("remove",),
+    "update": ("upgrade",), "upgrade": ("update",), "fix": ("repair", "correct"), "start": ("begin",),
+    "stop": ("halt",), "check": ("verify", "inspect"), "read": ("load",), "measure": ("track",),
+    "track": ("monitor",), "monitor": ("track", "watch"), "watch": ("monitor",), "report": ("send",),
+    "cost": ("sell for",), "accept": ("take",), "return": ("give back",), "carry": ("hold",),
+    "attach": ("add",), "turn": ("convert",), "convert": ("turn",), "scale": ("grow",), "list": ("show",),
+}
+
+
 @dataclass
 class Span:
     """An answer span in a clause: `core` is the answer, `phrase` what the question removes."""
@@ -213,6 +241,8 @@ def spans_in_rest(clause: Clause) -> list[Span]:
                 break
     out: list[Span] = []
     i = r0
+    if r0 + 2 < stop and tokens[r0].lower in ("and", "or") and verb_forms(tokens[r0 + 1].lower):
+        i = r0 = r0 + 2  # "matches and links | related records": the object of both verbs
     while i < stop:
         tok = tokens[i]
         prep = ""
@@ -362,7 +392,43 @@ def inverted(clause: Clause, wh: str, rest: str) -> str:
     if clause.lemma == "be":  # a bare copula inverts itself: "What is the heart of P5?"
         return _finish(f"{wh} {clause.tokens[clause.main].text.lower()} {subj} {rest}{_intro_suffix(clause)}?")
     adv = _adverbs(clause)
+    # a coordinated verb follows the main one into its base form: "does X match and link ..."
+    m = re.match(r"^(and|or) (\w+)\b", rest)
+    if m and (base := [lm for lm, t in verb_forms(m.group(2).lower()) if t in ("VBZ", "VBD")]):
+        rest = f"{m.group(1)} {base[0]}{rest[m.end():]}"
     return _finish(f"{wh} {_do_form(clause.tag)} {subj} {adv} {clause.lemma} {rest}{_intro_suffix(clause)}?")
+
+
+def _other_verb(lemma: str, tag: str, seed: str) -> str | None:
+    """A synonym of `lemma` inflected as `tag` (its first word: "relies on"), picked by `seed`."""
+    options = SYNONYMS.get(lemma)
+    if not options:
+        return None
+    first, *more = options[sum(map(ord, seed)) % len(options)].split()
+    return " ".join([first if tag in ("VB", "VBP") else inflect(first, tag), *more])
+
+
+def with_other_verb(clause: Clause, question: str, reverse: bool = False) -> str | None:
+    """`question` with the clause's main verb swapped for a synonym, or None when it has none."""
+    if clause.lemma in ("be", "do"):
+        return None
+    main = clause.tokens[clause.main].text
+    if clause.aux is not None:  # "are powered by" -> "are driven by": the participle or bare verb after it
+        form, tag = main, next((t for lm, t in verb_forms(main.lower()) if lm == clause.lemma and
+                                t in ("VBN", "VBG", "VBP")), "")
+    elif reverse:  # "What matches ...": the verb as the subject question wrote it
+        written = _singular_verb_group(clause).split()
+        form = next((w for w in written if w.lower() in (main.lower(), inflect(clause.lemma, "VBZ"))), None)
+        tag = "VBZ" if form and form.lower() != main.lower() else clause.tag
+    else:  # do-support: the bare lemma
+        form, tag = clause.lemma, "VB"
+    if not form or not tag:
+        return None
+    other = _other_verb(clause.lemma, "VB" if tag == "VBP" else tag, clause.text)
+    if not other:
+        return None
+    swapped, n = re.subn(rf"\b{re.escape(form)}\b", other, question, count=1)
+    return swapped if n else None
 
 
 def embedded(clause: Clause, wh: str, rest: str) -> str:
@@ -461,6 +527,8 @@ def questions_for(clause: Clause, topic: str = "", kinds: dict[str, str] | None 
                 wh_full = "By " + wh[0].lower() + wh[1:]
             rest = " ".join(x for x in (before + strand_here, after) if x)  # the preposition stays in place
             asked.append(Question(q(inverted(clause, wh_full, rest)), answer, span.kind, f"wh{n}"))
+            if n == 0 and (other := with_other_verb(clause, inverted(clause, wh_full, rest))):
+                asked.append(Question(q(other), answer, span.kind, "wh-other-verb"))
             if n == 0:
                 short_rest = " ".join(x for x in (before,) if x) + strand_here
                 if after and short_rest != rest:
@@ -503,6 +571,9 @@ def questions_for(clause: Clause, topic: str = "", kinds: dict[str, str] | None 
         if kind and not span.head:
             asked.insert(1, Question(q(f"Which {kind} {verb} {short_rest}{_intro_suffix(clause)}?"), answer,
                                      "subject", "reverse-kind"))
+        other = with_other_verb(clause, f"{wh} {verb} {short_rest}{_intro_suffix(clause)}?", reverse=True)
+        if other:
+            asked.insert(1, Question(q(other), answer, "subject", "reverse-other-verb"))
         if clause.aux is None and clause.lemma != "be" and clause.tag in ("VBZ", "VBP") and short_rest:
             # as a user would ask for it: "I want to match and link related records. Which service does that?"
             need = _base_verb_phrase(clause, short_end)

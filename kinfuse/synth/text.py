@@ -127,6 +127,7 @@ def verb_forms(word: str) -> tuple[tuple[str, str], ...]:
     out = []
     for lemma in lemmas(word).get("VERB", ()):
         forms = getAllInflections(lemma, upos="VERB")
+        forms.setdefault("VBN", forms.get("VBD", ()))  # the lexicon leaves out a participle equal to the past
         for tag in ("VBZ", "VBD", "VBP", "VBN", "VBG"):
             if word in forms.get(tag, ()) or (tag == "VBP" and word == lemma):
                 out.append((lemma, tag))
@@ -139,7 +140,7 @@ def inflect(lemma: str, tag: str) -> str:
 
     if lemma == "be":
         return {"VBZ": "is", "VBP": "are", "VBD": "was", "VBN": "been", "VBG": "being"}.get(tag, "be")
-    forms = getInflection(lemma, tag=tag)
+    forms = getInflection(lemma, tag=tag) or (getInflection(lemma, tag="VBD") if tag == "VBN" else ())
     return forms[0] if forms else lemma
 
 
