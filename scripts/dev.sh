@@ -25,7 +25,7 @@ fi
 export TOKENIZERS_PARALLELISM=false
 
 case "$what" in
-  demo) exec .venv/bin/python examples/aws-summit-2023/run_demo.py "$@" ;;
+  demo) exec .venv/bin/python examples/run_demo.py "$@" ;;
   test) exec .venv/bin/python -m pytest -q "$@" ;;
   *) echo "unknown command '$what': use demo or test" >&2; exit 2 ;;
 esac

@@ -1,11 +1,13 @@
-"""The kinfuse demo: infuse the AWS Summit New York 2023 announcements into the embedded
-default model (SmolLM2-135M-Instruct), then compare base and adapted answers.
+"""The kinfuse demo: infuse an example site into the embedded default model
+(SmolLM2-135M-Instruct), then compare base and adapted answers.
 
-The pages are served from a local HTTP server on 127.0.0.1 and loaded with
-Corpus.from_urls, exactly as a user's web pages would be. Output goes to out/ (adapter,
-metrics.json, train_log.jsonl). Runs on a GPU when one is present, else on the CPU.
+The example's pages are served from a local HTTP server on 127.0.0.1 and loaded with
+Corpus.from_urls, exactly as a user's web pages would be, then trained with the example's
+`infuse.toml`. Output goes to out/ (adapter, metrics.json, train_log.jsonl, report.html,
+generated.jsonl). Runs on a GPU when one is present, else on the CPU.
 
-    python examples/aws-summit-2023/run_demo.py [--out-dir out] [--max-steps N]
+    python examples/run_demo.py [--example aws-summit-2023|product-docs] [--config infuse.toml]
+                                [--out-dir out] [--seed N]
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from kinfuse import Corpus, InfuseConfig, KinfuseError, infuse
 
 HERE = Path(__file__).resolve().parent
+EXAMPLES = sorted(p.name for p in HERE.iterdir() if (p / "infuse.toml").is_file())
 
 
 def serve(folder: Path) -> http.server.ThreadingHTTPServer:
@@ -34,21 +37,29 @@ def serve(folder: Path) -> http.server.ThreadingHTTPServer:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--example", default="aws-summit-2023", choices=EXAMPLES,
+                        help="which example site to infuse (default: aws-summit-2023)")
     parser.add_argument("--out-dir", default="out", help="where to write the adapter and metrics (default: out)")
+    parser.add_argument("--config", default="infuse.toml",
+                        help="the recipe, a TOML file in the example's folder (default: infuse.toml)")
+    parser.add_argument("--seed", type=int, help="override train.seed (LoRA init, dropout, data order)")
     parser.add_argument("--max-steps", type=int, help="override train.max_steps (for a quick look)")
     parser.add_argument("--device", help="auto, cpu or cuda")
     args = parser.parse_args()
 
-    config = InfuseConfig.from_toml(HERE / "infuse.toml")
+    example = HERE / args.example
+    config = InfuseConfig.from_toml(example / args.config)
     config.out_dir = str(Path(args.out_dir).resolve())
     if args.max_steps:
         config.train.max_steps = args.max_steps
+    if args.seed is not None:
+        config.train.seed = args.seed
     if args.device:
         config.train.device = args.device
-    server = serve(HERE / "pages")
+    server = serve(example / "pages")
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
-        urls = [f"{base}/{page.name}" for page in sorted((HERE / "pages").glob("*.html"))]
+        urls = [f"{base}/{page.name}" for page in sorted((example / "pages").glob("*.html"))]
         corpus = Corpus.from_urls(urls)
     finally:
         server.shutdown()
