@@ -162,10 +162,10 @@ class DataConfig:
     anchor_kl: bool = False
     # Rule-based augmentation (kinfuse.synth): no writer model, every fact of the corpus. Each
     # epoch sees other wordings and variants (the rows are laid out one round per epoch).
-    questions: int = 2  # questions per fact per epoch, written by rules from every sentence, table row and FAQ; 0: off
-    document_variants: int = 1  # rewritten copies of each document per epoch (pronouns resolved, shuffled, by section); 0: off
+    questions: int = 1  # questions per fact per epoch, written by rules from every sentence, table row and FAQ; 0: off
+    document_variants: int = 0  # rewritten copies of each document per epoch (pronouns resolved, shuffled, by section)
     order: str = "mixed"  # "mixed": each epoch shuffles all its blocks; "qa_first": its Q&A blocks, then the rest
-    answers: str = "sentence"  # rule-written answers: "sentence" (the source sentence), "span-first" (the answer's words, then the sentence)
+    answers: str = "span-first"  # rule-written answers: "span-first" (the fact's words, then the sentence) or "sentence"
     # Augmentation (kinfuse.augment, opt-in), generated once and cached in out_dir/augment.json:
     paraphrases: int = 0  # rewrites per document section, one per style (at most 5), trained as text; 0: off
     generated_qa: int = 0  # question-answer pairs per document section, trained as chat; 0: off

@@ -265,9 +265,11 @@ def variant(doc: ReadDocument, kind: str, rng: random.Random) -> list[dict[str, 
 
 
 def synthesize(documents: Any, *, probes: Iterable[Any] = (), seed: int = 0, probe_overlap: float = 0.6,
-               answers: str = "sentence") -> Synthesis:
+               answers: str = "span-first") -> Synthesis:
     """Questions about every fact of `documents` (a Corpus, Documents, dicts with "text", or
-    strings) and document variants; questions near any of `probes` are dropped."""
+    strings) and document variants; questions near any of `probes` are dropped. `answers`:
+    "span-first" answers give the fact's words, then the sentence stating it ("3,200 Gbps.
+    Each P5 instance delivers ..."); "sentence" answers are the sentence alone."""
     from ..evaluator import _documents
 
     guard = ProbeGuard(probes, overlap=probe_overlap)
