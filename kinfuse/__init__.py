@@ -17,6 +17,7 @@ from .evaluator import Comparison, Evaluator, ProbeResult, answer_matches
 from .export import export, verify
 from .models import default_model
 from .pipeline import InfuseResult, infuse
+from .synth import Synthesis, synthesize
 from .trainer import QLoRATrainer, TrainingError, TrainResult
 
 __version__ = "0.1.0"
@@ -40,6 +41,7 @@ __all__ = [
     "ProbeResult",
     "QLoRATrainer",
     "SourceRecord",
+    "Synthesis",
     "TrainConfig",
     "TrainResult",
     "TrainingError",
@@ -48,5 +50,6 @@ __all__ = [
     "export",
     "extract_text",
     "infuse",
+    "synthesize",
     "verify",
 ]
