@@ -187,7 +187,7 @@ class DataConfig:
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 20:
                 p.append(f"{name}={value!r}: must be an integer from 0 to 20 (0 turns it off)")
         _choice(p, "order", self.order, ORDERS)
-        _choice(p, "answers", self.answers, ("sentence", "span-first"))
+        _choice(p, "answers", self.answers, ("sentence", "span-first", "span"))
         from .augment import PARAPHRASE_STYLES
 
         if not isinstance(self.paraphrases, int) or not 0 <= self.paraphrases <= len(PARAPHRASE_STYLES):

@@ -76,6 +76,22 @@ def test_other_verbs_and_coordinated_verbs():
     assert "What do P5 instances employ?" in q["3rd Gen AMD EPYC processors"]
 
 
+def test_instructions_conditions_and_durations():
+    from kinfuse.synth.document import read_document
+
+    doc = read_document("Press and hold the Sprig button for three seconds.\n"
+                        "If the Hub cannot be reached, a controller holds 21 days of readings.")
+    asked_for = {}
+    for sentence in doc.sentences:
+        for clause in sentence.clauses:
+            for span, questions in questions_for(clause):
+                asked_for.setdefault(" ".join(clause.tokens[k].text for k in range(*span.core)), []).extend(
+                    q.question for q in questions)
+    assert "What do you press and hold for three seconds?" in asked_for["Sprig button"]
+    assert "How long do you press and hold the Sprig button?" in asked_for["three seconds"]
+    assert "If the Hub cannot be reached, how many days of readings does a controller hold?" in asked_for["21 days"]
+
+
 def test_no_questions_about_pronouns_or_negations():
     assert asked("It stores vector embeddings.") == {}
     assert asked("We go through the hardware, number by number.") == {}

@@ -21,6 +21,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .text import (
+    AUXILIARIES,
+    DETERMINERS,
     PREPOSITIONS,
     lemmas,
     Clause,
@@ -162,6 +164,8 @@ def _clauses(sentence: str) -> list[Clause]:
         for k, piece in enumerate(pieces):
             if k and out and re.match(r"(?:it|they)\b", piece, re.I):  # "..., and it costs $389": the same subject
                 piece = out[-1].words(out[-1].subject) + piece[piece.index(" "):]
+            if _imperative(piece):  # "Press and hold the Sprig button ...": asked as "What do you press ...?"
+                piece = "You " + piece[:1].lower() + piece[1:]
             clause = parse_clause(piece)
             if clause is None:
                 continue
@@ -174,6 +178,21 @@ def _clauses(sentence: str) -> list[Clause]:
                 continue
             out.append(clause)
     return out
+
+
+def _imperative(sentence: str) -> bool:
+    """An instruction: it opens with a verb in its bare form ("Press", "Run", "Allow")."""
+    tokens = tokenize(sentence)
+    if len(tokens) < 3 or not tokens[0].text[:1].isupper() or is_name_token(tokens[0], True):
+        return False
+    first, second = tokens[0].lower, tokens[1].lower
+    if not any(t == "VBP" for _, t in verb_forms(first)) or is_plural_noun(tokens[0].text):
+        return False
+    if second in AUXILIARIES or second in PREPOSITIONS - {"and"} or any(
+            t in ("VBZ", "VBD") for _, t in verb_forms(second)) and "NOUN" not in lemmas(second):
+        return False  # "Records are ...", "Data in ...": a noun subject, not an instruction
+    return "NOUN" not in lemmas(first) or second in DETERMINERS | {"and", "it", "them", "your", "this", "that"} \
+        or is_name_token(tokens[1], False)
 
 
 def _as_sentence(item: str) -> str | None:
@@ -317,9 +336,15 @@ def _looks_like_header(cells: list[str], nxt: tuple[str, str]) -> bool:
         any(re.search(r"\d", c) for c in nxt[1].split(" | "))
 
 
+_GENERIC_HEADERS = frozenset("value values details description spec specification specifications notes info "
+                             "information".split())
+
+
 def _table_facts(cells: list[str], header: list[str] | None, caption: str, topic: str, line: str) -> list[TableFact]:
     if len(cells) < 2 or not cells[0]:
         return []
+    if header and len(header) == 2 and header[1].lower() in _GENERIC_HEADERS:
+        header = None  # "Specification | Value": the rows are key/value facts about the table's subject
     if header is None or len(header) != len(cells):
         if len(cells) != 2:
             return []

@@ -144,6 +144,8 @@ def _clause_groups(doc: ReadDocument, kinds: dict[str, str], answers: str) -> li
                 said = answer
                 if answers == "span-first" and span.kind != "subject":  # the fact's words first, then the sentence
                     said = _sentence(core) + " " + answer
+                elif answers == "span":  # the fact's words alone: shorter rows, more of them in a step
+                    said = _sentence(core)
                 groups.append(Group(kind="clause", source=doc.source, answer=said, span=core or key,
                                     span_kind=span.kind, questions=[(q.question, q.template) for q in questions]))
     return groups
@@ -194,10 +196,17 @@ def _entity_groups(docs: list[ReadDocument]) -> list[Group]:
 def _table_groups(doc: ReadDocument) -> list[Group]:
     groups = []
     for fact in doc.tables:
-        attr = fact.attribute if fact.attribute.isupper() else fact.attribute[:1].lower() + fact.attribute[1:]
+        first = fact.attribute.split(" ", 1)[0]
+        attr = fact.attribute if any(c.isupper() for c in first[1:]) else fact.attribute[:1].lower() + fact.attribute[1:]
         subject = fact.subject
         plural = is_plural_noun(attr.split()[-1]) if attr.split() else False
         be = "are" if plural else "is"
+        if re.match(r"(?:what|how|when|where|which|why)\b", attr, re.I):  # a column "What to do"
+            groups.append(Group(kind="table", source=doc.source, answer=_sentence(f"{subject}: {fact.value}"),
+                                span=fact.value, span_kind="table",
+                                questions=[(f"{subject}: {attr.lower()}?", "table-wh"),
+                                           (f"{attr[:1].upper() + attr[1:]} for {subject}?", "table-wh-for")]))
+            continue
         answer = _sentence(f"The {attr} of {subject} {be} {fact.value}")
         qs = [(f"What {be} the {attr} of {subject}?", "table-of"), (f"{subject}: what {be} the {attr}?", "table-colon")]
         if re.match(r"[$€£]?\d", fact.value):

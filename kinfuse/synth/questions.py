@@ -298,6 +298,9 @@ def spans_in_rest(clause: Clause) -> list[Span]:
                 if tokens[end + 1].lower in DETERMINERS | POSSESSIVES:  # "two of the GPUs": a count
                     span.measured = join(tokens[end + 2 : phrase_end], clause.text)
                     span.counted = True
+                elif after and (unit in _TIME_UNITS or (unit not in _MASS_UNITS and is_plural_noun(after[-1].text))):
+                    span.measured = f"{join(after, clause.text)} of {span.measured}"  # "how many days of readings"
+                    span.counted = True
             elif after and unit not in _MASS_UNITS and is_plural_noun(after[-1].text):
                 span.counted = True
                 span.head = join(after, clause.text)
@@ -462,6 +465,9 @@ def _wh_for(span: Span, clause: Clause, kinds: dict[str, str]) -> list[str]:
             return [f"What {span.label}", f"Which {span.label}"]
         if span.every:
             return ["How often"]
+        unit = next((t.lower for t in clause.tokens[span.core[0]:span.core[1]] if t.lower in _TIME_UNITS), "")
+        if unit and span.prep in ("for", "within", "after", "in", "") and not span.measured:
+            return ["How long", "How much time"]  # "hold the button for three seconds"
         if span.counted and (span.measured or span.head):
             return [f"How many {span.measured or span.head}"]
         if span.measured:
@@ -491,6 +497,10 @@ def questions_for(clause: Clause, topic: str = "", kinds: dict[str, str] | None 
     needs_topic = topic and not any(is_name_token(t, i == 0) for i, t in enumerate(tokens)) and \
         topic.lower() not in text.lower()
     context = f"For {topic}, " if needs_topic else ""
+    i0, i1 = clause.intro
+    if 0 < i1 - i0 <= 12 and tokens[i0].lower in ("if", "when", "once", "after", "before", "while", "unless", "until"):
+        condition = clause.words(clause.intro)  # "If the Hub cannot be reached, ...": the condition stays
+        context += (condition[:1].lower() if context else condition[:1].upper()) + condition[1:] + ", "
 
     def q(s: str) -> str:
         return _finish(context + (s[:1].lower() + s[1:] if context and not s.startswith(("I ", "I'")) else s))
@@ -519,7 +529,7 @@ def questions_for(clause: Clause, topic: str = "", kinds: dict[str, str] | None 
                     wh_full, strand_here = wh, strand
             else:
                 wh_full, strand_here = wh, ""
-            if span.kind == "quantity" and (span.label or span.every):
+            if span.kind == "quantity" and (span.label or span.every or wh.startswith("How long")):
                 wh_full, strand_here = wh, strand if span.label else ""
             elif span.kind == "quantity" and span.prep and span.prep != "by":
                 wh_full, strand_here = wh, strand  # "How much does system memory come to?"
