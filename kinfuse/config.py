@@ -220,9 +220,30 @@ class EvalConfig:
         return p
 
 
+# The infusion recipe: what `InfuseConfig()` trains with where a config leaves a field out.
+# The component dataclasses keep neutral defaults (a bare TrainConfig is a plain QLoRA run);
+# these are the knowledge settings chosen on the demo's development probes (README, "From pages
+# alone"). Speed settings (gradient checkpointing, attention) stay per machine.
+def recipe_data() -> DataConfig:
+    # replay and self-distilled answers as KL anchors keep general answers; 512-token blocks
+    # give the short Q&A rows more optimizer steps than 2048 would
+    return DataConfig(block_size=512, replay_ratio=0.5, self_distill=67, anchor_kl=True)
+
+
+def recipe_train() -> TrainConfig:
+    return TrainConfig(learning_rate=1e-3, warmup_steps=4, epochs=4, anchor_kl_weight=5.0)
+
+
+def recipe_eval() -> EvalConfig:
+    return EvalConfig(max_new_tokens=96)  # room to end a turn: within 64 the base ends few of its answers
+
+
 @dataclass
 class InfuseConfig:
-    """One infusion run: corpus -> blocks -> training -> evaluation -> out_dir."""
+    """One infusion run: corpus -> blocks -> training -> evaluation -> out_dir.
+
+    Its defaults are the infusion recipe (recipe_data, recipe_train, recipe_eval); a TOML
+    section or dict overrides the fields it names and keeps the recipe's others."""
 
     model: str = "default"  # Hugging Face id, local checkpoint folder, or "default" (embedded SmolLM2-135M)
     # false: use the model as a base (completion) model, without its chat template: Q&A rows
@@ -230,9 +251,9 @@ class InfuseConfig:
     chat: bool = True
     out_dir: str = "out"  # where the adapter, metrics.json and the training log go
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    data: DataConfig = field(default_factory=recipe_data)
+    train: TrainConfig = field(default_factory=recipe_train)
+    eval: EvalConfig = field(default_factory=recipe_eval)
 
     def validate(self) -> "InfuseConfig":
         p = [f"train.{x}" for x in self.train.problems()]
@@ -258,14 +279,15 @@ class InfuseConfig:
     @classmethod
     def from_dict(cls, raw: dict[str, Any], base_dir: Path | None = None) -> "InfuseConfig":
         problems: list[str] = []
-        sections = {"corpus": CorpusConfig, "data": DataConfig, "train": TrainConfig, "eval": EvalConfig}
+        defaults = cls()
+        sections = ("corpus", "data", "train", "eval")
         kwargs: dict[str, Any] = {}
         for key, value in raw.items():
             if key in sections:
                 if not isinstance(value, dict):
                     problems.append(f"[{key}] must be a table")
                     continue
-                kwargs[key] = _build(sections[key], value, key, problems)
+                kwargs[key] = _build(getattr(defaults, key), value, key, problems)
             elif key in ("model", "out_dir", "chat"):
                 kwargs[key] = value
             else:
@@ -292,12 +314,13 @@ class InfuseConfig:
             self.data.augment_model = fix(self.data.augment_model)
 
 
-def _build(cls: type, values: dict[str, Any], section: str, problems: list[str]) -> Any:
-    known = {f.name for f in dataclasses.fields(cls)}
+def _build(default: Any, values: dict[str, Any], section: str, problems: list[str]) -> Any:
+    """The section's dataclass: `default` with the fields `values` names replaced."""
+    known = {f.name for f in dataclasses.fields(default)}
     unknown = sorted(set(values) - known)
     for name in unknown:
         problems.append(f"[{section}] unknown key {name!r} (known: {', '.join(sorted(known))})")
-    return cls(**{k: v for k, v in values.items() if k in known})
+    return dataclasses.replace(default, **{k: v for k, v in values.items() if k in known})
 
 
 def _positive(p: list[str], name: str, value: Any) -> None:

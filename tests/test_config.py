@@ -59,3 +59,29 @@ def test_eval_batch_size_default_is_the_evaluators():
     from kinfuse.evaluator import BATCH_SIZE
 
     assert EvalConfig().batch_size == BATCH_SIZE  # config.py stays free of heavy imports, so it repeats it
+
+
+def test_infuse_defaults_are_the_demo_recipe():
+    # a config that gives only a corpus trains with the recipe the demo measures
+    demo = InfuseConfig.from_toml(Path(__file__).resolve().parent.parent / "examples" / "aws-summit-2023" / "infuse.toml")
+    bare = InfuseConfig()
+    for section, names in {
+        "data": ("block_size", "questions", "document_variants", "order", "answers", "replay_ratio",
+                 "self_distill", "anchor_kl", "qa_files", "corpus_repeats", "qa_repeats"),
+        "train": ("lora_r", "lora_alpha", "lora_dropout", "learning_rate", "lr_schedule", "warmup_steps",
+                  "epochs", "anchor_kl_weight", "micro_batch_size", "max_steps"),
+        "eval": ("max_new_tokens",),
+    }.items():
+        for name in names:
+            assert getattr(getattr(bare, section), name) == getattr(getattr(demo, section), name), (section, name)
+    assert TrainConfig().learning_rate != bare.train.learning_rate  # a bare TrainConfig stays neutral
+
+
+def test_toml_section_overrides_only_the_fields_it_names(tmp_path):
+    path = tmp_path / "infuse.toml"
+    path.write_text('[corpus]\npaths = ["pages"]\n[train]\nlora_r = 8\n[data]\nself_distill = 0\n')
+    cfg = InfuseConfig.from_toml(path)
+    recipe = InfuseConfig()
+    assert cfg.train.lora_r == 8 and cfg.data.self_distill == 0
+    assert cfg.train.learning_rate == recipe.train.learning_rate and cfg.train.epochs == recipe.train.epochs
+    assert cfg.data.anchor_kl and cfg.data.replay_ratio == recipe.data.replay_ratio
