@@ -74,6 +74,11 @@ def test_other_verbs_and_coordinated_verbs():
     assert "Which instances are driven by NVIDIA H100 GPUs?" in q["Amazon EC2 P5 instances"]
     q = asked("P5 instances use 3rd Gen AMD EPYC processors.")
     assert "What do P5 instances employ?" in q["3rd Gen AMD EPYC processors"]
+    # a verb coordinated later in the clause takes the base form too; a noun after "and" does not
+    q = asked("The Cairnbox C3 watches the nutrient solution around the clock and corrects it.")
+    assert "What does the Cairnbox C3 watch around the clock and correct it?" in q["nutrient solution"]
+    q = asked("The Hub sends alerts to phones and watches.")
+    assert "What does the Hub send to phones and watches?" in q["alerts"]
 
 
 def test_instructions_conditions_and_durations():

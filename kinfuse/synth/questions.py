@@ -399,6 +399,13 @@ def inverted(clause: Clause, wh: str, rest: str) -> str:
     m = re.match(r"^(and|or) (\w+)\b", rest)
     if m and (base := [lm for lm, t in verb_forms(m.group(2).lower()) if t in ("VBZ", "VBD")]):
         rest = f"{m.group(1)} {base[0]}{rest[m.end():]}"
+    # later in the clause, a verb of the main verb's form that cannot be a noun: "does the C3
+    # watch the solution and correct it"
+    def base_form(m: re.Match) -> str:
+        word = m.group(2).lower()
+        forms = [lm for lm, t in verb_forms(word) if t == clause.tag]
+        return f"{m.group(1)} {forms[0]}" if forms and "NOUN" not in lemmas(word) else m.group(0)
+    rest = rest[:4] + re.sub(r"\b(and|or) ([a-z]+)\b", base_form, rest[4:])
     return _finish(f"{wh} {_do_form(clause.tag)} {subj} {adv} {clause.lemma} {rest}{_intro_suffix(clause)}?")
 
 
