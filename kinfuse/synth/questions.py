@@ -405,7 +405,7 @@ def inverted(clause: Clause, wh: str, rest: str) -> str:
         word = m.group(2).lower()
         forms = [lm for lm, t in verb_forms(word) if t == clause.tag]
         return f"{m.group(1)} {forms[0]}" if forms and "NOUN" not in lemmas(word) else m.group(0)
-    rest = rest[:4] + re.sub(r"\b(and|or) ([a-z]+)\b", base_form, rest[4:])
+    rest = re.sub(r"\b(and|or) ([a-z]+)\b", base_form, rest)  # (a base form is not clause.tag: no rerun)
     return _finish(f"{wh} {_do_form(clause.tag)} {subj} {adv} {clause.lemma} {rest}{_intro_suffix(clause)}?")
 
 
