@@ -624,7 +624,7 @@ class QLoRATrainer:
                                 + "\nresume with the same model, LoRA settings, blocks and schedule, or start afresh")
         try:
             weights = load_file(path / "adapter" / "adapter_model.safetensors")
-            state = torch.load(path / "state.pt", weights_only=False)
+            state = torch.load(path / "state.pt", weights_only=True)  # tensors and plain containers only: never runs code from the file
             result = set_peft_model_state_dict(self.model, weights)
             if getattr(result, "unexpected_keys", None):
                 raise ValueError(f"unexpected adapter weights {result.unexpected_keys[:3]}")

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import datasets
@@ -146,6 +147,23 @@ def test_resume_refuses_mismatched_or_corrupt_checkpoint(tiny_model, blocks, tmp
         again.train(blocks)
     with pytest.raises(TrainingError, match="not a kinfuse checkpoint"):
         QLoRATrainer(tiny_model, TrainConfig(**cfg, resume_from=str(tmp_path))).train(blocks)
+
+
+class _RunsCode:
+    """A pickled object whose loading runs code: what an untrusted state.pt could hold."""
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+def test_resume_never_unpickles_code(tiny_model, blocks, tmp_path, monkeypatch):
+    cfg = dict(max_steps=2, quantize="none", progress=False, output_dir=str(tmp_path), save_every=2)
+    QLoRATrainer(tiny_model, TrainConfig(**cfg)).train(blocks)
+    ckpt = tmp_path / "checkpoints/step-0000002"
+    torch.save({"optimizer": _RunsCode()}, ckpt / "state.pt")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(TrainingError, match="corrupt"):
+        QLoRATrainer(tiny_model, TrainConfig(**cfg, resume_from=str(ckpt))).train(blocks)
+    assert not (tmp_path / "pwned").exists()
 
 
 SIGTERM_CHILD = """
