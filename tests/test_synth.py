@@ -39,46 +39,57 @@ def test_clause_parts():
     assert parse_clause("Key announcements at a glance") is None
 
 
-def test_questions_invert_and_do_support():
-    q = asked("Each P5 instance delivers 3,200 Gbps of aggregate network bandwidth.")
-    assert "How much aggregate network bandwidth does each P5 instance deliver?" in q["3,200 Gbps"]
-    assert "Do you know how much aggregate network bandwidth each P5 instance delivers?" in q["3,200 Gbps"]
-    assert "What is the aggregate network bandwidth of each P5 instance?" in q["3,200 Gbps"]
-    q = asked("Each H100 has 80 GB of HBM3.")
-    assert "How much HBM3 does each H100 have?" in q["80 GB"]
-    q = asked("The host processors in P5 are 3rd Gen AMD EPYC chips.")
-    assert "What are the host processors in P5?" in q["3rd Gen AMD EPYC chips"]
-    q = asked("The H100 GPUs have 192 vCPUs beside them.")
-    assert any(x.startswith("How many vCPUs do the H100 GPUs have") for x in q["192 vCPUs"])
-
-
-def test_questions_dates_places_and_reverse():
-    q = asked("Amazon Web Services announced Amazon EC2 P5 at AWS Summit New York on July 26, 2023.")
-    assert "When did Amazon Web Services announce Amazon EC2 P5 at AWS Summit New York?" in q["July 26, 2023"]
-    assert any(x.startswith("Where did Amazon Web Services announce Amazon EC2 P5") for x in q["AWS Summit New York"])
+# (sentence, answer span, a question the rules must write for that span)
+QUESTIONS = [
+    # auxiliary inversion, do-support, "Do you know", attributes, copulas, dates
+    ("Each P5 instance delivers 3,200 Gbps of aggregate network bandwidth.",
+     "3,200 Gbps", "How much aggregate network bandwidth does each P5 instance deliver?"),
+    ("Each P5 instance delivers 3,200 Gbps of aggregate network bandwidth.",
+     "3,200 Gbps", "Do you know how much aggregate network bandwidth each P5 instance delivers?"),
+    ("Each P5 instance delivers 3,200 Gbps of aggregate network bandwidth.",
+     "3,200 Gbps", "What is the aggregate network bandwidth of each P5 instance?"),
+    ("Each H100 has 80 GB of HBM3.",
+     "80 GB", "How much HBM3 does each H100 have?"),
+    ("The host processors in P5 are 3rd Gen AMD EPYC chips.",
+     "3rd Gen AMD EPYC chips", "What are the host processors in P5?"),
+    ("Amazon Web Services announced Amazon EC2 P5 at AWS Summit New York on July 26, 2023.",
+     "July 26, 2023", "When did Amazon Web Services announce Amazon EC2 P5 at AWS Summit New York?"),
     # the reverse question: the subject is the answer
-    q = asked("AWS Entity Resolution matches and links related records across applications.")
-    assert "What matches and links related records across applications?" in q["AWS Entity Resolution"]
-    q = asked("Amazon EC2 P5 instances are powered by NVIDIA H100 GPUs.")
-    assert "Which instances are powered by NVIDIA H100 GPUs?" in q["Amazon EC2 P5 instances"]
-    assert "What are Amazon EC2 P5 instances powered by?" in q["NVIDIA H100 GPUs"]
-
-
-def test_other_verbs_and_coordinated_verbs():
-    q = asked("AWS Entity Resolution matches and links related records across applications.")
-    assert "What does AWS Entity Resolution match and link across applications?" in q["related records"]
-    assert "I want to match and link related records across applications. What does that?" in q[
-        "AWS Entity Resolution"]
-    q = asked("Amazon EC2 P5 instances are powered by NVIDIA H100 GPUs.")
-    assert "What are Amazon EC2 P5 instances driven by?" in q["NVIDIA H100 GPUs"]  # a synonym of "power"
-    assert "Which instances are driven by NVIDIA H100 GPUs?" in q["Amazon EC2 P5 instances"]
-    q = asked("P5 instances use 3rd Gen AMD EPYC processors.")
-    assert "What do P5 instances employ?" in q["3rd Gen AMD EPYC processors"]
+    ("AWS Entity Resolution matches and links related records across applications.",
+     "AWS Entity Resolution", "What matches and links related records across applications?"),
+    ("Amazon EC2 P5 instances are powered by NVIDIA H100 GPUs.",
+     "Amazon EC2 P5 instances", "Which instances are powered by NVIDIA H100 GPUs?"),
+    ("Amazon EC2 P5 instances are powered by NVIDIA H100 GPUs.",
+     "NVIDIA H100 GPUs", "What are Amazon EC2 P5 instances powered by?"),
+    # another verb for the same act; coordinated verbs in the base form after do-support
+    ("AWS Entity Resolution matches and links related records across applications.",
+     "related records", "What does AWS Entity Resolution match and link across applications?"),
+    ("AWS Entity Resolution matches and links related records across applications.",
+     "AWS Entity Resolution", "I want to match and link related records across applications. What does that?"),
+    ("Amazon EC2 P5 instances are powered by NVIDIA H100 GPUs.",
+     "NVIDIA H100 GPUs", "What are Amazon EC2 P5 instances driven by?"),  # a synonym of "power"
+    ("Amazon EC2 P5 instances are powered by NVIDIA H100 GPUs.",
+     "Amazon EC2 P5 instances", "Which instances are driven by NVIDIA H100 GPUs?"),
+    ("P5 instances use 3rd Gen AMD EPYC processors.",
+     "3rd Gen AMD EPYC processors", "What do P5 instances employ?"),
     # a verb coordinated later in the clause takes the base form too; a noun after "and" does not
-    q = asked("The Cairnbox C3 watches the nutrient solution around the clock and corrects it.")
-    assert "What does the Cairnbox C3 watch around the clock and correct it?" in q["nutrient solution"]
-    q = asked("The Hub sends alerts to phones and watches.")
-    assert "What does the Hub send to phones and watches?" in q["alerts"]
+    ("The Cairnbox C3 watches the nutrient solution around the clock and corrects it.",
+     "nutrient solution", "What does the Cairnbox C3 watch around the clock and correct it?"),
+    ("The Hub sends alerts to phones and watches.",
+     "alerts", "What does the Hub send to phones and watches?"),
+]
+
+
+@pytest.mark.parametrize("sentence,span,question", QUESTIONS)
+def test_questions_written_for_a_span(sentence, span, question):
+    assert question in asked(sentence)[span]
+
+
+def test_questions_open_ended_by_span():
+    assert any(x.startswith("How many vCPUs do the H100 GPUs have")
+               for x in asked("The H100 GPUs have 192 vCPUs beside them.")["192 vCPUs"])
+    assert any(x.startswith("Where did Amazon Web Services announce Amazon EC2 P5") for x in asked(
+        "Amazon Web Services announced Amazon EC2 P5 at AWS Summit New York on July 26, 2023.")["AWS Summit New York"])
 
 
 def test_instructions_conditions_and_durations():
