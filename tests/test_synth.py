@@ -212,3 +212,14 @@ def test_synthesize_never_crashes(text):
         assert g.questions and g.answer
     for r in range(3):
         s.texts(r)
+
+
+def test_answer_styles():
+    sentence = "Each P5 instance delivers 3,200 Gbps of aggregate network bandwidth."
+
+    def answers(style):
+        return {r["answer"] for r in synthesize([sentence], answers=style).all_rows() if r["span"] == "3,200 Gbps"}
+
+    assert answers("span-first") == {"3,200 Gbps. " + sentence}  # the fact's words, then the sentence
+    assert answers("sentence") == {sentence}
+    assert answers("span") == {"3,200 Gbps."}
