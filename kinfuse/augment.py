@@ -45,8 +45,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .corpus import texts_with_sources
 from .errors import KinfuseError
-from .evaluator import BATCH_SIZE, _documents, chat_format_problem, load_probes, normalize, parse_qa_pairs
+from .evaluator import BATCH_SIZE, chat_format_problem, load_probes, normalize, parse_qa_pairs
 
 CACHE_VERSION = 1
 SAVE_EVERY = 32  # prompts generated between cache writes
@@ -456,7 +457,7 @@ def augment(
     longest = max(templates, key=len).replace("{n}", str(qa_pairs))
 
     jobs: list[dict[str, Any]] = []  # one prompt each
-    for text, source in _documents(documents):
+    for text, source in texts_with_sources(documents):
         sections = _fit(split_sections(text, section_chars), gen, longest,
                         max(para_limit if paraphrases else 0, qa_limit if qa_pairs else 0))
         for s, section in enumerate(sections):

@@ -1677,6 +1677,20 @@ def _http_reason(status: int, phrase: str) -> str:
     return f"HTTP {status} {phrase}".strip()
 
 
+def texts_with_sources(corpus: Any) -> list[tuple[str, str]]:
+    """(text, source) for each non-empty document of a Corpus, a list of Documents, dicts or strings:
+    the one reading of "documents" that probes, augmentation and rule-written questions share."""
+    docs = []
+    for i, d in enumerate(corpus):
+        if isinstance(d, str):
+            docs.append((d, f"document {i + 1}"))
+        elif isinstance(d, dict):
+            docs.append((d.get("text", ""), str(d.get("source") or f"document {i + 1}")))
+        else:
+            docs.append((getattr(d, "text", ""), str(getattr(d, "source", "") or f"document {i + 1}")))
+    return [(t, s) for t, s in docs if t and t.strip()]
+
+
 class _Cache:
     """Raw responses on disk: <sha256(url)>.body and .json (URL, headers, fetch time).
 

@@ -34,6 +34,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from .corpus import texts_with_sources
 from .errors import KinfuseError
 
 _THOUSANDS = re.compile(r"(?<=\d)[,\u202f\u00a0 ](?=\d{3}\b)")
@@ -771,19 +772,6 @@ def answer_aliases(answer: str) -> list[str]:
     return aliases
 
 
-def _documents(corpus: Any) -> list[tuple[str, str]]:
-    """(text, source) for each document of a Corpus, a list of Documents, dicts or strings."""
-    docs = []
-    for i, d in enumerate(corpus):
-        if isinstance(d, str):
-            docs.append((d, f"document {i + 1}"))
-        elif isinstance(d, dict):
-            docs.append((d.get("text", ""), str(d.get("source") or f"document {i + 1}")))
-        else:
-            docs.append((getattr(d, "text", ""), str(getattr(d, "source", "") or f"document {i + 1}")))
-    return [(t, s) for t, s in docs if t and t.strip()]
-
-
 def _cut(text: str, chars: int) -> str:
     if len(text) <= chars:
         return text
@@ -821,7 +809,7 @@ def generate_probes(
     """
     if n_per_doc <= 0:
         raise KinfuseError(f"n_per_doc={n_per_doc}: must be a positive integer")
-    docs = _documents(corpus)
+    docs = texts_with_sources(corpus)
     if not docs:
         raise KinfuseError("generate_probes: the corpus has no text")
     prompts = [PROBE_INSTRUCTION.format(n=n_per_doc, text=_cut(text, max_doc_chars)) for text, _ in docs]

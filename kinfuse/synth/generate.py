@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..augment import ProbeGuard
+from ..corpus import texts_with_sources
 from ..evaluator import normalize
 from .document import ReadDocument, name_kinds, read_document
 from .questions import questions_for
@@ -279,12 +280,10 @@ def synthesize(documents: Any, *, probes: Iterable[Any] = (), seed: int = 0, pro
     strings) and document variants; questions near any of `probes` are dropped. `answers`:
     "span-first" answers give the fact's words, then the sentence stating it ("3,200 Gbps.
     Each P5 instance delivers ..."); "sentence" answers are the sentence alone."""
-    from ..evaluator import _documents
-
     guard = ProbeGuard(probes, overlap=probe_overlap)
     result = Synthesis(seed=seed)
     read = result.read
-    pairs = _documents(documents)
+    pairs = texts_with_sources(documents)
     with known_names([text for text, _ in pairs]):
         groups = _read_and_ask(pairs, documents, result, read, answers)
     seen: Counter = Counter()
