@@ -260,9 +260,9 @@ def _local_checkpoint(base: str) -> Path:
         if not list(folder.glob("*.safetensors")):
             folder = Path(snapshot_download(base, allow_patterns=common + ["*.bin"]))
     except Exception as e:  # hub errors come in many types; all mean "cannot get the base"
-        from .models import _load_hint
+        from .models import load_hint
 
-        raise ModelError(_load_hint(base, e)) from e
+        raise ModelError(load_hint(base, e)) from e
     return folder
 
 

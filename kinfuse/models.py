@@ -107,7 +107,7 @@ def load_tokenizer(name: str) -> Any:
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
     except Exception as e:  # hub errors come in many types; all mean the same to the user
-        raise ModelError(_load_hint(name, e)) from e
+        raise ModelError(load_hint(name, e)) from e
     if tokenizer.pad_token is None:
         # Padding only fills the last partial block and batched generation; it is always
         # masked out, so the EOS token is a safe stand-in.
@@ -117,7 +117,7 @@ def load_tokenizer(name: str) -> Any:
     return tokenizer
 
 
-def _load_hint(name: str, error: Exception) -> str:
+def load_hint(name: str, error: Exception) -> str:
     msg = f"cannot load model {name!r}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
     if os.environ.get("HF_HUB_OFFLINE") or "offline" in str(error).lower() or "connect" in str(error).lower():
         msg += " (no network to the Hugging Face hub: pass a local checkpoint folder, or kinfuse.default_model())"
@@ -145,7 +145,7 @@ def load_model(name: str, *, quantize: str, compute_dtype: Any, device: Any, att
     try:
         model = AutoModelForCausalLM.from_pretrained(name, **kwargs)
     except Exception as e:
-        raise ModelError(_load_hint(name, e)) from e
+        raise ModelError(load_hint(name, e)) from e
     if device.type != "cuda":
         model.to(device)
         if quantize == "nf4":

@@ -1,0 +1,78 @@
+"""The run record: what one `infuse` run wrote, typed, in `RUN_DIR/run.json`.
+
+Training writes it (and rewrites it when evaluation finishes); export, verify and report read
+it. Nothing downstream re-derives a training decision (the compute dtype NF4 weights were
+quantized from, the device, whether training finished) from the config or from metrics.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from . import io
+from .errors import KinfuseError
+
+RECORD_FILE = "run.json"
+FORMAT_VERSION = 1
+
+
+class RunRecordError(KinfuseError):
+    """A run folder whose record is missing, unreadable or from an unknown format."""
+
+
+@dataclass
+class RunRecord:
+    model: str  # the base model as the run loaded it: a local folder or a hub id
+    quantize: str  # "nf4" or "none": how the base weights were held while training
+    compute_dtype: str  # what training computed in; NF4 weights were quantized from this dtype
+    device: str  # where training ran ("cpu", "cuda:0"): NF4 rounding differs between the two
+    chat: bool  # trained and asked through the tokenizer's chat template
+    steps: int  # optimizer steps run
+    completed: bool  # False when training was interrupted (SIGINT/SIGTERM) before its last step
+    adapter: str = "adapter"  # the adapter folder, relative to the run folder
+    checkpoint: str | None = None  # the last checkpoint written or resumed from
+    metrics: str | None = None  # "metrics.json" once evaluation has written it
+    config: dict[str, Any] = field(default_factory=dict)  # the InfuseConfig, as a dict
+    kinfuse_version: str = ""
+    format: int = FORMAT_VERSION
+
+    @property
+    def trained_on(self) -> str:
+        """"cuda" or "cpu": where the NF4 weights were quantized."""
+        return "cuda" if self.device.startswith("cuda") else "cpu"
+
+    def write(self, run_dir: str | os.PathLike) -> Path:
+        return io.write_json(Path(run_dir) / RECORD_FILE, asdict(self))
+
+    @classmethod
+    def exists(cls, run_dir: str | os.PathLike) -> bool:
+        return (Path(run_dir) / RECORD_FILE).is_file()
+
+    @classmethod
+    def read(cls, run_dir: str | os.PathLike) -> RunRecord:
+        path = Path(run_dir) / RECORD_FILE
+        if not path.is_file():
+            raise RunRecordError(f"{run_dir}: no {RECORD_FILE}; this is not a kinfuse run folder, or the run "
+                                 "stopped before training began")
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise RunRecordError(f"{path}: not JSON ({e}); the file is damaged, rerun the infusion") from None
+        if not isinstance(data, dict) or data.get("format") != FORMAT_VERSION:
+            raise RunRecordError(f"{path}: unknown run record format {data.get('format') if isinstance(data, dict) else data!r} "
+                                 f"(this kinfuse reads format {FORMAT_VERSION}); use the kinfuse version that wrote it")
+        known = {f.name for f in fields(cls)}
+        try:
+            return cls(**{k: v for k, v in data.items() if k in known})
+        except TypeError as e:
+            raise RunRecordError(f"{path}: incomplete run record ({e}); rerun the infusion") from None
+
+    def load_metrics(self, run_dir: str | os.PathLike) -> dict[str, Any] | None:
+        """metrics.json as written at the end of the run (None before evaluation finished)."""
+        if not self.metrics:
+            return None
+        return json.loads((Path(run_dir) / self.metrics).read_text(encoding="utf-8"))
