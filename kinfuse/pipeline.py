@@ -30,6 +30,7 @@ from .errors import KinfuseError
 from .synth import synthesize
 from .evaluator import Comparison, Evaluator, general_prompts, general_texts
 from .models import load_tokenizer, resolve_model
+from .run import RunRecord, kinfuse_version
 from .trainer import QLoRATrainer, TrainResult
 
 
@@ -281,6 +282,12 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     log_path.unlink(missing_ok=True)
     train = trainer.train(blocks, log_path=log_path)
     trainer.save_adapter(out / "adapter")
+    record = RunRecord(
+        model=trainer.model_name, quantize=config.train.quantize, compute_dtype=train.compute_dtype,
+        device=train.device, chat=config.chat, steps=train.steps, completed=not train.interrupted,
+        checkpoint=train.checkpoint, config=asdict(config), kinfuse_version=kinfuse_version(),
+    )
+    record.write(out)
     echo(
         f"trained {train.steps} steps, loss {train.first_loss:.3f} -> {train.final_loss:.3f}, "
         f"{train.tokens_per_second:.0f} tokens/s, peak memory {train.peak_memory_bytes / 2**30:.2f} GiB"
@@ -342,6 +349,8 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     json_path, html_path = write_report(report, out)
     result.metrics["report"] = {"json": str(json_path), "html": str(html_path)}
     (out / "metrics.json").write_text(json.dumps(result.metrics, indent=2, default=str))
+    record.metrics = "metrics.json"
+    record.write(out)
     echo("\n" + summary(report))
     echo(f"wrote {out / 'metrics.json'}, {html_path.name}, {json_path.name} and {out / 'adapter'} "
          f"in {result.metrics['seconds']:.0f} s")

@@ -20,6 +20,16 @@ RECORD_FILE = "run.json"
 FORMAT_VERSION = 1
 
 
+def kinfuse_version() -> str:
+    """The installed kinfuse's version ("" when run from a source tree that was never installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("kinfuse")
+    except PackageNotFoundError:
+        return ""
+
+
 class RunRecordError(KinfuseError):
     """A run folder whose record is missing, unreadable or from an unknown format."""
 
