@@ -72,7 +72,7 @@ _SWAPS = [("large", "big"), ("small", "little"), ("people", "residents"), ("city
 
 def source_paragraphs() -> list[str]:
     from kinfuse import Corpus
-    from kinfuse.evaluator import general_texts
+    from kinfuse.data.probes import general_texts
 
     paras = general_texts()
     for doc in Corpus.from_paths([str(PAGES)]):
@@ -244,7 +244,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def parallel_timings(tok: Any, rows: list[dict[str, str]], args: argparse.Namespace) -> dict[str, Any]:
     """In-process vs datasets.map(num_proc) tokenisation, on the whole corpus and a small slice."""
-    from kinfuse import chunker as chunker_mod
+    from kinfuse.data import chunker as chunker_mod
 
     out: dict[str, Any] = {"num_proc": args.num_proc}
     saved = chunker_mod.PARALLEL_MIN_DOCS, chunker_mod.PARALLEL_MIN_CHARS

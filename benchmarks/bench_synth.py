@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Rule-based question generation (kinfuse.synth): coverage, robustness and speed, and the
+"""Rule-based question generation (kinfuse.data.synth): coverage, robustness and speed, and the
 leakage check of a finished run.
 
     python benchmarks/bench_synth.py                 # examples + shared extraction pages
@@ -41,15 +41,16 @@ BANDS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6)
 
 
 def words(text: str) -> set[str]:
-    from kinfuse.evaluator import normalize
+    from kinfuse.data.answers import normalize
 
     return set(normalize(text).split())
 
 
 def coverage(name: str) -> dict:
     from kinfuse import Corpus
-    from kinfuse.evaluator import answer_matches, load_probes
-    from kinfuse.synth import synthesize
+    from kinfuse.data.answers import answer_matches
+    from kinfuse.data.probes import load_probes
+    from kinfuse.data.synth import synthesize
 
     folder = REPO / "examples" / name
     corpus = Corpus.from_paths([folder / "pages"])
@@ -75,7 +76,7 @@ def coverage(name: str) -> dict:
 
 def robustness() -> dict:
     from kinfuse.corpus import extract_text
-    from kinfuse.synth import synthesize
+    from kinfuse.data.synth import synthesize
 
     sets = {"articles": SHARED / "dev" / "html", "wcxb-dev-sample": SHARED / "wcxb-dev-sample" / "html"}
     out = {}
@@ -143,7 +144,7 @@ def git_commit() -> str:
                                capture_output=True, text=True, check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    return sha + ("+dirty(kinfuse/synth)" if dirty else "")
+    return sha + ("+dirty(kinfuse.data.synth)" if dirty else "")
 
 
 def main() -> None:
@@ -152,7 +153,7 @@ def main() -> None:
     ap.add_argument("--no-shared", action="store_true", help="skip the shared extraction pages")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
-    result: dict = {"benchmark": "rule-based question generation (kinfuse.synth)",
+    result: dict = {"benchmark": "rule-based question generation (kinfuse.data.synth)",
                     "command": " ".join([Path(sys.executable).name, *sys.argv])}
     result["examples"] = {}
     for name in EXAMPLES:

@@ -9,15 +9,16 @@ first use of the classes that need them.
 
 from __future__ import annotations
 
-from .chunker import Chunker, ChunkStats
 from .config import CorpusConfig, DataConfig, EvalConfig, InfuseConfig, TrainConfig
 from .corpus import Corpus, Document, SourceRecord, extract_text
+from .data.answers import answer_matches
+from .data.chunker import Chunker, ChunkStats
+from .data.synth import Synthesis, synthesize
 from .errors import ConfigError, CorpusError, KinfuseError, ModelError
-from .evaluator import Comparison, Evaluator, ProbeResult, answer_matches
+from .eval import Comparison, Evaluator, ProbeResult
 from .export import export, verify
 from .models import default_model
 from .pipeline import InfuseResult, infuse
-from .synth import Synthesis, synthesize
 from .trainer import QLoRATrainer, TrainingError, TrainResult
 
 __version__ = "0.1.0"

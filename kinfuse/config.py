@@ -188,7 +188,7 @@ class DataConfig:
                 p.append(f"{name}={value!r}: must be an integer from 0 to 20 (0 turns it off)")
         _choice(p, "order", self.order, ORDERS)
         _choice(p, "answers", self.answers, ("sentence", "span-first", "span"))
-        from .augment import PARAPHRASE_STYLES
+        from .data.augment import PARAPHRASE_STYLES
 
         if not isinstance(self.paraphrases, int) or not 0 <= self.paraphrases <= len(PARAPHRASE_STYLES):
             p.append(f"paraphrases={self.paraphrases!r}: must be an integer from 0 to {len(PARAPHRASE_STYLES)} "

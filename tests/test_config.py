@@ -56,7 +56,7 @@ def test_example_configs_are_valid():
 
 def test_eval_batch_size_default_is_the_evaluators():
     from kinfuse.config import EvalConfig
-    from kinfuse.evaluator import BATCH_SIZE
+    from kinfuse.generate import BATCH_SIZE
 
     assert EvalConfig().batch_size == BATCH_SIZE  # config.py stays free of heavy imports, so it repeats it
 

@@ -1,4 +1,4 @@
-"""kinfuse.augment: paraphrases and Q&A written by a generator, checked, cached, kept with
+"""kinfuse.data.augment: paraphrases and Q&A written by a generator, checked, cached, kept with
 provenance, never matching a probe. Most tests use a rule-based writer (a real function that
 rewrites sentences by rule, and writes some bad pairs on purpose); one uses the tiny model."""
 
@@ -8,17 +8,17 @@ import re
 import pytest
 
 from kinfuse import Chunker, KinfuseError
-from kinfuse.augment import (
+from kinfuse.data.augment import (
     PARAPHRASE_STYLES,
     QA_INSTRUCTION,
-    ProbeGuard,
     augment,
     content_words,
     grounding,
     invented_names,
     split_sections,
 )
-from kinfuse.chunker import IGNORE
+from kinfuse.data.chunker import IGNORE
+from kinfuse.data.probes import ProbeGuard
 from kinfuse.config import DataConfig
 
 DOC = ("The Zephyr router has four antennas. It supports a mesh of up to nine nodes.\n\n"
@@ -242,7 +242,7 @@ def writer_model(tiny_model, tmp_path_factory):
 
 def test_model_generator_plumbing(writer_model, tmp_path):
     from kinfuse import InfuseConfig, QLoRATrainer, TrainConfig
-    from kinfuse.augment import augment_for_infusion
+    from kinfuse.data.augment import augment_for_infusion
 
     probes = tmp_path / "probes.jsonl"
     probes.write_text(json.dumps({"question": PROBE, "answers": ["four"]}) + "\n")

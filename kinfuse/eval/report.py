@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .evaluator import Comparison
+from .results import Comparison
 
 
 def _finite(x: Any) -> float | None:

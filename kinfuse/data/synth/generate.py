@@ -1,7 +1,7 @@
 """From a corpus to training rows that make each fact answerable, by rules, without a writer model.
 
-`synthesize(documents)` reads every document (kinfuse.synth.document), asks every answerable
-span of every clause in several wordings (kinfuse.synth.questions), adds questions about
+`synthesize(documents)` reads every document (kinfuse.data.synth.document), asks every answerable
+span of every clause in several wordings (kinfuse.data.synth.questions), adds questions about
 each named entity ("Tell me about X"), each table cell and each FAQ heading of the pages, and
 writes document variants: the text with pronouns resolved, with its sentences and sections
 shuffled, and each section on its own.
@@ -13,7 +13,7 @@ without repeating one wording until it is memorised.
 
 Every row carries its provenance (`source`, `kind`, `template`, `span`), every dropped
 question its reason, and generated questions that come near an evaluation probe are
-dropped (kinfuse.augment.ProbeGuard), so the probes stay unseen.
+dropped (kinfuse.data.probes.ProbeGuard), so the probes stay unseen.
 """
 
 from __future__ import annotations
@@ -27,9 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..augment import ProbeGuard
-from ..corpus import texts_with_sources
-from ..evaluator import normalize
+from ... import io
+from ...corpus import texts_with_sources
+from ..answers import normalize
+from ..probes import ProbeGuard
 from .document import ReadDocument, name_kinds, read_document
 from .questions import questions_for
 from .text import is_plural_noun, known_names
@@ -116,10 +117,7 @@ class Synthesis:
         path = Path(path)
         lines = [json.dumps(r, ensure_ascii=False) for r in self.all_rows()]
         lines += [json.dumps({**d, "dropped": True}, ensure_ascii=False) for d in self.dropped]
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.replace(path)
-        return path
+        return io.write_text(path, "\n".join(lines) + "\n")
 
 
 def _sentence(text: str) -> str:

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import KinfuseError
+from ..errors import KinfuseError
 
 IGNORE = -100  # label value torch's cross-entropy skips
 META_FILE = "kinfuse_chunks.json"  # written next to the Arrow files by Chunker.save
@@ -333,6 +333,14 @@ class Chunker:
         if not len(fill):
             raise KinfuseError("nothing to train on: every row was empty (see Chunker.stats.skipped_empty)")
         return self._build(ids, labels, src, size, overlap, block, offset, fill)
+
+    def chunk(self, data: Any, *, anchor: bool | None = None) -> tuple[Any, ChunkStats]:
+        """(blocks, their stats) for `data`; with `anchor`, every block gets an `anchor` column
+        with that value (anchor blocks train on KL to the base model instead of cross-entropy)."""
+        blocks = self(data)
+        if anchor is not None:
+            blocks = blocks.add_column("anchor", [anchor] * len(blocks))
+        return blocks, self.stats
 
     def _split(self, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Pieces of at most block_size tokens: (start in the flat arrays, length, overlap), in

@@ -1,6 +1,6 @@
 """Questions about one clause: every answerable span, asked several ways.
 
-For a clause `subject verb rest` (kinfuse.synth.text.Clause) the rules find the spans a
+For a clause `subject verb rest` (kinfuse.data.synth.text.Clause) the rules find the spans a
 question can ask for (Lewis et al. 2019 call them cloze answers; Mecklenburg et al. 2024
 find that asking for every fact beats sampling text):
 

@@ -7,15 +7,10 @@ import pytest
 import torch
 
 from kinfuse import Chunker, Evaluator, KinfuseError, QLoRATrainer, TrainConfig, answer_matches
-from kinfuse.evaluator import (
-    answer_aliases,
-    chat_format_problem,
-    generate_probes,
-    load_probes,
-    normalize,
-    parse_qa_pairs,
-)
-from kinfuse.pipeline import read_jsonl
+from kinfuse.data.answers import answer_aliases, chat_format_problem, normalize, parse_qa_pairs
+from kinfuse.data.mix import read_rows
+from kinfuse.data.probes import load_probes
+from kinfuse.eval import generate_probes
 
 QUESTION = "How many antennas does the Zephyr router have?"
 ANSWER = "The Zephyr router has four antennas."
@@ -279,7 +274,7 @@ def test_generate_probes_with_a_writer_and_keeps_them_out_of_training(tmp_path):
     assert all(r["source"] == "https://example.com/zephyr" and r["generated_by"] == "fixed" for r in rows)
     assert load_probes(out) == rows  # a valid probes file
     with pytest.raises(KinfuseError, match="missing answer"):
-        read_jsonl(out, ("question", "answer"))  # not usable as a training Q&A file
+        read_rows(out, ("question", "answer"))  # not usable as a training Q&A file
     loose = generate_probes(None, None, corpus, n_per_doc=1, writer=fixed, require_grounded=False)
     assert [r["source"] for r in loose] == ["https://example.com/zephyr", "document 2"]
 
@@ -303,7 +298,7 @@ def test_probe_rows_serialise(trained):
 
 
 def test_general_samples_hold_out_what_forgetting_is_measured_on():
-    from kinfuse.evaluator import general_prompts, general_texts
+    from kinfuse.data.probes import general_prompts, general_texts
 
     for sample in (general_texts, general_prompts):
         held_out, train = set(sample("eval")), set(sample("train"))
@@ -314,7 +309,7 @@ def test_general_samples_hold_out_what_forgetting_is_measured_on():
 
 
 def test_end_kept_counts_only_turns_the_base_ended():
-    from kinfuse.evaluator import Comparison, ProbeResult
+    from kinfuse.eval import Comparison, ProbeResult
 
     def row(base_ended, adapted_ended, kind="chat"):
         return ProbeResult(kind, "q", ["a"], "b", "c", False, False, base_ended, adapted_ended, True, True)

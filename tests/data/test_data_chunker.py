@@ -1,7 +1,7 @@
 import pytest
 
 from kinfuse import Chunker, Corpus, KinfuseError
-from kinfuse.chunker import IGNORE
+from kinfuse.data.chunker import IGNORE
 
 
 def test_blocks_keep_every_token_and_document_boundaries(tiny_tokenizer, sample_text):
@@ -243,7 +243,7 @@ def test_dataset_input_and_deterministic(tiny_tokenizer, sample_text):
 
 
 def test_num_proc_gives_the_same_blocks(tiny_tokenizer, sample_text, monkeypatch):
-    from kinfuse import chunker as chunker_mod
+    from kinfuse.data import chunker as chunker_mod
 
     rows = [{"text": f"{i}: {line}"} for i, line in enumerate(sample_text.splitlines() * 20)]
     simple = Chunker(tiny_tokenizer, block_size=64)

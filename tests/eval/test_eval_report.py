@@ -7,12 +7,12 @@ import zlib
 
 import pytest
 
-import kinfuse.evaluator as evaluator_module
+import kinfuse.eval.forgetting as forgetting
 import kinfuse.pipeline as pipeline
 from kinfuse import Corpus, InfuseConfig, infuse
 from kinfuse.config import CorpusConfig, DataConfig, EvalConfig, TrainConfig
-from kinfuse.evaluator import Comparison, ProbeResult, generate_probes
-from kinfuse.report import accuracy_groups, build_report, loss_chart_svg, render_html, summary, write_report
+from kinfuse.eval import Comparison, ProbeResult, generate_probes
+from kinfuse.eval.report import accuracy_groups, build_report, loss_chart_svg, render_html, summary, write_report
 
 
 def _strict_json(path):
@@ -169,9 +169,9 @@ def test_report_renders_in_chromium(tmp_path):
 
 def test_infuse_writes_report_and_keeps_generated_probes_out_of_training(tiny_model, tmp_path, monkeypatch):
     # Short general samples keep this fast; the code paths are the ones infuse() always runs.
-    monkeypatch.setattr(evaluator_module, "general_texts",
+    monkeypatch.setattr(forgetting, "general_texts",
                         lambda split="eval": ["Paris is the capital of France.", "Water boils at one hundred degrees."])
-    monkeypatch.setattr(evaluator_module, "general_prompts", lambda split="eval": ["Tell me about bread."])
+    monkeypatch.setattr(forgetting, "general_prompts", lambda split="eval": ["Tell me about bread."])
     seen_rows = []
 
     class SpyChunker(pipeline.Chunker):  # records what training is built from, and builds it as usual

@@ -33,23 +33,21 @@ takes effect without new generation. Every kept row carries its provenance: `sou
 
 from __future__ import annotations
 
-import hashlib
-import inspect
-import json
-import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .corpus import texts_with_sources
-from .errors import KinfuseError
-from .evaluator import BATCH_SIZE, chat_format_problem, load_probes, normalize, parse_qa_pairs
+from ...corpus import texts_with_sources
+from ...errors import KinfuseError
+from ..answers import chat_format_problem, normalize, parse_qa_pairs
+from ..probes import ProbeGuard
+from .generators import Generator, ReplyCache
+from .grounding import (content_words, grounding, invented_names, ngrams, split_sections, trim_tail,
+                        whole_sentences)
 
-CACHE_VERSION = 1
 SAVE_EVERY = 32  # prompts generated between cache writes
 _FACTS = "Keep every fact, name, number and date exactly as they are, and add nothing that is not in the text."
 PARAPHRASE_STYLES: tuple[tuple[str, str], ...] = (
@@ -66,291 +64,9 @@ QA_INSTRUCTION = (
     "Answer each question with one short sentence that uses the words of the text. "
     "Write every pair on two lines, exactly like this:\nQ: <question>\nA: <answer>\n\nText:\n{text}"
 )
-_STOP = set(
-    "a an the and or but if of to in on at by for with from as is are was were be been being it its this that "
-    "these those there their they them he she his her we our you your i me my do does did has have had not no "
-    "so than then which who whom whose what when where why how can could will would shall should may might "
-    "also about into over under after before up out more most some any each other such only own same very just "
-    "one all both".split()
-)
 _PREAMBLE = re.compile(r"^\s*(sure|certainly|here is|here's|here are|rewritten|rewrite|paraphrase|news report|"
                        r"explanation|facts|the text|below)\b[^\n]{0,80}:\s*\n", re.I)
 
-
-# -- text helpers --------------------------------------------------------------------------
-
-
-def _stem(word: str) -> str:
-    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
-
-
-def content_words(text: str) -> list[str]:
-    """Normalised words of a text without stop words (numbers kept), lightly stemmed."""
-    return [_stem(w) for w in normalize(text).split() if w not in _STOP and (len(w) > 1 or w.isdigit())]
-
-
-def grounding(text: str, source: str | set[str]) -> tuple[float, list[str]]:
-    """(share of the text's content words found in the source, numbers absent from the source)."""
-    known = source if isinstance(source, set) else set(content_words(source))
-    words = content_words(text)
-    if not words:
-        return 0.0, []
-    missing_numbers = sorted({w for w in words if any(c.isdigit() for c in w) and w not in known})
-    return sum(w in known for w in words) / len(words), missing_numbers
-
-
-def invented_names(text: str, source: str | set[str]) -> list[str]:
-    """Capitalised words inside a sentence (names: "Amazon Echo", "Lions") that the source lacks:
-    the small models' commonest invention, which the share of grounded words can miss."""
-    known = source if isinstance(source, set) else set(content_words(source))
-    out: list[str] = []
-    for sentence in re.split(r"(?<=[.!?:])\s+|\n+", text):
-        for word in re.findall(r"\b[A-Z][\w'-]*", sentence)[1:] if sentence[:1].isupper() else \
-                re.findall(r"\b[A-Z][\w'-]*", sentence):
-            key = content_words(word)
-            if key and key[0] not in known and word not in out:
-                out.append(word)
-    return out
-
-
-def split_sections(text: str, max_chars: int) -> list[str]:
-    """Cut a document into sections of at most `max_chars` characters at paragraph ends, then
-    sentence ends, then word ends; a short last section joins the one before."""
-    units: list[str] = []
-    for para in (p.strip() for p in re.split(r"\n\s*\n|\n", text)):
-        if not para:
-            continue
-        if len(para) <= max_chars:
-            units.append(para)
-            continue
-        for sentence in re.split(r"(?<=[.!?])\s+", para):
-            while len(sentence) > max_chars:  # a "sentence" longer than a section: cut at a space
-                cut = sentence.rfind(" ", 0, max_chars)
-                cut = cut if cut > max_chars // 2 else max_chars
-                units.append(sentence[:cut].strip())
-                sentence = sentence[cut:].strip()
-            if sentence:
-                units.append(sentence)
-    sections: list[str] = []
-    for unit in units:
-        if sections and len(sections[-1]) + 1 + len(unit) <= max_chars:
-            sections[-1] += "\n" + unit
-        else:
-            sections.append(unit)
-    if len(sections) > 1 and len(sections[-1]) < max_chars // 4:
-        last = sections.pop()  # popped before the join: `sections[-2] += ... pop()` indexes a list it shrinks
-        sections[-1] += "\n" + last
-    return sections
-
-
-def whole_sentences(text: str, min_share: float = 0.0) -> str:
-    """`text` up to its last whole sentence; "" when there is none, or when what is left is
-    no more than `min_share` of the text (too little of an answer cut off by a token limit)."""
-    ends = [m.end() for m in re.finditer(r"[.!?](?=\s|$)", text)]
-    return text[: ends[-1]].strip() if ends and ends[-1] > len(text) * min_share else ""
-
-
-def _trim_tail(text: str, known: set[str], min_share: float) -> str:
-    """The text without trailing sentences that are not grounded in the source (a small model's
-    "I hope this helps!" or a line of chatter after its answer); the first sentence always stays."""
-    sentences = re.split(r"(?<=[.!?])\s+", text.strip())
-    while len(sentences) > 1:
-        share, invented = grounding(sentences[-1], known)
-        if share >= min_share and not invented:
-            break
-        sentences.pop()
-    return " ".join(sentences)
-
-
-def _ngrams(words: list[str], n: int = 4) -> set[tuple[str, ...]]:
-    return {tuple(words[i : i + n]) for i in range(len(words) - n + 1)}
-
-
-# -- probes --------------------------------------------------------------------------------
-
-
-class ProbeGuard:
-    """Evaluation probe questions, and a test of whether a generated question is one of them:
-    equal after normalisation, one containing the other, or word-set Jaccard >= `overlap`."""
-
-    def __init__(self, probes: Iterable[Any] = (), overlap: float = 0.6):
-        self.overlap = overlap
-        self.questions: list[tuple[str, set[str], str]] = []
-        for item in probes:
-            if isinstance(item, Path) or (isinstance(item, str) and (item.endswith(".jsonl") or Path(item).is_file())):
-                rows = load_probes(item)
-            elif isinstance(item, dict):
-                rows = [item]
-            elif isinstance(item, str):
-                rows = [{"question": item}]
-            else:
-                raise KinfuseError(f"probes: expected JSONL paths, probe dicts or question strings, got {item!r}")
-            for row in rows:
-                q = row.get("question") or row.get("prompt") or ""
-                if normalize(q):
-                    self.questions.append((normalize(q), set(normalize(q).split()), q))
-
-    def match(self, question: str) -> tuple[str, float] | None:
-        """(the probe question, overlap) that `question` is too close to, or None."""
-        norm = normalize(question)
-        words = set(norm.split())
-        best: tuple[str, float] | None = None
-        for pnorm, pwords, original in self.questions:
-            contained = f" {pnorm} " in f" {norm} " or f" {norm} " in f" {pnorm} "  # as whole words
-            if norm == pnorm or (min(len(norm), len(pnorm)) >= 20 and contained):
-                return original, 1.0
-            score = len(words & pwords) / len(words | pwords) if words | pwords else 0.0
-            if score >= self.overlap and (best is None or score > best[1]):
-                best = (original, round(score, 3))
-        return best
-
-
-# -- generators ----------------------------------------------------------------------------
-
-
-class Generator:
-    """Writes a reply to each prompt. Subclasses: FunctionGenerator (a callable) and
-    ModelGenerator (a causal LM, batched, chat template, adapter off)."""
-
-    name: str = "generator"
-    context_tokens: int | None = None  # prompt + reply token limit, when known
-
-    def cache_id(self) -> str:
-        """What identifies this generator's replies in the cache."""
-        return self.name
-
-    def generate(self, prompts: list[str], max_new_tokens: int) -> list[tuple[str, bool]]:
-        """(reply, ended on its own rather than at the token limit) per prompt."""
-        raise NotImplementedError
-
-    def prompt_tokens(self, prompt: str) -> int | None:
-        """Tokens the prompt takes in the generator's context, when it has one."""
-        return None
-
-    @staticmethod
-    def from_spec(spec: Any, *, trainer: Any = None, batch_size: int = BATCH_SIZE, name: str | None = None) -> "Generator":
-        """A Generator from None (the model being trained: `trainer`, adapter off), a Generator,
-        a callable `fn(prompt) -> str`, a QLoRATrainer or (model, tokenizer) pair, or a Hugging
-        Face model path / id (loaded without quantization)."""
-        if isinstance(spec, Generator):
-            return spec
-        if spec is None:
-            if trainer is None:
-                raise KinfuseError("augmentation needs a generator: pass the trainer (the model being trained), "
-                                   "a model path, or a callable fn(prompt) -> str")
-            return ModelGenerator(trainer, batch_size=batch_size, name=name)
-        if isinstance(spec, tuple) and len(spec) == 2:
-            return ModelGenerator(spec[0], spec[1], batch_size=batch_size, name=name)
-        if hasattr(spec, "model") and hasattr(spec, "tokenizer"):
-            return ModelGenerator(spec, batch_size=batch_size, name=name)
-        if isinstance(spec, (str, os.PathLike)):
-            return ModelGenerator.load(str(spec), batch_size=batch_size)
-        if callable(spec):
-            return FunctionGenerator(spec, name=name)
-        raise KinfuseError(f"augment generator {spec!r}: give a model path or id, a callable fn(prompt) -> str, "
-                           "or None for the model being trained")
-
-
-class FunctionGenerator(Generator):
-    """A callable `fn(prompt: str) -> str`, called once per prompt; its replies count as ended."""
-
-    def __init__(self, fn: Callable[[str], str], name: str | None = None):
-        self.fn = fn
-        self.name = name or getattr(fn, "__qualname__", None) or type(fn).__name__
-
-    def cache_id(self) -> str:
-        # A changed function body gives new replies, so its code is part of the key.
-        try:
-            code = inspect.getsource(self.fn)
-        except (OSError, TypeError):
-            code = ""
-        return f"{self.name}:{hashlib.sha256(code.encode()).hexdigest()[:12]}"
-
-    def generate(self, prompts: list[str], max_new_tokens: int) -> list[tuple[str, bool]]:
-        out = []
-        for p in prompts:
-            reply = self.fn(p)
-            if not isinstance(reply, str):
-                raise KinfuseError(f"augment generator {self.name} returned {type(reply).__name__}, not str")
-            out.append((reply, True))
-        return out
-
-
-class ModelGenerator(Generator):
-    """A causal LM writing greedy replies in batches through `Evaluator.generate`, with the LoRA
-    adapter disabled (the base model's own words), in chat form when it has a chat template."""
-
-    def __init__(self, model_or_trainer: Any, tokenizer: Any = None, *, batch_size: int = BATCH_SIZE, name: str | None = None):
-        from .evaluator import Evaluator
-
-        self.evaluator = Evaluator(model_or_trainer, tokenizer, batch_size=batch_size)
-        model = self.evaluator.model
-        self.name = name or str(getattr(model_or_trainer, "model_name", None)
-                                or getattr(getattr(model, "config", None), "name_or_path", "") or "model")
-        self.context_tokens = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-
-    @classmethod
-    def load(cls, name: str, *, batch_size: int = BATCH_SIZE) -> "ModelGenerator":
-        import torch
-
-        from .models import load_model, load_tokenizer, resolve_model
-
-        path = resolve_model(name)
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-        model = load_model(path, quantize="none", compute_dtype=dtype, device=device)
-        return cls(model, load_tokenizer(path), batch_size=batch_size, name=name)
-
-    def prompt_tokens(self, prompt: str) -> int:
-        return len(self.evaluator._encode({"question": prompt})[1])
-
-    def generate(self, prompts: list[str], max_new_tokens: int) -> list[tuple[str, bool]]:
-        ev = self.evaluator
-        # Prompts of similar length share a batch: less padding, and greedy replies do not
-        # depend on the batch. Replies come back in the prompts' order.
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        limit, ev.max_new_tokens = ev.max_new_tokens, max_new_tokens
-        try:
-            replies = ev.generate([{"question": prompts[i]} for i in order], adapter=False)
-        finally:
-            ev.max_new_tokens = limit
-        out: list[tuple[str, bool]] = [("", False)] * len(prompts)
-        for i, reply in zip(order, replies):
-            out[i] = reply
-        return out
-
-
-# -- the cache -----------------------------------------------------------------------------
-
-
-class ReplyCache:
-    """Generated replies on disk, keyed by prompt + generator + token limit (JSON, written atomically)."""
-
-    def __init__(self, path: str | Path | None):
-        self.path = Path(path) if path else None
-        self.replies: dict[str, dict[str, Any]] = {}
-        if self.path and self.path.is_file():
-            try:
-                saved = json.loads(self.path.read_text())
-            except json.JSONDecodeError as e:
-                raise KinfuseError(f"augment cache {self.path} is not valid JSON ({e.msg}); delete it to regenerate") \
-                    from None
-            if saved.get("version") == CACHE_VERSION:
-                self.replies = saved.get("replies", {})
-
-    @staticmethod
-    def key(generator: Generator, prompt: str, max_new_tokens: int) -> str:
-        blob = json.dumps([generator.cache_id(), max_new_tokens, prompt], ensure_ascii=False)
-        return hashlib.sha256(blob.encode()).hexdigest()
-
-    def save(self) -> None:
-        if not self.path:
-            return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-        with os.fdopen(fd, "w") as f:
-            json.dump({"version": CACHE_VERSION, "replies": self.replies}, f, ensure_ascii=False, indent=0)
-        os.replace(tmp, self.path)
 
 
 # -- the result ----------------------------------------------------------------------------
@@ -532,7 +248,7 @@ def _check_paraphrase(job: dict[str, Any], reply: str, ended: bool, by: str, gua
     if problem:
         return _drop(result, job, f"malformed: {problem}", text[:300])
     words, source_words = content_words(text), content_words(job["text"])
-    trimmed = _trim_tail(text, set(source_words), 0.01)
+    trimmed = trim_tail(text, set(source_words), 0.01)
     if trimmed != text:
         result.trimmed["paraphrase"] += 1
         text, words = trimmed, content_words(trimmed)
@@ -548,7 +264,7 @@ def _check_paraphrase(job: dict[str, Any], reply: str, ended: bool, by: str, gua
     if share < min_share:
         return _drop(result, job, f"not grounded: {share:.0%} of its content words are in the section "
                                   f"(min {min_share:.0%})", text[:300])
-    grams, source_grams = _ngrams(normalize(text).split()), _ngrams(normalize(job["text"]).split())
+    grams, source_grams = ngrams(normalize(text).split()), ngrams(normalize(job["text"]).split())
     if grams and len(grams & source_grams) >= 0.8 * len(grams):
         return _drop(result, job, "copies the section: 80%+ of its 4-word runs are the section's", text[:300])
     key = normalize(text)
@@ -575,7 +291,7 @@ def _check_qa(job: dict[str, Any], reply: str, ended: bool, by: str, guard: Prob
     kept = 0
     for question, answer in pairs:
         result.generated["qa"] += 1
-        trimmed = _trim_tail(answer, source_words, min_share)
+        trimmed = trim_tail(answer, source_words, min_share)
         if trimmed != answer:
             result.trimmed["qa"] += 1
             answer = trimmed
@@ -636,10 +352,3 @@ def augment_for_infusion(config: Any, corpus: Any, trainer: Any, cache: str | Pa
     )
     echo(result.report())
     return result
-
-
-__all__ = [
-    "AugmentResult", "FunctionGenerator", "Generator", "ModelGenerator", "PARAPHRASE_STYLES", "ProbeGuard",
-    "QA_INSTRUCTION", "ReplyCache", "augment", "augment_for_infusion", "content_words", "grounding",
-    "invented_names", "split_sections",
-]

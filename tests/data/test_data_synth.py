@@ -1,4 +1,4 @@
-"""kinfuse.synth: clauses, questions by rule, document reading and the synthesis of rows."""
+"""kinfuse.data.synth: clauses, questions by rule, document reading and the synthesis of rows."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from kinfuse.evaluator import normalize
-from kinfuse.synth import synthesize
-from kinfuse.synth.document import read_document, topic_of
-from kinfuse.synth.questions import questions_for
-from kinfuse.synth.text import parse_clause, split_sentences
+from kinfuse.data.answers import normalize
+from kinfuse.data.synth import synthesize
+from kinfuse.data.synth.document import read_document, topic_of
+from kinfuse.data.synth.questions import questions_for
+from kinfuse.data.synth.text import parse_clause, split_sentences
 
 
 def asked(sentence: str, topic: str = "") -> dict[str, list[str]]:
@@ -93,7 +93,7 @@ def test_questions_open_ended_by_span():
 
 
 def test_instructions_conditions_and_durations():
-    from kinfuse.synth.document import read_document
+    from kinfuse.data.synth.document import read_document
 
     doc = read_document("Press and hold the Sprig button for three seconds.\n"
                         "If the Hub cannot be reached, a controller holds 21 days of readings.")

@@ -1,0 +1,149 @@
+"""Generation with a model and its tokenizer: prompts in chat form or as plain completions,
+batched greedy (or seeded sampled) decoding, and the LoRA adapter switched on or off within
+the same weights. The evaluator, self-distillation and augmentation's model writer all
+generate through here, so a prompt is encoded one way everywhere.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from .errors import KinfuseError
+
+# The 2023 reference workflow's generation settings (sampling at a near-zero temperature).
+REFERENCE_SAMPLING = {"max_new_tokens": 200, "top_p": 0.9, "temperature": 0.01}
+# Prompts decoded per batch: decoding reads the weights once per step for the whole batch, so
+# larger batches are much faster on a CPU (benchmarks/README.md).
+BATCH_SIZE = 32
+SAMPLING_MODES = ("greedy", "reference")
+
+
+class TextGenerator:
+    """Answers to prompts from one model, with the adapter on (adapted) or off (base).
+
+    `trainer_or_model` is a QLoRATrainer or a (peft) model; `tokenizer` is needed with a model.
+    `sampling="greedy"` (default) decodes greedily; `sampling="reference"` uses the 2023
+    reference workflow's settings (top_p 0.9, temperature 0.01, 200 new tokens unless
+    `max_new_tokens` is given), seeded with `seed` so reruns repeat.
+    """
+
+    def __init__(
+        self,
+        trainer_or_model: Any,
+        tokenizer: Any = None,
+        *,
+        max_new_tokens: int | None = None,
+        batch_size: int = BATCH_SIZE,
+        sampling: str = "greedy",
+        seed: int = 0,
+    ):
+        model = getattr(trainer_or_model, "model", None)
+        if model is not None and hasattr(trainer_or_model, "tokenizer"):  # a QLoRATrainer
+            tokenizer = tokenizer or trainer_or_model.tokenizer
+        else:
+            model = trainer_or_model
+        if tokenizer is None:
+            raise KinfuseError(f"{type(self).__name__}(model, tokenizer): a tokenizer is needed when passing a model")
+        if sampling not in SAMPLING_MODES:
+            raise KinfuseError(f"sampling={sampling!r}: choose one of {', '.join(SAMPLING_MODES)}")
+        self.model, self.tokenizer = model, tokenizer
+        self.sampling, self.seed = sampling, seed
+        if max_new_tokens is None:
+            max_new_tokens = REFERENCE_SAMPLING["max_new_tokens"] if sampling == "reference" else 64
+        self.max_new_tokens, self.batch_size = max_new_tokens, batch_size
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    @contextlib.contextmanager
+    def adapter(self, enabled: bool) -> Iterator[None]:
+        """The adapter on (adapted model) or off (base model) inside the block."""
+        if enabled or not hasattr(self.model, "disable_adapter"):
+            yield
+        else:
+            with self.model.disable_adapter():
+                yield
+
+    @contextlib.contextmanager
+    def inference(self, adapter: bool) -> Iterator[Any]:
+        """Eval mode (no dropout), no gradients, adapter on or off; yields the model's device."""
+        import torch
+
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad(), self.adapter(adapter):
+                yield next(self.model.parameters()).device
+        finally:
+            self.model.train(was_training)
+
+    def is_chat(self, probe: dict[str, Any]) -> bool:
+        """A question is asked through the chat template when the tokenizer has one."""
+        return bool(probe.get("question") and getattr(self.tokenizer, "chat_template", None))
+
+    def chat_text(self, question: str) -> str:
+        """`question` as a user turn in the chat template, generation prompt included."""
+        messages = [{"role": "user", "content": question}]
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def encode(self, probe: dict[str, Any]) -> tuple[str, list[int]]:
+        """The probe's kind and prompt token ids (chat template, or plain text with BOS as usual)."""
+        tok = self.tokenizer
+        if self.is_chat(probe):
+            return "chat", tok(self.chat_text(probe["question"]), add_special_tokens=False)["input_ids"]
+        return "completion", tok(probe.get("prompt") or probe["question"])["input_ids"]
+
+    def eos_ids(self) -> set[int]:
+        eos = {self.tokenizer.eos_token_id} | set(_as_list(getattr(self.model.generation_config, "eos_token_id", None)))
+        return {e for e in eos if e is not None}
+
+    def generate(self, probes: list[dict[str, Any]], *, adapter: bool = True,
+                 max_new_tokens: int | None = None) -> list[tuple[str, bool]]:
+        """Answers (text, ended-with-EOS) for each probe, in batches: greedy, or the reference
+        workflow's sampling when made with sampling="reference". `max_new_tokens` overrides
+        this generator's limit for this call."""
+        import torch
+
+        tok, model = self.tokenizer, self.model
+        limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
+        eos = self.eos_ids()
+        if self.sampling == "reference":
+            decode = {"do_sample": True, "top_p": REFERENCE_SAMPLING["top_p"],
+                      "temperature": REFERENCE_SAMPLING["temperature"]}
+        else:
+            decode = {"do_sample": False}
+        out: list[tuple[str, bool]] = []
+        with self.inference(adapter) as device:
+            cuda = [device] if device.type == "cuda" else []
+            # Sampling draws from a seeded RNG forked off the global one: reruns repeat, and
+            # the caller's random state is left as it was.
+            with torch.random.fork_rng(devices=cuda):
+                torch.manual_seed(self.seed)
+                for start in range(0, len(probes), self.batch_size):
+                    seqs = [self.encode(p)[1] for p in probes[start : start + self.batch_size]]
+                    width = max(map(len, seqs))
+                    # Left padding: every prompt ends at the same column, where generation starts.
+                    ids = torch.tensor([[tok.pad_token_id] * (width - len(s)) + s for s in seqs], device=device)
+                    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
+                    gen = model.generate(
+                        input_ids=ids,
+                        attention_mask=mask,
+                        max_new_tokens=limit,
+                        use_cache=True,
+                        pad_token_id=tok.pad_token_id,
+                        eos_token_id=sorted(eos),
+                        **decode,
+                    )
+                    for row in gen[:, width:].tolist():
+                        ended = any(t in eos for t in row)
+                        if ended:
+                            row = row[: next(i for i, t in enumerate(row) if t in eos)]
+                        out.append((tok.decode(row, skip_special_tokens=True).strip(), ended))
+        return out
+
+
+def _as_list(x: Any) -> list[Any]:
+    if x is None:
+        return []
+    return list(x) if isinstance(x, (list, tuple, set)) else [x]
