@@ -1,23 +1,40 @@
-"""Command line: `kinfuse infuse CONFIG.toml` (flags map onto InfuseConfig fields),
-`kinfuse export RUN --format tgi-adapter|merged|sagemaker --out DIR` and `kinfuse verify DIR`."""
+"""Command line: `kinfuse infuse [CONFIG.toml] [--train.lora_r 8 ...]`,
+`kinfuse export RUN --format tgi-adapter|merged|sagemaker --out DIR` and `kinfuse verify DIR`.
+
+The infuse flags are derived from the InfuseConfig dataclasses (`--model`, `--out_dir`,
+`--<section>.<field>`, as litgpt does with jsonargparse): one flag per field, parsed by the
+field's type, its help the field's comment in kinfuse/config.py. A new config field is a new
+flag without touching this file.
+"""
 
 from __future__ import annotations
 
 import argparse
+import ast
+import dataclasses
+import inspect
 import sys
+import textwrap
+import tokenize
+import types
+import typing
+from io import StringIO
+from typing import Any
 
+from .config import InfuseConfig
 from .errors import KinfuseError
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kinfuse", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("infuse", help="corpus -> chunks -> QLoRA training -> evaluation -> out dir")
-    p.add_argument("config", help="TOML file (see examples/aws-summit-2023/infuse.toml)")
-    p.add_argument("--model", help="override [model]: a Hugging Face id, a local folder or 'default'")
-    p.add_argument("--out-dir", help="override out_dir")
-    p.add_argument("--max-steps", type=int, help="override train.max_steps")
-    p.add_argument("--device", help="override train.device: auto, cpu, cuda, cuda:N")
+    p = sub.add_parser("infuse", help="corpus -> chunks -> QLoRA training -> evaluation -> out dir",
+                       usage="kinfuse infuse [CONFIG.toml] [--model STR] [--out_dir STR] "
+                             "[--<section>.<field> VALUE ...]",
+                       description="Flags override the CONFIG file's values, or the recipe's defaults "
+                                   "(shown) when there is no file.", allow_abbrev=False)
+    p.add_argument("config", nargs="?", help="TOML file (see examples/aws-summit-2023/infuse.toml)")
+    add_config_flags(p, InfuseConfig())
     sub.add_parser("default-model", help="convert the embedded default model if needed and print its path")
     e = sub.add_parser("export", help="a run's adapter as a TGI adapter, a merged 16-bit model or a SageMaker package")
     e.add_argument("source", metavar="RUN_OR_ADAPTER", help="a run dir (adapter/ + metrics.json) or an adapter dir")
@@ -39,7 +56,11 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--base", help="the base model, when the one the run names has moved")
     v.add_argument("--files-only", action="store_true", help="check only TGI's file rules; load no model")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.command == "export":
             from .export import export
@@ -62,23 +83,141 @@ def main(argv: list[str] | None = None) -> int:
 
             print(default_model())
             return 0
-        from .config import InfuseConfig
         from .pipeline import infuse
 
-        config = InfuseConfig.from_toml(args.config)
-        if args.model:
-            config.model = args.model
-        if args.out_dir:
-            config.out_dir = args.out_dir
-        if args.max_steps:
-            config.train.max_steps = args.max_steps
-        if args.device:
-            config.train.device = args.device
-        infuse(config)
+        infuse(load_config(args))
         return 0
     except KinfuseError as e:
         print(f"kinfuse: error: {e}", file=sys.stderr)
         return 2
+
+
+def load_config(args: argparse.Namespace) -> InfuseConfig:
+    """The `infuse` command's config: the CONFIG file (or the recipe) with the flags given on top."""
+    overrides = config_overrides(args)
+    if args.config:
+        return InfuseConfig.from_toml(args.config, overrides=overrides)
+    return InfuseConfig.from_dict({}, overrides=overrides)
+
+
+# -- flags derived from the config dataclasses ------------------------------------------------
+
+
+def add_config_flags(parser: argparse.ArgumentParser, config: Any, prefix: str = "") -> None:
+    """One flag per field of the `config` dataclass, nested dataclasses as `--<field>.<name>`, in a
+    group each. The flags default to absent, so only those given override the file."""
+    group = parser.add_argument_group(prefix.rstrip(".") or "run", inspect.getdoc(type(config)))
+    hints = typing.get_type_hints(type(config))
+    comments = field_comments(type(config))
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            add_config_flags(parser, value, f"{prefix}{f.name}.")
+            continue
+        name = prefix + f.name
+        kwargs = _flag_kwargs(hints[f.name], name)
+        text = f"{comments.get(f.name, '')} (default: {_show(value)})".strip().replace("%", "%%")
+        group.add_argument(f"--{name}", dest=name, default=argparse.SUPPRESS, help=text, **kwargs)
+        if "_" in name:  # --out-dir too, the usual spelling of a flag, kept out of the help
+            group.add_argument(f"--{name.replace('_', '-')}", dest=name, default=argparse.SUPPRESS,
+                               help=argparse.SUPPRESS, **kwargs)
+
+
+def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The flags given, shaped like the TOML file: {"train": {"seed": 1}, "model": ...}."""
+    out: dict[str, Any] = {}
+    for name, value in vars(args).items():
+        *sections, key = name.split(".")
+        if sections or any(f.name == key for f in dataclasses.fields(InfuseConfig)):
+            node = out
+            for section in sections:
+                node = node.setdefault(section, {})
+            node[key] = value
+    return out
+
+
+def field_comments(cls: type) -> dict[str, str]:
+    """Each field's comment in the source of `cls`: the one on its line, then the comment lines just
+    above it (which may describe a few fields). The comments stay the one place a field is described."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):  # no source shipped: flags without help text
+        return {}
+    lines = source.splitlines()
+    comments = {tok.start[0]: tok.string.lstrip("#").strip()
+                for tok in tokenize.generate_tokens(StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    out = {}
+    for node in ast.parse(source).body[0].body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            above, n = [], node.lineno - 1
+            while n in comments and lines[n - 1].lstrip().startswith("#"):
+                above.insert(0, comments[n])
+                n -= 1
+            own = [comments[node.end_lineno]] if node.end_lineno in comments else []
+            out[node.target.id] = ". ".join(filter(None, [" ".join(own), " ".join(above)]))
+    return out
+
+
+def _flag_kwargs(hint: Any, flag: str) -> dict[str, Any]:
+    """argparse settings for a field of type `hint`: int, float, str, bool, list[str], str | list[str],
+    or a scalar | None ("none" on the command line)."""
+    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+    if optional:
+        (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+    if hint in _SCALARS:
+        expects, parse = _SCALARS[hint]
+        kwargs: dict[str, Any] = {"metavar": hint.__name__.upper()}
+        if hint is bool:  # a bare --train.resume means true
+            kwargs.update(nargs="?", const=True)
+        if optional:
+            expects, parse, kwargs["metavar"] = f"{expects} or none", _or_none(parse), kwargs["metavar"] + "|none"
+        return {"type": _expecting(parse, expects), **kwargs}
+    if hint == list[str] and not optional:
+        return {"type": str, "nargs": "*", "metavar": "STR"}
+    if hint == str | list[str] and not optional:  # one value: the string (as in TOML); several: a list
+        return {"type": str, "nargs": "+", "action": _OneOrList, "metavar": "STR"}
+    raise TypeError(f"--{flag}: no command-line form for a field of type {hint}; add one in kinfuse/cli.py")
+
+
+def _expecting(parse: Any, expects: str) -> Any:
+    """`parse`, with errors that say what the flag expects (argparse adds the flag's name)."""
+    def convert(value: str) -> Any:
+        try:
+            return parse(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects {expects}, got {value!r}") from None
+
+    return convert
+
+
+def _or_none(parse: Any) -> Any:
+    return lambda value: None if value.lower() in ("none", "null") else parse(value)
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("true", "yes", "1", "on"):
+        return True
+    if value.lower() in ("false", "no", "0", "off"):
+        return False
+    raise ValueError(value)
+
+
+_SCALARS = {int: ("an integer", int), float: ("a number", float), str: ("text", str), bool: ("true or false", _bool)}
+
+
+class _OneOrList(argparse.Action):
+    def __call__(self, parser: Any, namespace: Any, values: Any, option_string: Any = None) -> None:
+        setattr(namespace, self.dest, values[0] if len(values) == 1 else values)
+
+
+def _show(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return " ".join(map(str, value)) or "empty"
+    return str(value)
 
 
 if __name__ == "__main__":

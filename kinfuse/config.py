@@ -1,7 +1,10 @@
 """Configuration dataclasses. The TOML file and the CLI map onto these, field for field.
 
+The `kinfuse infuse` flags (`--train.lora_r 8`) and their help are derived from these fields,
+their types and their comments (kinfuse.cli), so a field's comment is also its user-facing help.
 Each config has one `validate()` that reports every problem at once, so a user fixes a
-config in one pass rather than one error per run.
+config in one pass rather than one error per run. The bounds that kinfuse.augment checks too
+are constants here, so both read one number.
 """
 
 from __future__ import annotations
@@ -21,6 +24,12 @@ QUANTIZE = ("nf4", "none")
 ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2", "flex_attention")
 KERNELS = ("none", "auto", "triton", "torch")
 ORDERS = ("mixed", "qa_first")
+ANSWERS = ("sentence", "span-first", "span")
+MAX_RULE_ROUNDS = 20  # most rule-written questions per fact / document variants per epoch
+# One paraphrase per style: kinfuse.augment.PARAPHRASE_STYLES has this many (and asserts it).
+MAX_PARAPHRASES = 5
+MAX_GENERATED_QA = 20  # question-answer pairs per document section
+MIN_SECTION_CHARS = 200  # shortest section limit for a generation prompt
 
 
 @dataclass
@@ -55,22 +64,21 @@ class TrainConfig:
     anchor_kl_weight: float = 1.0
     optimizer: str = "auto"  # auto: paged AdamW 32-bit on CUDA, torch AdamW elsewhere
     compute_dtype: str = "auto"  # auto: bf16 on GPUs that support it, else fp16 on CUDA; on a CPU bf16 where it has native bf16 (AVX512-BF16, AMX), else fp32
-    gradient_checkpointing: bool = True  # recompute activations in backward: less memory, ~30% more time
+    gradient_checkpointing: bool = True  # recompute activations in backward: less memory, more time
     attention: str = "auto"  # attention implementation; auto: flash-attn if importable on CUDA, else sdpa
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda[:N]"
     offload_activations: bool = False  # CUDA: keep checkpointed activations in CPU memory (longer blocks)
     # CPU with glibc: allocations of this many bytes or more get their own mmap and go back to the
     # OS when freed. glibc's default threshold rises during a run (up to 32 MiB), after which each
-    # layer's freed activations stay in a growing heap. 1 << 20 cut the CPU benchmark's peak RSS
-    # by ~a third but its tokens/s by ~35% (page faults): a trade for tight memory.
+    # layer's freed activations stay in a growing heap. A low threshold (e.g. 1 << 20) lowers the
+    # peak RSS but costs speed (page faults): a trade for tight memory.
     # Process-wide and kept after training; None (default) leaves malloc as it is.
     cpu_mmap_threshold: int | None = None
-    # Custom kernels (kinfuse.kernels): "auto" = the Triton ops on CUDA when triton imports, else
-    # "none" (on an H200, Llama-2-7B: 1.36x the tokens/s of "none" at 0.92x its peak memory;
-    # on a CPU the stock modules are faster than the torch twins); "none" = stock HF/peft
-    # modules (the loss still uses the fused output layer + cross-entropy in torch, which is
-    # exact and leaner); "triton" = Triton only (error where it cannot run); "torch" = the
-    # pure-torch twins patched in (the same path as Triton, checkable on a CPU).
+    # Custom kernels (kinfuse.kernels): "auto" = the Triton ops on CUDA when triton imports (faster
+    # and leaner there), else "none" (on a CPU the stock modules are faster than the torch twins);
+    # "none" = stock HF/peft modules (the loss still uses the fused output layer + cross-entropy
+    # in torch, which is exact and leaner); "triton" = Triton only (error where it cannot run);
+    # "torch" = the pure-torch twins patched in (the same path as Triton, checkable on a CPU).
     kernels: str = "auto"
     seed: int = 0  # seeds LoRA init, dropout and data order
     output_dir: str | None = None  # checkpoints (output_dir/checkpoints/step-N), loss.png, tensorboard/
@@ -160,13 +168,14 @@ class DataConfig:
     # Replay text and self-distilled answers as anchors: trained to keep the base model's
     # next-token distributions (KL, TrainConfig.anchor_kl_weight) rather than as text to learn.
     anchor_kl: bool = False
-    # Rule-based augmentation (kinfuse.synth): no writer model, every fact of the corpus. Each
+    # Rule-based augmentation (kinfuse.data.synth): no writer model, every fact of the corpus. Each
     # epoch sees other wordings and variants (the rows are laid out one round per epoch).
     questions: int = 1  # questions per fact per epoch, written by rules from every sentence, table row and FAQ; 0: off
     document_variants: int = 0  # rewritten copies of each document per epoch (pronouns resolved, shuffled, by section)
     order: str = "mixed"  # "mixed": each epoch shuffles all its blocks; "qa_first": its Q&A blocks, then the rest
-    answers: str = "span-first"  # rule-written answers: "span-first" (the fact's words, then the sentence) or "sentence"
-    # Augmentation (kinfuse.augment, opt-in), generated once and cached in out_dir/augment.json:
+    # rule-written answers: "span-first" (the fact's words, then the sentence), "sentence" or "span" (words alone)
+    answers: str = "span-first"
+    # Augmentation (kinfuse.data.augment, opt-in), generated once and cached in out_dir/augment.json:
     paraphrases: int = 0  # rewrites per document section, one per style (at most 5), trained as text; 0: off
     generated_qa: int = 0  # question-answer pairs per document section, trained as chat; 0: off
     augment_model: str | None = None  # their writer: None = the model being trained (adapter off), or a path / HF id
@@ -184,22 +193,21 @@ class DataConfig:
         _positive(p, "qa_repeats", self.qa_repeats)
         for name in ("questions", "document_variants"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 20:
-                p.append(f"{name}={value!r}: must be an integer from 0 to 20 (0 turns it off)")
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_RULE_ROUNDS:
+                p.append(f"{name}={value!r}: must be an integer from 0 to {MAX_RULE_ROUNDS} (0 turns it off)")
         _choice(p, "order", self.order, ORDERS)
-        _choice(p, "answers", self.answers, ("sentence", "span-first", "span"))
-        from .data.augment import PARAPHRASE_STYLES
-
-        if not isinstance(self.paraphrases, int) or not 0 <= self.paraphrases <= len(PARAPHRASE_STYLES):
-            p.append(f"paraphrases={self.paraphrases!r}: must be an integer from 0 to {len(PARAPHRASE_STYLES)} "
+        _choice(p, "answers", self.answers, ANSWERS)
+        if not isinstance(self.paraphrases, int) or not 0 <= self.paraphrases <= MAX_PARAPHRASES:
+            p.append(f"paraphrases={self.paraphrases!r}: must be an integer from 0 to {MAX_PARAPHRASES} "
                      "(one rewrite per style)")
-        if not isinstance(self.generated_qa, int) or not 0 <= self.generated_qa <= 20:
-            p.append(f"generated_qa={self.generated_qa!r}: must be an integer from 0 to 20 (pairs per section)")
+        if not isinstance(self.generated_qa, int) or not 0 <= self.generated_qa <= MAX_GENERATED_QA:
+            p.append(f"generated_qa={self.generated_qa!r}: must be an integer from 0 to {MAX_GENERATED_QA} "
+                     "(pairs per section)")
         if self.augment_model is not None and (not isinstance(self.augment_model, str) or not self.augment_model):
             p.append(f"augment_model={self.augment_model!r}: give a model path or HF id, or leave it unset "
                      "for the model being trained")
-        if not isinstance(self.augment_section_chars, int) or self.augment_section_chars < 200:
-            p.append(f"augment_section_chars={self.augment_section_chars!r}: must be an integer >= 200")
+        if not isinstance(self.augment_section_chars, int) or self.augment_section_chars < MIN_SECTION_CHARS:
+            p.append(f"augment_section_chars={self.augment_section_chars!r}: must be an integer >= {MIN_SECTION_CHARS}")
         return p
 
 
@@ -211,7 +219,7 @@ class EvalConfig:
     retention: list[str] = field(default_factory=list)  # JSONL general questions the base model should keep
     perplexity: bool = True  # perplexity on the shipped general-text sample, base vs adapted
     max_new_tokens: int = 64  # answer length limit for greedy generation
-    batch_size: int = 32  # answers generated per batch (kinfuse.evaluator.BATCH_SIZE: why 32)
+    batch_size: int = 32  # answers generated per batch (kinfuse.generate.BATCH_SIZE: why 32)
 
     def problems(self) -> list[str]:
         p: list[str] = []
@@ -243,7 +251,7 @@ class InfuseConfig:
     """One infusion run: corpus -> blocks -> training -> evaluation -> out_dir.
 
     Its defaults are the infusion recipe (recipe_data, recipe_train, recipe_eval); a TOML
-    section or dict overrides the fields it names and keeps the recipe's others."""
+    section, dict or command-line flag overrides the fields it names and keeps the recipe's others."""
 
     model: str = "default"  # Hugging Face id, local checkpoint folder, or "default" (embedded SmolLM2-135M)
     # false: use the model as a base (completion) model, without its chat template: Q&A rows
@@ -265,8 +273,9 @@ class InfuseConfig:
         return self
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "InfuseConfig":
-        """Read a TOML file; relative paths in it are taken relative to the file's folder."""
+    def from_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "InfuseConfig":
+        """Read a TOML file; relative paths in it are taken relative to the file's folder.
+        `overrides` (see from_dict) replace the fields they name."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError([f"no such config file: {path}"], "infusion config")
@@ -274,12 +283,22 @@ class InfuseConfig:
             raw = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as e:
             raise ConfigError([f"{path}: not valid TOML: {e}"], "infusion config") from None
-        return cls.from_dict(raw, base_dir=path.parent)
+        return cls.from_dict(raw, base_dir=path.parent, overrides=overrides)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], base_dir: Path | None = None) -> "InfuseConfig":
+    def from_dict(cls, raw: dict[str, Any], base_dir: Path | None = None,
+                  overrides: dict[str, Any] | None = None) -> "InfuseConfig":
+        """The recipe with the fields `raw` names replaced (relative paths in it taken from
+        `base_dir`), then those `overrides` names (same shape, e.g. the command line's flags; their
+        paths stay as given), validated once at the end so a flag can fix what the file lacks."""
+        cfg = cls()._replaced(raw)
+        if base_dir is not None:
+            cfg.resolve_paths(base_dir)
+        return cfg._replaced(overrides or {}).validate()
+
+    def _replaced(self, raw: dict[str, Any]) -> "InfuseConfig":
+        """A copy with the fields `raw` names replaced; unknown keys are errors, all listed at once."""
         problems: list[str] = []
-        defaults = cls()
         sections = ("corpus", "data", "train", "eval")
         kwargs: dict[str, Any] = {}
         for key, value in raw.items():
@@ -287,16 +306,13 @@ class InfuseConfig:
                 if not isinstance(value, dict):
                     problems.append(f"[{key}] must be a table")
                     continue
-                kwargs[key] = _build(getattr(defaults, key), value, key, problems)
+                kwargs[key] = _build(getattr(self, key), value, key, problems)
             elif key in ("model", "out_dir", "chat"):
                 kwargs[key] = value
             else:
                 problems.append(f"unknown key {key!r} (known: model, out_dir, chat, {', '.join(sections)})")
         _raise(problems, "infusion config")
-        cfg = cls(**kwargs)
-        if base_dir is not None:
-            cfg.resolve_paths(base_dir)
-        return cfg.validate()
+        return dataclasses.replace(self, **kwargs)
 
     def resolve_paths(self, base: Path) -> None:
         def fix(p: str) -> str:

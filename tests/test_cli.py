@@ -1,5 +1,14 @@
+import dataclasses
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+
+from kinfuse import ConfigError, InfuseConfig
+from kinfuse.cli import build_parser, load_config
+
+DEMO = Path(__file__).resolve().parent.parent / "examples" / "aws-summit-2023" / "infuse.toml"
 
 
 def run(*args):
@@ -24,3 +33,82 @@ def test_missing_corpus_path_names_it(tmp_path):
     path.write_text('[corpus]\npaths = ["no-such-folder"]\n')
     result = run("infuse", str(path))
     assert result.returncode == 2 and "no-such-folder" in result.stderr
+
+
+# -- flags derived from the config dataclasses: parsed in-process, nothing trains ------------
+
+
+def parse(*args):
+    return load_config(build_parser().parse_args(["infuse", *args]))
+
+
+def test_nested_flags_override_the_config_file():
+    demo = InfuseConfig.from_toml(DEMO)
+    cfg = parse(str(DEMO), "--train.lora_r", "8", "--data.questions", "3", "--eval.max_new_tokens", "64",
+                "--train.seed", "1", "--model", "some/model")
+    assert (cfg.train.lora_r, cfg.data.questions, cfg.eval.max_new_tokens, cfg.train.seed) == (8, 3, 64, 1)
+    assert cfg.model == "some/model"
+    assert cfg.corpus.paths == demo.corpus.paths and cfg.train.learning_rate == demo.train.learning_rate
+
+
+def test_without_a_config_the_flags_override_the_recipe():
+    cfg = parse("--corpus.paths", "pages", "--train.max_steps", "2")
+    recipe = InfuseConfig()
+    assert cfg.corpus.paths == ["pages"] and cfg.train.max_steps == 2
+    assert cfg.train.learning_rate == recipe.train.learning_rate and cfg.data.block_size == recipe.data.block_size
+
+
+def test_bool_flags():
+    assert parse(str(DEMO), "--chat", "false").chat is False
+    cfg = parse(str(DEMO), "--train.resume", "--train.output_dir", "o", "--data.anchor_kl", "no")
+    assert cfg.train.resume is True and cfg.data.anchor_kl is False
+
+
+def test_list_optional_and_union_flags():
+    cfg = parse("--corpus.paths", "a", "b", "--eval.probes", "--train.max_steps", "none",
+                "--train.target_modules", "q_proj", "v_proj", "--data.block_size", "128")
+    assert cfg.corpus.paths == ["a", "b"] and cfg.eval.probes == [] and cfg.train.max_steps is None
+    assert cfg.train.target_modules == ["q_proj", "v_proj"] and cfg.data.block_size == 128
+    assert parse("--corpus.paths", "a", "--train.target_modules", "all-linear").train.target_modules == "all-linear"
+
+
+def test_dashes_spell_the_same_flag():
+    cfg = parse(str(DEMO), "--out-dir", "elsewhere", "--train.max-steps", "5")
+    assert cfg.out_dir == "elsewhere" and cfg.train.max_steps == 5
+
+
+def test_bad_type_names_the_flag_and_what_it_expects(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse(str(DEMO), "--train.lora_r", "eight")
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "--train.lora_r" in err and "an integer" in err and "eight" in err
+    with pytest.raises(SystemExit):
+        parse(str(DEMO), "--chat", "maybe")
+    assert "--chat" in capsys.readouterr().err
+
+
+def test_unknown_flag_is_an_error(capsys):
+    with pytest.raises(SystemExit) as e:
+        parse(str(DEMO), "--train.lora_rank", "4")
+    assert e.value.code == 2 and "--train.lora_rank" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # no abbreviations: a typo is not taken for a longer flag
+        parse(str(DEMO), "--train.epoch", "2")
+
+
+def test_every_config_field_has_a_flag_with_its_comment_and_default(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["infuse", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--train.lora_r INT LoRA rank: capacity of the adapter (default: 16)" in out
+    assert "--eval.max_new_tokens INT answer length limit for greedy generation (default: 96)" in out  # the recipe's
+    recipe = InfuseConfig()
+    for f in dataclasses.fields(recipe):
+        value = getattr(recipe, f.name)
+        nested = dataclasses.is_dataclass(value)
+        for name in [f"{f.name}.{g.name}" for g in dataclasses.fields(value)] if nested else [f.name]:
+            assert f"--{name} " in out, name
+
+
+def test_flag_values_reach_validation():
+    with pytest.raises(ConfigError, match="train.lora_r"):
+        parse(str(DEMO), "--train.lora_r", "0")

@@ -85,3 +85,22 @@ def test_toml_section_overrides_only_the_fields_it_names(tmp_path):
     assert cfg.train.lora_r == 8 and cfg.data.self_distill == 0
     assert cfg.train.learning_rate == recipe.train.learning_rate and cfg.train.epochs == recipe.train.epochs
     assert cfg.data.anchor_kl and cfg.data.replay_ratio == recipe.data.replay_ratio
+
+
+def test_overrides_replace_fields_after_the_file_and_are_validated_with_it(tmp_path):
+    path = tmp_path / "infuse.toml"
+    path.write_text("[train]\nlora_r = 8\nseed = 3\n")  # no corpus: the overrides give it
+    cfg = InfuseConfig.from_toml(path, overrides={"train": {"seed": 1}, "corpus": {"paths": ["pages"]}})
+    assert cfg.train.lora_r == 8 and cfg.train.seed == 1
+    assert cfg.corpus.paths == ["pages"]  # an override's path stays as given, not relative to the file
+    with pytest.raises(ConfigError, match="lora_rank"):
+        InfuseConfig.from_toml(path, overrides={"train": {"lora_rank": 4}, "corpus": {"paths": ["pages"]}})
+
+
+def test_config_bounds_are_the_ones_augment_checks():
+    from kinfuse.data.augment import PARAPHRASE_STYLES
+    from kinfuse.config import MAX_PARAPHRASES
+
+    assert len(PARAPHRASE_STYLES) == MAX_PARAPHRASES  # config.py does not import augment, so it repeats it
+    with pytest.raises(ConfigError, match="paraphrases"):
+        InfuseConfig.from_dict({"corpus": {"paths": ["p"]}, "data": {"paraphrases": MAX_PARAPHRASES + 1}})

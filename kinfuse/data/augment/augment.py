@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ...config import MAX_GENERATED_QA, MAX_PARAPHRASES, MIN_SECTION_CHARS
 from ...corpus import texts_with_sources
 from ...errors import KinfuseError
 from ..answers import chat_format_problem, normalize, parse_qa_pairs
@@ -59,6 +60,7 @@ PARAPHRASE_STYLES: tuple[tuple[str, str], ...] = (
     ("formal", "Rewrite the text below in the formal style of an encyclopedia article. " + _FACTS
      + "\n\nText:\n{text}"),
 )
+assert len(PARAPHRASE_STYLES) == MAX_PARAPHRASES, "config.MAX_PARAPHRASES bounds data.paraphrases: one per style"
 QA_INSTRUCTION = (
     "Read the text below and write {n} questions that it answers, each about a different fact stated in it. "
     "Answer each question with one short sentence that uses the words of the text. "
@@ -147,13 +149,13 @@ def augment(
     with a probe question from which a generated question is dropped.
     """
     problems = []
-    if not isinstance(paraphrases, int) or not 0 <= paraphrases <= len(PARAPHRASE_STYLES):
-        problems.append(f"paraphrases={paraphrases!r}: must be an integer in [0, {len(PARAPHRASE_STYLES)}] "
+    if not isinstance(paraphrases, int) or not 0 <= paraphrases <= MAX_PARAPHRASES:
+        problems.append(f"paraphrases={paraphrases!r}: must be an integer in [0, {MAX_PARAPHRASES}] "
                         f"(one per style: {', '.join(s for s, _ in PARAPHRASE_STYLES)})")
-    if not isinstance(qa_pairs, int) or not 0 <= qa_pairs <= 20:
-        problems.append(f"qa_pairs={qa_pairs!r}: must be an integer in [0, 20]")
-    if not isinstance(section_chars, int) or section_chars < 200:
-        problems.append(f"section_chars={section_chars!r}: must be an integer >= 200")
+    if not isinstance(qa_pairs, int) or not 0 <= qa_pairs <= MAX_GENERATED_QA:
+        problems.append(f"qa_pairs={qa_pairs!r}: must be an integer in [0, {MAX_GENERATED_QA}]")
+    if not isinstance(section_chars, int) or section_chars < MIN_SECTION_CHARS:
+        problems.append(f"section_chars={section_chars!r}: must be an integer >= {MIN_SECTION_CHARS}")
     for name, value in (("min_grounding", min_grounding), ("min_paraphrase_grounding", min_paraphrase_grounding),
                         ("probe_overlap", probe_overlap)):
         if not 0.0 <= value <= 1.0:
