@@ -29,9 +29,6 @@ list per token: chunking costs little more than the tokenizer itself (benchmarks
 from __future__ import annotations
 
 import bisect
-import hashlib
-import json
-import shutil
 import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, fields
@@ -44,14 +41,11 @@ import numpy as np
 from ..errors import KinfuseError
 
 IGNORE = -100  # label value torch's cross-entropy skips
-META_FILE = "kinfuse_chunks.json"  # written next to the Arrow files by Chunker.save
-FORMAT_VERSION = 1
 
 # datasets.map(num_proc=...) starts processes and writes Arrow shards: below these sizes the
 # in-process batched tokenizer is faster (measured in benchmarks/bench_chunker.py --parallel).
 PARALLEL_MIN_DOCS = 256
 PARALLEL_MIN_CHARS = 4_000_000
-_FINGERPRINT_SAMPLE = "kinfuse tokenizer check: The 3,200 GPUs ran at 99.5% (2023-07-26)."
 
 
 @dataclass
@@ -443,85 +437,27 @@ class Chunker:
         st.target_tokens = int((out_labels != IGNORE).sum())
         return datasets.Dataset(InMemoryTable(table))
 
-    # -- save / load ----------------------------------------------------------------
+    # -- save / load (kinfuse.data.saved_blocks) --------------------------------------
 
     def tokenizer_fingerprint(self) -> dict[str, Any]:
+        from .saved_blocks import tokenizer_fingerprint
+
         return tokenizer_fingerprint(self.tokenizer)
 
     def save(self, blocks: Any, path: str | Path) -> Path:
         """Write blocks (from this chunker's last call) and their stats and settings to a folder;
         `Chunker.load(path)` reads both back. An existing chunk folder at `path` is replaced."""
-        path = Path(path)
-        if len(blocks) != self.stats.blocks or (len(blocks) and len(blocks[0]["input_ids"]) != self.block_size):
-            raise KinfuseError(
-                f"save(blocks, {path}): these {len(blocks)} blocks are not the {self.stats.blocks} blocks of "
-                f"{self.block_size} tokens this chunker made last; save right after chunking"
-            )
-        if path.exists() and (not path.is_dir() or (any(path.iterdir()) and not (path / META_FILE).is_file())):
-            raise KinfuseError(f"save: {path} exists and is not a kinfuse chunk folder; choose another path")
-        meta = {
-            "format": FORMAT_VERSION,
-            "block_size": self.block_size,
-            "stride": self.stride,
-            "tokenizer": self.tokenizer_fingerprint(),
-            "stats": self.stats.to_dict(),
-        }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Written beside the target and swapped in, so an interrupted save never leaves half a folder.
-        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-        try:
-            blocks.save_to_disk(str(tmp / "data"))
-            for f in (tmp / "data").iterdir():
-                f.rename(tmp / f.name)
-            (tmp / "data").rmdir()
-            (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
-            if path.exists():
-                shutil.rmtree(path)
-            tmp.rename(path)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return path
+        from .saved_blocks import save_blocks
+
+        return save_blocks(self, blocks, path)
 
     @staticmethod
     def load(path: str | Path, tokenizer: Any = None) -> tuple[Any, ChunkStats]:
         """(blocks, stats) saved by `Chunker.save`. With `tokenizer`, check that it is the one the
         blocks were made with (vocabulary size, special tokens, and a sample's token ids)."""
-        import datasets
+        from .saved_blocks import load_blocks
 
-        path = Path(path)
-        meta_path = path / META_FILE
-        if not meta_path.is_file():
-            raise KinfuseError(f"{path} is not a kinfuse chunk folder (no {META_FILE}); write one with Chunker.save")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("format") != FORMAT_VERSION:
-            raise KinfuseError(f"{path}: chunk format {meta.get('format')!r}, this kinfuse reads {FORMAT_VERSION}; "
-                               "chunk the data again")
-        if tokenizer is not None:
-            now, then = tokenizer_fingerprint(tokenizer), meta["tokenizer"]
-            diff = [f"{k}: saved {then.get(k)!r}, given {now[k]!r}" for k in now if k != "name_or_path"
-                    and now[k] != then.get(k)]
-            if diff:
-                raise KinfuseError(f"{path} was chunked with another tokenizer ({then.get('name_or_path')}): "
-                                   + "; ".join(diff) + "; chunk the data again with this tokenizer")
-        blocks = datasets.load_from_disk(str(path))
-        stats = ChunkStats.from_dict(meta["stats"])
-        if len(blocks) != stats.blocks:
-            raise KinfuseError(f"{path}: {len(blocks)} blocks on disk but the stats say {stats.blocks}; "
-                               "the folder was changed after saving: chunk the data again")
-        return blocks, stats
-
-
-def tokenizer_fingerprint(tokenizer: Any) -> dict[str, Any]:
-    """What identifies a tokenizer for saved blocks: sizes, special ids, and a sample's ids."""
-    ids = list(tokenizer(_FINGERPRINT_SAMPLE, add_special_tokens=True)["input_ids"])
-    return {
-        "name_or_path": str(getattr(tokenizer, "name_or_path", "") or ""),
-        "vocab_size": len(tokenizer),
-        "bos_token_id": tokenizer.bos_token_id,
-        "eos_token_id": tokenizer.eos_token_id,
-        "pad_token_id": tokenizer.pad_token_id,
-        "sample_sha256": hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:16],
-    }
+        return load_blocks(path, tokenizer)
 
 
 def _is_text_dataset(data: Any) -> bool:
