@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_flags(p, InfuseConfig())
     sub.add_parser("default-model", help="convert the embedded default model if needed and print its path")
     e = sub.add_parser("export", help="a run's adapter as a TGI adapter, a merged 16-bit model or a SageMaker package")
-    e.add_argument("source", metavar="RUN_OR_ADAPTER", help="a run dir (adapter/ + metrics.json) or an adapter dir")
+    e.add_argument("source", metavar="RUN_OR_ADAPTER", help="a run dir (run.json + adapter/) or an adapter dir")
     e.add_argument("--format", required=True, choices=["tgi-adapter", "merged", "sagemaker"])
     e.add_argument("--out", required=True, help="the folder to create")
     e.add_argument("--overwrite", action="store_true", help="replace --out if it exists (only once the new one is done)")

@@ -76,15 +76,25 @@ def read_jsonl(path: str | os.PathLike, *, error: type[KinfuseError] = KinfuseEr
 @contextmanager
 def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary folder beside `path` to fill; when the block ends without an error it
-    replaces `path` (an existing one is removed first), otherwise it is deleted. Readers see
-    the old folder or the whole new one, never half of it."""
+    replaces `path`, otherwise it is deleted. An existing `path` is moved aside, not removed,
+    until the new folder is in place, so readers see the old folder or the whole new one,
+    never half of it, and a failed swap puts the old one back."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
+        if not path.exists():
+            os.replace(tmp, path)
+            return
+        aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+        os.replace(path, aside / path.name)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            os.replace(aside / path.name, path)
+            raise
+        finally:
+            shutil.rmtree(aside, ignore_errors=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
