@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
+import secrets
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,12 +18,21 @@ from typing import Any
 from .errors import KinfuseError
 
 
-def _temp_beside(path: Path) -> Path:
-    # Beside the target (same filesystem), so the final os.replace is an atomic rename.
+def _temp_beside(path: Path, suffix: str = ".tmp", *, folder: bool = False) -> Path:
+    """A new, unique file or folder beside `path` (same filesystem, so os.replace is an atomic
+    rename), made with the user's umask: mkstemp/mkdtemp would make it private (0600/0700)
+    and the final file would keep that."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{suffix}")
+        try:
+            if folder:
+                tmp.mkdir()
+            else:
+                os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+            return tmp
+        except FileExistsError:
+            continue
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
@@ -80,14 +89,13 @@ def staged_dir(path: str | os.PathLike) -> Iterator[Path]:
     until the new folder is in place, so readers see the old folder or the whole new one,
     never half of it, and a failed swap puts the old one back."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = _temp_beside(path, folder=True)
     try:
         yield tmp
         if not path.exists():
             os.replace(tmp, path)
             return
-        aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".old", dir=path.parent))
+        aside = _temp_beside(path, ".old", folder=True)
         os.replace(path, aside / path.name)
         try:
             os.replace(tmp, path)
