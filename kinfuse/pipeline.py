@@ -25,10 +25,10 @@ from .augment import ProbeGuard, augment_for_infusion, whole_sentences
 from .chunker import Chunker, ChunkStats
 from .config import InfuseConfig
 from .corpus import Corpus
-from .corpus import read_jsonl as corpus_read_jsonl
-from .errors import KinfuseError
+from .errors import CorpusError, KinfuseError
 from .synth import synthesize
 from .evaluator import Comparison, Evaluator, general_prompts, general_texts
+from .io import read_jsonl as read_jsonl_rows
 from .models import load_tokenizer, resolve_model
 from .run import RunRecord, kinfuse_version
 from .trainer import QLoRATrainer, TrainResult
@@ -61,7 +61,7 @@ def read_jsonl(path: str | Path, required: tuple[str, ...]) -> list[dict[str, An
     path = Path(path)
     if not path.is_file():
         raise KinfuseError(f"no such file: {path}")
-    rows = corpus_read_jsonl(path)
+    rows = read_jsonl_rows(path, error=CorpusError)
     for n, row in enumerate(rows, 1):
         missing = [k for k in required if not row.get(k)]
         if missing:
