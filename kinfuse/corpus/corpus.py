@@ -37,7 +37,9 @@ class Corpus:
     :class:`CorpusError` listing every source and why it was dropped.
 
     ``cleaning`` holds the counts of the last :meth:`clean` passes (summed over
-    ``+``); it is empty when the corpus was never cleaned.
+    ``+``); it is empty when the corpus was never cleaned. ``owners`` gives,
+    per document, the index of the record it came from (-1: none); without
+    it, a document belongs to the record of its source.
     """
 
     def __init__(
@@ -58,15 +60,14 @@ class Corpus:
         # exactly (owners); for documents and records given by hand, a document
         # belongs to the record of the same source, or of its "<source>:<line>"
         # prefix (JSONL/JSON rows).
-        if owners is not None:
-            self._owner: list[int] = list(owners)
-            return
-        by_source: dict[str, int] = {}
-        for i, r in enumerate(self.records):
-            by_source.setdefault(r.source, i)
-        self._owner = [
-            by_source.get(d.source, by_source.get(d.source.rsplit(":", 1)[0], -1)) for d in self.documents
-        ]
+        if owners is None:
+            by_source: dict[str, int] = {}
+            for i, r in enumerate(self.records):
+                by_source.setdefault(r.source, i)
+            owners = (
+                by_source.get(d.source, by_source.get(d.source.rsplit(":", 1)[0], -1)) for d in self.documents
+            )
+        self._owner: list[int] = list(owners)
 
     @classmethod
     def _make(
