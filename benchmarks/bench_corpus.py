@@ -120,13 +120,13 @@ def git_commit() -> str:
             ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "kinfuse/corpus.py"],
+            ["git", "status", "--porcelain", "--", "kinfuse/corpus"],
             cwd=REPO, capture_output=True, text=True, check=True,
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
-    # The extractor under test is kinfuse/corpus.py: say when it differs from the commit.
-    return sha + ("+dirty(kinfuse/corpus.py)" if dirty else "")
+    # The extractor under test is kinfuse/corpus/: say when it differs from the commit.
+    return sha + ("+dirty(kinfuse/corpus)" if dirty else "")
 
 
 def version(dist: str) -> str:

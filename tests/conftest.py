@@ -83,3 +83,42 @@ def tiny_tokenizer(tiny_model):
 @pytest.fixture(scope="session")
 def sample_text() -> str:
     return TEXT
+
+
+# ---------------------------------------------------------------------------
+# One local HTTP server, for every test that fetches pages
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def http_handler():
+    """The handler class `http_server` runs; a module or folder overrides it for other routes."""
+    from local_http import PageHandler
+
+    return PageHandler
+
+
+@pytest.fixture(scope="module")
+def http_pages() -> dict[str, str]:
+    """Static pages (path -> HTML) `http_server` serves; a module overrides it to serve some."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def http_server(http_handler, http_pages):
+    """A real HTTP server on 127.0.0.1 (a free port), one per test module, with fresh counters."""
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    from local_http import LocalServer
+
+    state = {**http_handler.fresh_state(), "pages": dict(http_pages)}
+    handler = type(http_handler.__name__, (http_handler,), state)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield LocalServer(f"http://127.0.0.1:{httpd.server_address[1]}", handler)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

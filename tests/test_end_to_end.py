@@ -1,10 +1,7 @@
 """One end-to-end run on the real embedded default model: a tiny corpus served over HTTP,
 a few QLoRA steps, evaluation, and the adapter loaded back with plain peft."""
 
-import functools
-import http.server
 import json
-import threading
 
 import pytest
 import torch
@@ -23,15 +20,9 @@ supports a mesh of up to forty nodes.</p>
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("site")
-    (folder / "zephyr.html").write_text(PAGE)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
+def http_pages():
+    """What the shared `http_server` fixture (tests/conftest.py) serves to this module."""
+    return {"/zephyr.html": PAGE}
 
 
 def test_default_model_is_a_plain_checkpoint():
@@ -54,14 +45,14 @@ def test_missing_wheel_error_names_the_pip_command(monkeypatch, tmp_path):
         default_model()
 
 
-def test_infuse_end_to_end_on_default_model(served, tmp_path):
+def test_infuse_end_to_end_on_default_model(http_server, tmp_path):
     probes = tmp_path / "probes.jsonl"
     probes.write_text(json.dumps({"question": "How many antennas does the Zephyr router have?",
                                   "answers": ["nine", "9"]}) + "\n")
     config = InfuseConfig(
         model="default",
         out_dir=str(tmp_path / "out"),
-        corpus=CorpusConfig(urls=[f"{served}/zephyr.html"]),
+        corpus=CorpusConfig(urls=[f"{http_server.base}/zephyr.html"]),
         data=DataConfig(block_size=128, corpus_repeats=2, replay_ratio=0.5, anchor_kl=True),
         train=TrainConfig(max_steps=3, micro_batch_size=2, progress=False),
         eval=EvalConfig(probes=[str(probes)], perplexity=False, max_new_tokens=16),

@@ -1,0 +1,159 @@
+"""Choosing the main content: the best-scored block, climbed and expanded to the whole article.
+
+The top-scored block is often only part of the article (one section, one
+wrapper between two ad slots), so :func:`select_main` climbs from it to the
+element holding the whole article and adds siblings that read like more of it,
+never past a semantic container (``<article>``, ``<main>``...) holding most of
+the page's prose: the page itself says where its article ends.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .score import Page, score_blocks
+from .tree import Elem
+
+_SENTENCE_END = re.compile(r"\.( |$)")
+
+
+def _is_ancestor(elems: list[Elem], anc: int, idx: int) -> bool:
+    while idx >= 0:
+        if idx == anc:
+            return True
+        idx = elems[idx].parent
+    return False
+
+
+def _within(elems: list[Elem], idx: int, limit: int) -> bool:
+    return limit < 0 or _is_ancestor(elems, limit, idx)
+
+
+def _semantic_root(page: Page) -> int:
+    """The innermost semantic article container holding most of the prose, or -1."""
+    elems = page.b.elems
+    total = page.good[-1]
+    best = -1
+    if total <= 0:
+        return best
+    for idx, e in enumerate(elems):
+        if e.sem and e.tag not in ("body", "html") and page.good_len(e) >= 0.6 * total:
+            best = idx  # document order: later matches are nested deeper
+    return best
+
+
+def _climb(elems: list[Elem], scored: list[int], top: int, limit: int = -1) -> int:
+    """Move from the best block up to the element that holds the whole article.
+
+    Articles split into several sibling sections score as several similar
+    candidates; their common ancestor is the article. A parent that scores
+    better than the child it came from (from paragraphs elsewhere) is too.
+    """
+    ranked = sorted(scored, key=lambda i: elems[i].score, reverse=True)[:5]
+    top_score = elems[top].score
+    alts = [i for i in ranked[1:] if top_score > 0 and elems[i].score / top_score >= 0.75]
+    if len(alts) >= 3:
+        anc = elems[top].parent
+        while anc >= 0 and elems[anc].tag not in ("body", "html") and _within(elems, anc, limit):
+            if sum(1 for a in alts if _is_ancestor(elems, anc, a)) >= 3:
+                top = anc
+                break
+            anc = elems[anc].parent
+    last = elems[top].score
+    threshold = last / 3
+    anc = elems[top].parent
+    while anc >= 0 and elems[anc].tag not in ("body", "html") and _within(elems, anc, limit):
+        e = elems[anc]
+        if not e.scored:
+            anc = e.parent
+            continue
+        if e.score < threshold:
+            break
+        if e.score > last:
+            top = anc
+            break
+        last = e.score
+        anc = e.parent
+    # A lone child says nothing about its parent's other content: go up.
+    while True:
+        parent = elems[top].parent
+        if parent < 0 or elems[parent].tag in ("body", "html") or len(elems[parent].children) != 1:
+            break
+        if not _within(elems, parent, limit):
+            break
+        top = parent
+    return top
+
+
+def _expand(page: Page, top: int, limit: int = -1) -> int:
+    """Climb while what an ancestor adds is mostly prose: split articles.
+
+    Some pages cut one article into several wrappers (one per image or ad
+    slot); the first ancestor whose extra text is not prose stops the climb.
+    """
+    elems = page.b.elems
+    cur = top
+    while True:
+        parent = elems[cur].parent
+        if parent < 0 or elems[parent].tag in ("body", "html"):
+            return cur
+        p, c = elems[parent], elems[cur]
+        if c.sem or cur == limit:
+            return cur  # the page itself says where the article ends
+        extra = page.text_len(p) - page.text_len(c)
+        if extra > 0:
+            extra_good = page.good_len(p) - page.good_len(c)
+            extra_link = (page.links[p.end] - page.links[p.start]) - (page.links[c.end] - page.links[c.start])
+            if extra_good < 0.7 * extra or extra_link > 0.2 * extra:
+                return cur
+        cur = parent
+
+
+def select_main(page: Page) -> list[tuple[int, int]]:
+    """Line ranges of the main content."""
+    b = page.b
+    elems = b.elems
+    if not b.lines:
+        return []
+    scored = score_blocks(page)
+    if not scored:
+        return [(0, len(b.lines))]
+    # Prefer the page's own markup: when an <article>, <main> or
+    # itemprop=articleBody holds most of the prose, the article is in there.
+    sem = _semantic_root(page)
+    if sem >= 0:
+        inside = [i for i in scored if _is_ancestor(elems, sem, i)]
+        if inside:
+            scored = inside
+    top = max(scored, key=lambda i: elems[i].score)
+    top_score = elems[top].score
+
+    top = _climb(elems, scored, top, sem)
+    top = _expand(page, top, sem)
+    top_score = max(top_score, elems[top].score)
+
+    # Siblings that look like more of the same article join it (not beyond
+    # a semantic container: the page said where its article ends).
+    parent = elems[top].parent
+    if parent < 0 or top == sem or elems[top].sem:
+        return [(elems[top].start, elems[top].end)]
+    threshold = max(10.0, top_score * 0.2)
+    top_attr = elems[top].attr
+    ranges: list[tuple[int, int]] = []
+    for sib in elems[parent].children:
+        e = elems[sib]
+        if sib == top:
+            ranges.append((e.start, e.end))
+            continue
+        bonus = top_score * 0.2 if top_attr and e.attr == top_attr else 0.0
+        if e.scored and e.score + bonus >= threshold:
+            ranges.append((e.start, e.end))
+            continue
+        if e.tag == "p":
+            n = page.text_len(e)
+            ld = page.link_density(e)
+            if n > 80 and ld < 0.25:
+                ranges.append((e.start, e.end))
+            elif 0 < n <= 80 and ld == 0 and _SENTENCE_END.search(b.lines[e.start]):
+                ranges.append((e.start, e.end))
+    return ranges

@@ -1,0 +1,246 @@
+"""The single walk over an HTML tree: page chrome skipped, text turned into lines.
+
+One walk over the DOM turns the page into output lines (one per paragraph,
+heading, list item or table row) and records, for every block element, the
+range of lines it contains (:class:`Elem`). Chrome subtrees (navigation,
+cookie banners, share bars, hidden elements...) are skipped during that walk.
+Every later step (scoring candidates, choosing the main block, cleaning it)
+works on those ranges, without touching the tree again.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+from selectolax.lexbor import LexborNode
+
+# Elements that never hold article text: their whole subtree is skipped.
+_DROP_TAGS = frozenset(
+    """script style noscript nav header footer aside form iframe svg math canvas
+    button select option input textarea label template object embed video audio
+    map dialog menu head title meta link base picture source img figcaption""".split()
+)
+# Block-level elements: each starts and ends a line of output.
+_BLOCK_TAGS = frozenset(
+    """address article blockquote body center dd details div dl dt fieldset
+    figure h1 h2 h3 h4 h5 h6 hgroup hr html li main ol p pre section summary
+    table tbody tfoot thead tr ul caption""".split()
+)
+HEADINGS = frozenset("h1 h2 h3 h4 h5 h6".split())
+# ARIA landmarks that are page chrome rather than the main content.
+_DROP_ROLES = frozenset(
+    "navigation banner contentinfo complementary search menu menubar dialog alertdialog tablist".split()
+)
+# class/id fragments marking chrome. Long words match as substrings
+# ("sharebar", "relatedPosts"); short ones only as whole tokens, because "ad"
+# or "nav" as substrings would hit "header", "read", "canvas"...
+_JUNK_SUBSTR = re.compile(
+    r"navigation|navbar|menu|cookie|consent|gdpr|footer|sidebar|side-bar|sharing|"
+    r"share|social|comment|disqus|advert|sponsor|related|breadcrumb|newsletter|"
+    r"subscri|signup|sign-up|popup|modal|outbrain|taboola|recirc|recommend|"
+    r"trending|masthead|skip-link|skiplink|promo|paywall|byline|author-bio|"
+    r"popular|toolbar|pagination|jump-link|more-stories|read-more|readmore|"
+    r"widget|tags|overlay|banner|caption|credit",
+    re.I,
+)
+_JUNK_TOKENS = frozenset("nav ad ads adv hidden hide tag print rss login share".split())
+# class/id fragments of the article itself ("article-body", "post-content"):
+# they veto a junk match unless the junk word is one of the strong ones.
+_GOOD = re.compile(r"article|body|content|entry|main|post|story|text|blog|prose|column", re.I)
+_STRONG_JUNK = re.compile(
+    r"comment|cookie|consent|gdpr|newsletter|subscri|related|share|social|"
+    r"breadcrumb|outbrain|taboola|recirc|recommend|sidebar|footer|navigation|navbar|"
+    r"menu|advert|sponsor|promo|popup|modal|banner|widget|byline|tags",
+    re.I,
+)
+# A comment section ("comments", "comment-list", id="disqus_thread") can hold
+# more text than the article but never wraps it, unlike "has-comments".
+_COMMENTS = re.compile(r"(?:^|\s)(?:comments?|disqus)(?:[-_\s]|$)", re.I)
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
+_TOKEN_SPLIT = re.compile(r"[\s_\-]+")
+# \s also matches NBSP and other Unicode spaces, which pages use as layout glue.
+_WS = re.compile(r"\s+")
+
+_CELL = "\x00"  # marks a table-cell boundary inside a line being built
+
+
+class Elem:
+    """What the extractor keeps about one block element."""
+
+    __slots__ = ("tag", "parent", "start", "end", "attr", "score", "scored", "sem", "children")
+
+    def __init__(self, tag: str, parent: int, start: int, attr: str) -> None:
+        self.tag = tag
+        self.parent = parent
+        self.start = start  # first output line inside this element
+        self.end = start  # one past the last output line inside it
+        self.attr = attr  # class + id, for the content/chrome heuristics
+        self.score = 0.0
+        self.scored = False
+        self.sem = False  # <article>, <main>, role=main/article, itemprop=articleBody
+        self.children: list[int] = []
+
+
+class Builder:
+    """Accumulates output lines and the element index during the walk."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.owner: list[int] = []  # innermost block element of each line
+        self.link_chars: list[int] = []
+        self.elems: list[Elem] = []
+        self._frag: list[str] = []
+        self._link = 0
+        self._open: list[int] = []  # stack of open block elements
+
+    def text(self, s: str, in_link: bool) -> None:
+        self._frag.append(s)
+        if in_link:
+            self._link += len(s.strip())
+
+    def flush(self) -> None:
+        if not self._frag:
+            return
+        raw = "".join(self._frag)
+        link, self._frag, self._link = self._link, [], 0
+        if _CELL in raw:
+            cells = (_WS.sub(" ", c).strip() for c in raw.split(_CELL))
+            line = " | ".join(c for c in cells if c)
+        else:
+            line = _WS.sub(" ", raw).strip()
+        if not line:
+            return
+        owner = self._open[-1] if self._open else -1
+        if owner >= 0 and self.elems[owner].tag == "li":
+            line = "- " + line
+        self.lines.append(line)
+        self.owner.append(owner)
+        self.link_chars.append(min(link, len(line)))
+
+    def open(self, tag: str, attr: str) -> int:
+        self.flush()
+        parent = self._open[-1] if self._open else -1
+        idx = len(self.elems)
+        self.elems.append(Elem(tag, parent, len(self.lines), attr))
+        if parent >= 0:
+            self.elems[parent].children.append(idx)
+        self._open.append(idx)
+        return idx
+
+    def close(self, idx: int) -> None:
+        self.flush()
+        self._open.pop()
+        self.elems[idx].end = len(self.lines)
+
+
+def _hidden_or_chrome_role(attrs: dict[str, str | None]) -> bool:
+    """Hidden elements and ARIA chrome landmarks: dropped whatever they hold."""
+    if "hidden" in attrs or attrs.get("aria-hidden") == "true":
+        return True
+    style = attrs.get("style")
+    if style and _HIDDEN_STYLE.search(style):
+        return True
+    return (attrs.get("role") or "").lower() in _DROP_ROLES
+
+
+def _chrome_class(tag: str, attrs: dict[str, str | None], attr: str) -> bool:
+    """True when the class/id names page chrome (menu, share bar, comments...)."""
+    if not attr or tag in ("body", "html", "main", "article"):
+        return False
+    if (attrs.get("role") or "") in ("main", "article") or attrs.get("itemprop") == "articleBody":
+        return False
+    return _chrome_words(attr)
+
+
+@functools.lru_cache(maxsize=8192)
+def _chrome_words(attr: str) -> bool:
+    # Cached: pages repeat the same few class strings hundreds of times.
+    if _JUNK_SUBSTR.search(attr) is None:
+        tokens = {t.lower() for t in _TOKEN_SPLIT.split(attr)}
+        if not tokens & _JUNK_TOKENS:
+            return False
+    # "post-content tags-visible" is the article; "comment-body" is not.
+    return not (_GOOD.search(attr) and not _STRONG_JUNK.search(attr))
+
+
+def _is_layout_cell(node: LexborNode) -> bool:
+    """A td holding paragraphs or nested tables is page layout, not a data cell."""
+    return node.css_first("p, div, table, ul, ol, h1, h2, h3, h4, blockquote, br") is not None
+
+
+def _ptext(node: LexborNode) -> int:
+    """Characters of paragraph text under a node (a C-side query)."""
+    return sum(len(p.text(deep=True)) for p in node.css("p"))
+
+
+def walk(root: LexborNode) -> Builder:
+    """The single pass over the tree: skip chrome, build lines and element ranges."""
+    b = Builder()
+    # A class such as "has-sidebar" or "tag-news" on a page-wide wrapper must
+    # not drop the article: a chrome-looking element holding most of the
+    # page's paragraph text is kept (its real chrome children still go).
+    total_ptext = _ptext(root)
+    # Items: (node, in_link, in_pre) to enter a node, or an element index to close.
+    stack: list[Any] = [(root, False, False)]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, int):
+            b.close(item)
+            continue
+        node, in_link, in_pre = item
+        tag = node.tag
+        if tag == "-text":
+            s = node.text_content
+            if not s:
+                continue
+            if in_pre and "\n" in s:  # <pre> keeps its line breaks
+                for i, part in enumerate(s.split("\n")):
+                    if i:
+                        b.flush()
+                    b.text(part, in_link)
+            else:
+                b.text(s, in_link)
+            continue
+        if tag is None or tag[0] == "-" or tag in _DROP_TAGS:  # comments, doctype
+            continue
+        if tag == "br":
+            b.flush()
+            continue
+        attrs = node.attributes
+        attr = f"{attrs.get('class') or ''} {attrs.get('id') or ''}".strip()
+        if _hidden_or_chrome_role(attrs):
+            continue
+        if _chrome_class(tag, attrs, attr) and (
+            _COMMENTS.search(attr) or not (total_ptext and _ptext(node) > 0.5 * total_ptext)
+        ):
+            continue
+        block = tag in _BLOCK_TAGS
+        if tag in ("td", "th"):
+            if _is_layout_cell(node):
+                block = True
+            else:
+                b.text(_CELL, False)
+        elif tag == "a":
+            in_link = True
+        elif tag == "pre":
+            in_pre = True
+        if block:
+            idx = b.open(tag, attr)
+            if (
+                tag in ("article", "main")
+                or attrs.get("role") in ("main", "article")
+                or attrs.get("itemprop") == "articleBody"
+            ):
+                b.elems[idx].sem = True
+            stack.append(idx)
+        for child in reversed(list(node.iter(include_text=True))):
+            stack.append((child, in_link, in_pre))
+    b.flush()
+    return b
+
+
+def node_text(node: LexborNode | None) -> str:
+    """The text of a node (a title, a heading) on one line; "" for no node."""
+    return _WS.sub(" ", node.text(deep=True)).strip() if node is not None else ""

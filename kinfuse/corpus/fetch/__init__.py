@@ -1,0 +1,14 @@
+"""Web pages as documents: an async crawler with retries, redirects, a cache, robots.txt and sitemaps.
+
+* :mod:`.client`: :func:`crawl`, the fetcher (limits, retries, redirects) and
+  turning a response into documents;
+* :mod:`.response`: what one fetch ends with (a response, or the outcome for
+  the record) and the URL check;
+* :mod:`.cache`: responses on disk, revalidated on a rerun;
+* :mod:`.robots`: each host's robots.txt rules;
+* :mod:`.sitemap`: the pages a sitemap (or an index of sitemaps) lists.
+"""
+
+from .client import FetchOptions, crawl, fetch_options
+
+__all__ = ["FetchOptions", "crawl", "fetch_options"]
