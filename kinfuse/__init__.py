@@ -18,7 +18,7 @@ from .export import export, verify
 from .models import default_model
 from .pipeline import InfuseResult, infuse
 from .synth import Synthesis, synthesize
-from .trainer import QLoRATrainer, TrainingError, TrainResult
+from .train import QLoRATrainer, TrainingError, TrainResult
 
 __version__ = "0.1.0"
 

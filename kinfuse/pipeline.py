@@ -31,7 +31,7 @@ from .synth import synthesize
 from .evaluator import Comparison, Evaluator, general_prompts, general_texts
 from .models import load_tokenizer, resolve_model
 from .run import RunRecord, kinfuse_version
-from .trainer import QLoRATrainer, TrainResult
+from .train import QLoRATrainer, TrainResult
 
 
 @dataclass

@@ -120,7 +120,7 @@ def test_merged_verifies_and_matches_the_nf4_weights_trained(run, tiny_model, tm
 
 
 def test_quantization_dtype_is_the_one_training_recorded(run, tmp_path):
-    from kinfuse.trainer import _pick_dtype
+    from kinfuse.train import pick_dtype as _pick_dtype
 
     # the run's metrics.json carries what training computed in ("auto" resolved on this machine)
     want = str(_pick_dtype("auto", torch.device("cpu"))).removeprefix("torch.")

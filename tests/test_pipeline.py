@@ -74,7 +74,7 @@ def test_layout_orders_qa_before_text_in_each_round_and_spreads_anchors(tiny_tok
 
     from kinfuse import Chunker, TrainConfig
     from kinfuse.pipeline import layout_blocks
-    from kinfuse.trainer import _Tensors
+    from kinfuse.train import BlockTensors as _Tensors
 
     def qa(n, r):
         return [{"question": f"Question {i} of round {r}?", "answer": f"Answer {i}."} for i in range(n)]
