@@ -232,7 +232,7 @@ def _sync(device: str) -> None:
 def _bf16(device: str) -> bool:
     """bf16 where kinfuse's compute_dtype="auto" picks it (CUDA, and CPUs with native bf16),
     so that both recipes compute in the same dtype."""
-    from kinfuse.trainer import cpu_has_bf16
+    from kinfuse.train import cpu_has_bf16
 
     return device == "cuda" or cpu_has_bf16()
 

@@ -19,7 +19,7 @@ from .eval import Comparison, Evaluator, ProbeResult
 from .export import export, verify
 from .models import default_model
 from .pipeline import InfuseResult, infuse
-from .trainer import QLoRATrainer, TrainingError, TrainResult
+from .train import QLoRATrainer, TrainingError, TrainResult
 
 __version__ = "0.1.0"
 

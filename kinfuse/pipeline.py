@@ -23,7 +23,7 @@ from .eval.report import build_report, summary, write_report
 from .eval.results import Comparison
 from .models import load_tokenizer, resolve_model
 from .run import RunRecord, kinfuse_version
-from .trainer import QLoRATrainer, TrainResult
+from .train import QLoRATrainer, TrainResult
 
 
 @dataclass

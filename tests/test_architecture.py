@@ -19,7 +19,7 @@ LAYERS = [
     {"run", "kernels", "models", "generate"},
     {"corpus"},
     {"data"},
-    {"train", "trainer", "lora"},
+    {"train"},
     {"eval"},
     {"export"},
     {"pipeline"},

@@ -125,7 +125,7 @@ def test_missing_op_file_is_skipped_with_a_log_line(tiny_model, monkeypatch, cap
 
 def test_training_with_triton_kernels_matches_stock(tiny_model, blocks):
     # Same seed, data and LoRA init; only the ops differ. No dropout: on a CPU the stock path
-    # draws its masks with kinfuse.lora.BitsDropout, the fused layer as peft does (that the
+    # draws its masks with kinfuse.train.lora.BitsDropout, the fused layer as peft does (that the
     # fused layer's masks equal peft's is tested in test_kernels_qlora_linear.py). In fp32 each op matches its stock counterpart to ~1e-6 relative
     # (reduction order in RMSNorm and the cross-entropy's log-sum-exp, the LoRA add in the GEMM
     # epilogue), measured at <1e-6 on these losses after 3 Adam steps; 1e-4 is 100x that and
@@ -136,7 +136,7 @@ def test_training_with_triton_kernels_matches_stock(tiny_model, blocks):
         trainer = QLoRATrainer(tiny_model, TrainConfig(**{**cfg, "kernels": kernels}))
         runs[kernels] = [r["loss"] for r in trainer.train(blocks.select(range(2))).history]
         if kernels == "triton":
-            assert trainer.kernel_patch.replaced == ALL_OPS and trainer._fused_ce is not None
+            assert trainer.kernel_patch.replaced == ALL_OPS and trainer.fused_ce is not None
             trainer.kernel_patch.undo()
     assert runs["none"][-1] < 0.9 * runs["none"][0]  # it learns: the comparison is not of a flat line
     torch.testing.assert_close(runs["triton"], runs["none"], rtol=1e-4, atol=0)

@@ -140,6 +140,17 @@ def _is_lora_4bit(m: Any) -> bool:
     return isinstance(m, getattr(peft_bnb, "Linear4bit", ()))
 
 
+def plain_adapter(layer: Any) -> str | None:
+    """The name of a peft LoRA layer's one active adapter when it is plain LoRA (not DoRA or
+    another variant), else None: the case kinfuse's own LoRA forwards compute (here and in
+    kinfuse.train.lora)."""
+    active = layer.active_adapters
+    name = active[0] if len(active) == 1 else None
+    if name is None or name not in layer.lora_A or name in getattr(layer, "lora_variant", {}):
+        return None
+    return name
+
+
 def _is_rmsnorm(m: Any) -> bool:
     return type(m).__name__ in _RMSNORMS and hasattr(m, "variance_epsilon")
 
@@ -158,8 +169,6 @@ def _is_rope_attention(m: Any) -> bool:
 def _lora_4bit_forward(op: Callable, stock: Callable, impl: str) -> Callable:
     import torch
     import torch.nn.functional as F
-
-    from ..lora import plain_adapter
 
     dequantize = load_op("nf4_dequantize", impl)
 

@@ -43,7 +43,7 @@ def test_layout_orders_qa_before_text_in_each_round_and_spreads_anchors(tiny_tok
 
     from kinfuse import Chunker, TrainConfig
     from kinfuse.data.mix import Round, TrainingMix
-    from kinfuse.trainer import _Tensors
+    from kinfuse.train import BlockTensors
 
     def qa(n, r):
         return [{"question": f"Question {i} of round {r}?", "answer": f"Answer {i}."} for i in range(n)]
@@ -59,9 +59,9 @@ def test_layout_orders_qa_before_text_in_each_round_and_spreads_anchors(tiny_tok
     phase, anchor = blocks["phase"], blocks["anchor"]
     assert sorted(set(phase)) == [0, 1, 2, 3]
     assert {p for p, a in zip(phase, anchor) if a} >= {0, 1}  # anchors train in both phases of a round
-    order = _Tensors(blocks).micro_batch(0, TrainConfig(micro_batch_size=len(blocks), seed=3)).tolist()
+    order = BlockTensors(blocks).micro_batch(0, TrainConfig(micro_batch_size=len(blocks), seed=3)).tolist()
     assert [phase[i] for i in order] == sorted(phase)  # phase by phase within the epoch
-    again = _Tensors(blocks).micro_batch(0, TrainConfig(micro_batch_size=len(blocks), seed=4)).tolist()
+    again = BlockTensors(blocks).micro_batch(0, TrainConfig(micro_batch_size=len(blocks), seed=4)).tolist()
     assert again != order and sorted(again) == sorted(order)  # shuffled within each phase
     mixed, _, _ = mix.blocks(chunker, anchor_kl=False, order="mixed")
     assert "phase" not in mixed.column_names and "anchor" not in mixed.column_names

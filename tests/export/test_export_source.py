@@ -16,10 +16,10 @@ from kinfuse.run import RunRecord
 
 
 def test_quantization_dtype_is_the_one_training_recorded(run, tmp_path):
-    from kinfuse.trainer import _pick_dtype
+    from kinfuse.train import pick_dtype
 
     # the run's record carries what training computed in ("auto" resolved on this machine)
-    want = str(_pick_dtype("auto", torch.device("cpu"))).removeprefix("torch.")
+    want = str(pick_dtype("auto", torch.device("cpu"))).removeprefix("torch.")
     assert RunRecord.read(run).compute_dtype == want
     assert load_source(run).quant_dtype == want
     # a run that computed in fp32 on a CPU is rounded in fp32, on the CPU

@@ -1,16 +1,15 @@
-"""Leaner LoRA training forwards, measured on the CPU benchmark (benchmarks/bench_train.py:
-SmolLM2-135M, LoRA r=64 on all 7 projections, 1024 tokens per step).
+"""Leaner LoRA training forwards, for the LoRA layers the kernels do not take.
 
-Dropout: on a CPU, torch draws every dropout element's Bernoulli sample on its own (~5 ns
-each). LoRA applies dropout to the input of every adapted projection, twice per step with
-gradient checkpointing, and those draws were 19% of the benchmark's step. `BitsDropout` cuts
-64-bit random words into four 16-bit lanes instead: one draw per four elements, ~3x faster.
+Dropout: on a CPU, torch draws every dropout element's Bernoulli sample on its own, and LoRA
+applies dropout to the input of every adapted projection (twice per step with gradient
+checkpointing), so those draws are a large share of a CPU step. `BitsDropout` cuts 64-bit
+random words into four 16-bit lanes instead: one draw per four elements.
 
 Forward: peft's LoRA layer clones the base output, then allocates B(A(x)), its scaled copy and
 the sum: four (tokens, out) tensors per projection. The lean forward (`use_lean_lora_forward`)
 adds the LoRA product into the base output with one addmm. Besides the passes saved, glibc
-keeps freed buffers of that size in its heap, so fewer of them took the peak RSS from ~3.1 to
-~2.2 GiB.
+keeps freed buffers of that size in its heap, so fewer of them also lower the peak resident
+memory.
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ from __future__ import annotations
 import types
 
 import torch
+
+from ..kernels import plain_adapter
 
 _LANES = 1 << 16  # values a 16-bit lane takes
 
@@ -54,16 +55,6 @@ def use_bits_dropout(model: torch.nn.Module) -> int:
                 setattr(parent, name, BitsDropout(child.p, inplace=False))
                 swapped += 1
     return swapped
-
-
-def plain_adapter(layer: torch.nn.Module) -> str | None:
-    """The name of a peft LoRA layer's one active adapter when it is plain LoRA (not DoRA or
-    another variant), else None: the case kinfuse's own LoRA forwards compute."""
-    active = layer.active_adapters
-    name = active[0] if len(active) == 1 else None
-    if name is None or name not in layer.lora_A or name in getattr(layer, "lora_variant", {}):
-        return None
-    return name
 
 
 def _lean_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""kinfuse.lora: BitsDropout is dropout (right keep rate, unbiased, reproducible, replayed by
+"""kinfuse.train.lora: BitsDropout is dropout (right keep rate, unbiased, reproducible, replayed by
 gradient checkpointing); the lean LoRA forward equals peft's; both swap into a peft model."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from kinfuse.lora import BitsDropout, use_bits_dropout, use_lean_lora_forward
+from kinfuse.train.lora import BitsDropout, use_bits_dropout, use_lean_lora_forward
 
 
 @pytest.mark.parametrize("p", [0.05, 0.1, 0.5])

@@ -1,0 +1,116 @@
+"""Checkpoints: output_dir/checkpoints/step-N, each enough to continue a run exactly.
+
+    step-N/adapter/     the adapter as PEFT safetensors (loadable by plain peft)
+    step-N/state.pt     optimizer, scheduler, RNG states and the RunState (tensors and plain
+                        containers only: loaded with weights_only=True, so a file can never run code)
+    step-N/meta.json    what the run was (model, LoRA, blocks, schedule); a resume must match it
+
+A checkpoint is written into a staged folder that replaces step-N only when whole, so a
+crash mid-write never leaves one that a resume would trip over.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import TrainConfig
+from ..io import staged_dir
+from .result import TrainingError
+
+
+@dataclass
+class RunState:
+    """What a checkpoint needs besides weights and optimizer to continue exactly."""
+
+    step: int = 0
+    tokens: int = 0
+    targets: int = 0
+    seconds: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Checkpoints:
+    """Saving and resuming the checkpoints of one trainer's peft `model`.
+
+    `meta` describes the run (see QLoRATrainer.run_meta); save() records it and load() refuses
+    a checkpoint whose meta differs. `last` is the checkpoint last written or resumed from.
+    """
+
+    def __init__(self, config: TrainConfig, model: Any):
+        self.config, self.model = config, model
+        self.last: Path | None = None
+
+    @property
+    def root(self) -> Path:
+        return Path(self.config.output_dir or ".") / "checkpoints"
+
+    def find_resume(self) -> Path | None:
+        """The checkpoint to continue from: resume_from, the newest complete one with resume,
+        or None (a fresh start)."""
+        cfg = self.config
+        if cfg.resume_from:
+            path = Path(cfg.resume_from)
+            if not (path / "meta.json").is_file():
+                raise TrainingError(f"resume_from={str(path)!r} is not a kinfuse checkpoint (no meta.json)")
+            return path
+        if not cfg.resume:
+            return None
+        done = sorted(p for p in self.root.glob("step-*") if (p / "meta.json").is_file())
+        return done[-1] if done else None  # nothing yet: a fresh start
+
+    def save(self, run: RunState, optimizer: Any, scheduler: Any, meta: dict[str, Any]) -> Path:
+        """Adapter, optimizer, scheduler, RNG and data position, written atomically."""
+        import torch
+
+        final = self.root / f"step-{run.step:07d}"
+        with staged_dir(final) as tmp:
+            self.model.save_pretrained(tmp / "adapter", safe_serialization=True)
+            rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+            if torch.cuda.is_available():
+                rng["cuda"] = torch.cuda.get_rng_state_all()
+            torch.save(
+                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
+                 "run": asdict(run)},
+                tmp / "state.pt",
+            )
+            # meta.json last: a checkpoint without it is incomplete and never resumed from.
+            (tmp / "meta.json").write_text(json.dumps({**meta, "step": run.step}, indent=1))
+        self.last = final
+        return final
+
+    def load(self, path: Path, optimizer: Any, scheduler: Any, meta: dict[str, Any]) -> RunState:
+        """Put adapter, optimizer, scheduler and RNG back as they were at `path`; the RunState to
+        continue from. Refuses a checkpoint of another run, and one that does not load."""
+        import torch
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        saved = json.loads((path / "meta.json").read_text())
+        saved.setdefault("full_modules", [])  # checkpoints from before trainable embeddings had none
+        diffs = [f"{k}: checkpoint has {saved.get(k)!r}, this run {meta[k]!r}" for k in meta if saved.get(k) != meta[k]]
+        if diffs:
+            raise TrainingError(f"checkpoint {path} does not match this run:\n  " + "\n  ".join(diffs)
+                                + "\nresume with the same model, LoRA settings, blocks and schedule, or start afresh")
+        try:
+            weights = load_file(path / "adapter" / "adapter_model.safetensors")
+            state = torch.load(path / "state.pt", weights_only=True)  # tensors and plain containers only: never runs code from the file
+            result = set_peft_model_state_dict(self.model, weights)
+            if getattr(result, "unexpected_keys", None):
+                raise ValueError(f"unexpected adapter weights {result.unexpected_keys[:3]}")
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+        except Exception as e:  # a truncated or foreign file fails in many ways; all mean "corrupt"
+            raise TrainingError(f"checkpoint {path} is corrupt or from another model: {type(e).__name__}: {e}") from e
+        for p in self.model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(state["rng"]["python"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        self.last = path
+        return RunState(**state["run"])

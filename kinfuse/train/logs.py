@@ -1,0 +1,76 @@
+"""Where training's per-step metrics go: a JSONL log and TensorBoard while it runs
+(StepLog), and the loss curve as a PNG when it ends (plot_loss)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from ..config import TrainConfig
+from .result import TrainingError
+
+
+class StepLog:
+    """Every `log_every`-th history row, appended to `log_path` (one JSON object a line) and,
+    with `config.tensorboard`, to output_dir/tensorboard. Call close() at the end."""
+
+    SCALARS = ("loss", "lr", "tokens_per_second", "eval_loss")  # the rows' keys TensorBoard plots
+
+    def __init__(self, config: TrainConfig, log_path: str | os.PathLike | None):
+        self.every = config.log_every
+        self.writer = _tensorboard(config) if config.tensorboard else None
+        # Appended line by line, flushed each time: the log of a killed run holds every step it finished.
+        self.file = open(log_path, "a") if log_path else None
+
+    def write(self, row: dict[str, float]) -> None:
+        step = row["step"]
+        if step % self.every:
+            return
+        if self.file:
+            self.file.write(json.dumps(row) + "\n")
+            self.file.flush()
+        if self.writer:
+            for key in self.SCALARS:
+                if key in row:
+                    self.writer.add_scalar(f"train/{key}", row[key], step)
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+        if self.writer:
+            self.writer.close()
+
+
+def _tensorboard(config: TrainConfig) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise TrainingError("tensorboard=True needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(str(Path(config.output_dir or ".") / "tensorboard"))
+
+
+def plot_loss(history: list[dict[str, float]], path: Path) -> Path | None:
+    """Write the loss curve (and eval loss when measured) as a PNG; None without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot([r["step"] for r in history], [r["loss"] for r in history], label="train loss")
+    evals = [r for r in history if "eval_loss" in r]
+    if evals:
+        ax.plot([r["step"] for r in evals], [r["eval_loss"] for r in evals], "o-", label="eval loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss per target token")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,185 @@
+"""The training loop, top to bottom. Each optimizer step: forward and backward over its
+micro-batches (forward_backward, a StepResult), clip, step the optimizer and the schedule,
+record a history row, then hand the row to the log (StepLog), checkpoint (Checkpoints), and
+stop when a signal asked for it (StopOnSignal).
+
+The loss of a step is normalised by the target tokens of the whole step, not per
+micro-batch, so gradient accumulation gives the same update as one big batch whatever the
+padding.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from .blocks import BlockTensors
+from .checkpoint import RunState
+from .logs import StepLog
+from .losses import autocast
+from .memory import oom_advice, peak_memory
+from .optim import lr_factor, make_optimizer, param_groups, total_steps
+from .result import StepResult, TrainingError, TrainResult, cross_entropy
+
+if TYPE_CHECKING:
+    from .trainer import QLoRATrainer
+
+
+def train_loop(trainer: "QLoRATrainer", data: BlockTensors, held_out: BlockTensors | None,
+               log_path: str | os.PathLike | None) -> TrainResult:
+    """Train `trainer.model` on `data` (resuming when the config says so); held_out blocks
+    give an eval_loss every `eval_every` steps."""
+    import torch
+    from tqdm.auto import tqdm
+
+    cfg, device, model = trainer.config, trainer.device, trainer.model
+    total = total_steps(cfg, data.n)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(param_groups(model, cfg), cfg, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total))
+    checkpoints, meta = trainer.checkpoints, trainer.run_meta(data, total)
+    resume = checkpoints.find_resume()
+    run = RunState() if resume is None else checkpoints.load(resume, optimizer, scheduler, meta)
+    log = StepLog(cfg, log_path)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    model.train()
+    start = time.perf_counter() - run.seconds
+    bar = tqdm(range(run.step, total), desc="training", disable=not cfg.progress, dynamic_ncols=True)
+    stop = StopOnSignal()
+    try:
+        with stop:
+            for step in bar:
+                micro = [data.micro_batch(k, cfg) for k in range(step * cfg.grad_accum, (step + 1) * cfg.grad_accum)]
+                result = forward_backward(trainer, data, micro)
+                run.tokens += result.tokens
+                run.targets += result.target_tokens
+                if not math.isfinite(result.loss):
+                    raise TrainingError(
+                        f"loss became {result.loss} at step {step + 1}: lower learning_rate (now "
+                        f"{cfg.learning_rate}) or set max_grad_norm; "
+                        + (f"the last good checkpoint is {checkpoints.last}" if checkpoints.last
+                           else "no checkpoint was written (set output_dir and save_every)")
+                    )
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                run.step = step + 1
+                run.seconds = time.perf_counter() - start
+                row = _history_row(run, result, scheduler.get_last_lr()[0], peak_memory(device)[0])
+                if held_out is not None and cfg.eval_every and run.step % cfg.eval_every == 0:
+                    row["eval_loss"] = trainer.evaluate_loss(held_out)
+                run.history.append(row)
+                bar.set_postfix(loss=f"{result.loss:.3f}", lr=f"{row['lr']:.1e}",
+                                tok_s=f"{row['tokens_per_second']:.0f}", mem=f"{row['peak_memory_gb']:.1f}G")
+                log.write(row)
+                if stop.requested or (cfg.save_every and run.step % cfg.save_every == 0):
+                    if cfg.output_dir:
+                        checkpoints.save(run, optimizer, scheduler, meta)
+                if stop.requested:
+                    break
+    except torch.OutOfMemoryError as e:
+        raise TrainingError(oom_advice(cfg, device, data.length, run.step + 1)) from e
+    finally:
+        bar.close()
+        log.close()
+    mem, kind = peak_memory(device)
+    model.eval()
+    ce_rows = [c for c in map(cross_entropy, run.history) if c is not None]
+    return TrainResult(
+        steps=run.step,
+        tokens=run.tokens,
+        target_tokens=run.targets,
+        seconds=run.seconds,
+        tokens_per_second=run.tokens / max(run.seconds, 1e-9),
+        peak_memory_bytes=mem,
+        peak_memory_kind=kind,
+        first_loss=ce_rows[0] if ce_rows else float("nan"),
+        final_loss=ce_rows[-1] if ce_rows else float("nan"),
+        device=str(device),
+        compute_dtype=trainer.dtype_name,
+        history=run.history,
+        interrupted=stop.requested,
+        checkpoint=str(checkpoints.last) if checkpoints.last else None,
+    )
+
+
+def forward_backward(trainer: "QLoRATrainer", data: BlockTensors, micro: list[Any]) -> StepResult:
+    """Forward and backward over the micro-batches (block indices) of one optimizer step;
+    the gradients accumulate on the trainable weights."""
+    import torch
+
+    step_targets = int(sum(data.targets[m].sum() for m in micro))
+    step_loss = 0.0
+    # save_on_cpu moves what autograd saves (the checkpointed layer inputs among it) to host memory.
+    offload = (
+        torch.autograd.graph.save_on_cpu(pin_memory=True)
+        if trainer.offload_activations
+        else contextlib.nullcontext()
+    )
+    sums, counts = [0.0, 0.0], [0, 0]  # [cross-entropy, anchor KL] and their target tokens
+    for m in micro:
+        # Anchor blocks (kept close to the base model) and plain blocks go in separate passes.
+        parts = [(m, False)] if data.anchor is None else [
+            (m[sel], kind) for kind, sel in ((False, ~data.anchor[m]), (True, data.anchor[m])) if sel.any()]
+        for rows, is_anchor in parts:
+            ids, labels, pos = (t[rows].to(trainer.device) for t in (data.ids, data.labels, data.pos))
+            with autocast(trainer.device, trainer.compute_dtype), offload:
+                part = (trainer.kl_sum if is_anchor else trainer.loss_sum)(ids, labels, pos)
+                weight = trainer.config.anchor_kl_weight if is_anchor else 1.0
+                loss = weight * part / max(1, step_targets)
+                loss.backward()
+            sums[is_anchor] += part.item()
+            counts[is_anchor] += int(data.targets[rows].sum())
+            step_loss += loss.item()
+    ce, kl = (s / c if c else None for s, c in zip(sums, counts))
+    return StepResult(loss=step_loss, target_tokens=step_targets, tokens=int(sum(data.real[m].sum() for m in micro)),
+                      anchor_kl=kl, ce=ce)
+
+
+def _history_row(run: RunState, result: StepResult, lr: float, memory: int) -> dict[str, float]:
+    row = {
+        "step": run.step,
+        "loss": result.loss,
+        "lr": lr,
+        "tokens": run.tokens,
+        "seconds": run.seconds,
+        "tokens_per_second": run.tokens / run.seconds,
+        "peak_memory_gb": memory / 2**30,
+    }
+    if result.anchor_kl is not None:  # per anchor target token, before weighting
+        row["anchor_kl"] = result.anchor_kl
+        if result.ce is not None:  # the step's loss mixes the two; this is its text part
+            row["ce"] = result.ce
+    return row
+
+
+class StopOnSignal:
+    """SIGINT/SIGTERM ask the loop to stop after the current step (and checkpoint); a second
+    SIGINT interrupts at once. Handlers are installed only in the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "StopOnSignal":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
