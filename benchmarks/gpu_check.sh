@@ -12,8 +12,8 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TOKENIZERS_
 nvidia-smi --query-gpu=name,memory.total,memory.used,driver_version,clocks.sm --format=csv
 t0=$SECONDS
 timeout "${TEST_SECONDS:-90}" python3 -m pytest -q -p no:cacheprovider --timeout 60 tests/train/test_train_*.py \
-  tests/test_kernels_qlora_linear.py tests/test_kernels_cross_entropy.py \
-  tests/test_kernels_norm_rope_swiglu.py tests/test_kernels_nf4.py tests/test_kernels_dispatch.py \
+  tests/kernels/test_kernels_qlora_linear.py tests/kernels/test_kernels_cross_entropy.py \
+  tests/kernels/test_kernels_norm_rope_swiglu.py tests/kernels/test_kernels_nf4.py tests/kernels/test_kernels_dispatch.py \
   > "$OUT/pytest-cuda.log" 2>&1
 echo "pytest rc=$? in $((SECONDS - t0)) s"; grep -E "passed|failed|error" "$OUT/pytest-cuda.log" | tail -3
 t0=$SECONDS

@@ -1,4 +1,4 @@
-"""Custom kernels (issue 7): Triton ops with pure-torch twins, and where they plug into a model.
+"""Custom kernels: Triton ops with pure-torch twins, and where they plug into a model.
 
     impl = resolve("auto", device)            # "triton" on CUDA with triton, else "torch"
     with patch_model(model, "auto") as patch:  # swaps module forwards, all in one place

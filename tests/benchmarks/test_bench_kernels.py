@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("triton", reason="bench_kernels.py needs triton (pip install 'kinfuse[kernels]')")
 
-BENCH = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_kernels.py"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_kernels.py"
 
 
 @pytest.fixture(scope="module")
