@@ -2,8 +2,10 @@
 
 Navigation, cookie banners, share bars, related links and footers are noise a
 model would otherwise memorise. The extractor is Readability-style and purely
-structural, in four steps, one module each:
+structural, in five steps, one module each:
 
+* :mod:`.depth`: nesting beyond what browsers build is flattened first, so
+  that parsing and every walk up the tree stay linear in the page's size;
 * :mod:`.tree`: one walk over the DOM skips chrome and builds output lines
   and the line range of every block element;
 * :mod:`.score`: per-element statistics (prefix sums) and paragraph votes;
@@ -18,6 +20,7 @@ import unicodedata
 from selectolax.lexbor import LexborHTMLParser
 
 from ..clean import normalize_text
+from .depth import cap_depth
 from .render import prune_lines, render
 from .score import Page
 from .select import select_main
@@ -44,7 +47,7 @@ def extract_text(html: str, url: str | None = None) -> str:
     del url  # no per-site rules, by design
     if not html or not html.strip():
         return ""
-    tree = LexborHTMLParser(html)
+    tree = LexborHTMLParser(cap_depth(html))
     root = tree.body or tree.root
     if root is None:
         return ""
@@ -57,7 +60,7 @@ def extract_title(html: str) -> str:
     """The page's ``<title>``, or its first ``<h1>`` when the title is missing or empty."""
     if not html or not html.strip():
         return ""
-    tree = LexborHTMLParser(html)
+    tree = LexborHTMLParser(cap_depth(html))
     for selector in ("title", "h1"):
         title = node_text(tree.css_first(selector))
         if title:

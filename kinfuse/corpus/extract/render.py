@@ -35,7 +35,9 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
     if not keep:
         return keep
     lo, hi = min(keep), max(keep) + 1
-    drop = set()
+    # Dropped ranges are marked by their ends and summed in one sweep: nested
+    # blocks would otherwise mark the same lines once per level.
+    marks = [0] * (len(b.lines) + 1)
     for e in elems:
         if e.start < lo or e.end > hi or e.end <= e.start:
             continue
@@ -45,9 +47,17 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
         ld = page.link_density(e)
         weight = class_weight(e.attr)
         if weight < 0 and n < 1000:
-            drop.update(range(e.start, e.end))
+            marks[e.start] += 1
+            marks[e.end] -= 1
         elif ld > 0.5 and e.tag != "table":
-            drop.update(range(e.start, e.end))
+            marks[e.start] += 1
+            marks[e.end] -= 1
+    drop = set()
+    inside = 0
+    for i in range(lo, hi):
+        inside += marks[i]
+        if inside > 0:
+            drop.add(i)
     title_key = _key(title)
     out = []
     for i in keep:

@@ -18,11 +18,8 @@ _SENTENCE_END = re.compile(r"\.( |$)")
 
 
 def _is_ancestor(elems: list[Elem], anc: int, idx: int) -> bool:
-    while idx >= 0:
-        if idx == anc:
-            return True
-        idx = elems[idx].parent
-    return False
+    """``anc`` is ``idx`` or one of its ancestors (descendants are numbered after it)."""
+    return anc >= 0 and anc <= idx < elems[anc].last
 
 
 def _within(elems: list[Elem], idx: int, limit: int) -> bool:

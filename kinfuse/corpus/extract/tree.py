@@ -69,7 +69,7 @@ _CELL = "\x00"  # marks a table-cell boundary inside a line being built
 class Elem:
     """What the extractor keeps about one block element."""
 
-    __slots__ = ("tag", "parent", "start", "end", "attr", "score", "scored", "sem", "children")
+    __slots__ = ("tag", "parent", "start", "end", "attr", "score", "scored", "sem", "children", "last")
 
     def __init__(self, tag: str, parent: int, start: int, attr: str) -> None:
         self.tag = tag
@@ -81,6 +81,9 @@ class Elem:
         self.scored = False
         self.sem = False  # <article>, <main>, role=main/article, itemprop=articleBody
         self.children: list[int] = []
+        # Elements are numbered in document order, so an element's descendants
+        # are exactly the indices from its own up to ``last``: ancestry in O(1).
+        self.last = 0
 
 
 class Builder:
@@ -133,6 +136,7 @@ class Builder:
         self.flush()
         self._open.pop()
         self.elems[idx].end = len(self.lines)
+        self.elems[idx].last = len(self.elems)
 
 
 def _hidden_or_chrome_role(attrs: dict[str, str | None]) -> bool:
@@ -175,6 +179,25 @@ def _ptext(node: LexborNode) -> int:
     return sum(len(p.text(deep=True)) for p in node.css("p"))
 
 
+def _ptext_sizes(top: LexborNode, sizes: dict[int, int]) -> None:
+    """Add :func:`_ptext` of ``top`` and of every element under it to ``sizes`` (by node id).
+
+    One bottom-up pass over the subtree: asking each nested chrome element
+    separately would read the same paragraphs once per level of nesting.
+    """
+    stack: list[tuple[LexborNode, bool]] = [(top, False)]
+    while stack:
+        node, done = stack.pop()
+        if done:
+            total = len(node.text(deep=True)) if node.tag == "p" else 0
+            for child in node.iter(include_text=False):
+                total += sizes.get(child.mem_id, 0)
+            sizes[node.mem_id] = total
+        else:
+            stack.append((node, True))
+            stack.extend((child, False) for child in node.iter(include_text=False))
+
+
 def walk(root: LexborNode) -> Builder:
     """The single pass over the tree: skip chrome, build lines and element ranges."""
     b = Builder()
@@ -182,6 +205,14 @@ def walk(root: LexborNode) -> Builder:
     # not drop the article: a chrome-looking element holding most of the
     # page's paragraph text is kept (its real chrome children still go).
     total_ptext = _ptext(root)
+    ptext: dict[int, int] = {}  # node id -> _ptext, filled per chrome subtree on first need
+
+    def holds_most_prose(node: LexborNode) -> bool:
+        key = node.mem_id
+        if key not in ptext:
+            _ptext_sizes(node, ptext)
+        return ptext[key] > 0.5 * total_ptext
+
     # Items: (node, in_link, in_pre) to enter a node, or an element index to close.
     stack: list[Any] = [(root, False, False)]
     while stack:
@@ -213,7 +244,7 @@ def walk(root: LexborNode) -> Builder:
         if _hidden_or_chrome_role(attrs):
             continue
         if _chrome_class(tag, attrs, attr) and (
-            _COMMENTS.search(attr) or not (total_ptext and _ptext(node) > 0.5 * total_ptext)
+            _COMMENTS.search(attr) or not (total_ptext and holds_most_prose(node))
         ):
             continue
         block = tag in _BLOCK_TAGS
