@@ -21,7 +21,7 @@ from ..io import read_jsonl, write_jsonl, write_text
 from .clean import CLEANING_LABELS, normalize_text, plan_cleaning
 from .documents import Document, SourceRecord, kept_record
 from .fetch import crawl, fetch_options
-from .files import list_files, load_file
+from .files import MAX_BYTES, SUPPORTED_SUFFIXES, load_file, scan_paths
 
 if TYPE_CHECKING:  # datasets is heavy to import; only to_dataset() needs it
     import datasets
@@ -90,6 +90,9 @@ class Corpus:
     @classmethod
     def from_texts(cls, texts: Iterable[str], sources: Iterable[str] | None = None) -> Corpus:
         """One document per non-empty string; ``sources`` default to "text:<index>"."""
+        _require_list(texts, "from_texts", "texts")
+        if sources is not None:
+            _require_list(sources, "from_texts", "sources")
         texts = list(texts)
         names = [f"text:{i}" for i in range(len(texts))] if sources is None else [str(s) for s in sources]
         if len(names) != len(texts):
@@ -139,21 +142,43 @@ class Corpus:
         return corpus.clean() if dedup else corpus
 
     @classmethod
-    def from_paths(cls, paths: Iterable[str | Path], *, dedup: bool = True, min_chars: int = 1) -> Corpus:
+    def from_paths(
+        cls,
+        paths: Iterable[str | Path],
+        *,
+        dedup: bool = True,
+        min_chars: int = 1,
+        max_bytes: int = MAX_BYTES,
+    ) -> Corpus:
         """Load files and directories (recursively, in sorted order).
 
         .html/.htm → :func:`extract_text`; .txt/.md → the text; .jsonl → one
         document per line's "text"; .json → a list of objects with "text" (or
         one such object); any of these may be gzipped (.gz). Other suffixes
-        get a "skipped" record. A missing path raises :class:`CorpusError`.
+        get a "skipped" record. A missing path raises :class:`CorpusError`;
+        so does a single path given instead of a list.
         Hidden files and directories (".git", ".DS_Store") inside a
-        directory are not corpus material and are passed over.
+        directory are not corpus material and are passed over. A symlink
+        inside a directory that points out of it, or nowhere, is not read and
+        gets a "skipped" record naming its target (pass the target itself to
+        include it); an unreadable subdirectory gets a "failed" one, and a
+        directory without a supported file a "skipped" one.
+
+        ``max_bytes`` caps each file as :meth:`from_urls` caps a response
+        body (same default), after decompression for .gz files, which are
+        inflated as a stream and never past the cap: a larger file is refused
+        whole with a "skipped" record saying so (not cut, which would end it
+        mid-sentence or mid-JSON); pass a larger ``max_bytes`` to read it.
 
         ``dedup`` (on by default) runs :meth:`clean`: exact and near-duplicate
         documents and boilerplate lines of web sources are removed;
         ``min_chars`` drops shorter documents either way.
         """
-        corpus = cls._make(load_file(f) for f in list_files(paths))
+        if max_bytes < 1:
+            raise ValueError(f"from_paths needs max_bytes >= 1, got {max_bytes}")
+        corpus = cls._make(
+            load_file(f, max_bytes) if isinstance(f, Path) else ([], f) for f in scan_paths(paths)
+        )
         return corpus.clean(dedup=dedup, boilerplate=dedup, min_chars=min_chars)
 
     @classmethod
@@ -194,6 +219,7 @@ class Corpus:
         Runs its own event loop; it works from any thread, and from inside a
         running loop (e.g. a notebook) by fetching on a helper thread.
         """
+        _require_list(urls, "from_urls", "URLs")
         options = fetch_options(
             timeout=timeout, concurrency=concurrency, per_host=per_host, retries=retries,
             user_agent=user_agent, max_bytes=max_bytes, respect_robots=respect_robots, cache_dir=cache_dir,
@@ -435,9 +461,19 @@ def _text_result(text: Any, source: str, title: str = "", fetched_at: str = "") 
     return docs, kept_record(source, docs)
 
 
+def _require_list(value: Any, method: str, what: str) -> None:
+    """A bare string would be iterated character by character: refuse it, saying what to pass."""
+    if isinstance(value, (str, bytes, Path)):
+        shown = str(value) if len(str(value)) <= 80 else str(value)[:77] + "..."
+        raise CorpusError(f"{method} needs a list of {what}, got the single string {shown!r}: pass [{shown!r}]")
+
+
 def _empty_message(records: list[SourceRecord]) -> str:
     if not records:
-        return "empty corpus: no source was given"
+        return (
+            "empty corpus: no source was given (the list was empty); give at least one URL, path or text"
+            f" (files: {SUPPORTED_SUFFIXES})"
+        )
     lines = [f"empty corpus: no document could be loaded from {len(records)} source(s):"]
     for r in records:
         why = r.reason or ("no text" if r.status == "kept" else r.status)

@@ -1,134 +1,149 @@
-"""Local files as documents, and turning bytes into text (charset sniffing, binary detection).
+"""Local files as documents: listing folders safely, reading files within a size cap.
 
-A file or an HTTP body is only bytes: :func:`decode` picks the charset the way
-browsers do and says when bytes were invalid, :func:`binary_reason` refuses
-bodies that are not text at all (an image served as HTML), and
-:func:`load_file` reads one file of any supported kind (HTML, text, Markdown,
-JSON, JSONL, each maybe gzipped) into documents and its record. Bad content
-never raises: it becomes the file's "skipped" or "failed" record.
+:func:`scan_paths` lists the files of the given paths (folders recursively,
+in sorted order) and gives a :class:`SourceRecord` for everything it will not
+read: symlinks leading out of a folder, dangling symlinks, unreadable
+folders, folders without a supported file. :func:`load_file` reads one file
+of any supported kind (HTML, text, Markdown, JSON, JSONL, each maybe gzipped)
+into documents and its record, refusing files over ``max_bytes`` after
+decompression. Bad content never raises: it becomes the file's "skipped" or
+"failed" record. Bytes become text in :mod:`.decoding`.
 """
 
 from __future__ import annotations
 
-import codecs
 import gzip
 import json
-import re
+import os
+import zlib
 from pathlib import Path
 from typing import Any, Iterable
 
 from ..errors import CorpusError
 from .clean import normalize_text
+from .decoding import binary_reason, decode, mostly_undecodable
 from .documents import Document, SourceRecord, kept_record
 from .extract import extract_text, extract_title
 
-# ---------------------------------------------------------------------------
-# Decoding bytes, and telling text from binary
-# ---------------------------------------------------------------------------
+__all__ = ["binary_reason", "decode", "list_files", "load_file", "mostly_undecodable", "scan_paths", "MAX_BYTES"]
 
-_META_CHARSET = re.compile(rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:\-]+)""", re.I)
-# Bytes that never occur in text: C0 controls other than tab, LF, VT, FF, CR, ESC.
-_CONTROL_BYTES = bytes(b for b in range(32) if b not in (9, 10, 11, 12, 13, 27)) + b"\x7f"
-_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
-
-
-def binary_reason(raw: bytes) -> str | None:
-    """Why a body that claims to be text is not (NUL bytes, control bytes), or None."""
-    if raw.startswith(_UTF16_BOMS):  # UTF-16 text is full of NULs, legitimately
-        return None
-    sample = raw[:65536]
-    if b"\x00" in sample:
-        return "NUL bytes"
-    controls = len(sample) - len(sample.translate(None, _CONTROL_BYTES))
-    if sample and controls > 0.05 * len(sample):
-        return f"{controls / len(sample):.0%} control bytes"
-    return None
-
-
-def _codec_ok(name: str | None) -> bool:
-    if not name:
-        return False
-    try:
-        codecs.lookup(name)
-    except LookupError:
-        return False
-    return True
-
-
-def decode(raw: bytes, declared: str | None = None, html: bool = True) -> tuple[str, str]:
-    """Text of a body and a note on decoding problems ("" when there were none).
-
-    The charset comes from a byte-order mark, else the declared one (the
-    Content-Type header), else a ``<meta charset>``, else UTF-8; a body that is
-    not valid UTF-8 and declares nothing is decoded as windows-1252, the
-    fallback browsers use for legacy Western pages. Invalid byte sequences in
-    the chosen charset become U+FFFD, and the note says how many there were.
-    """
-    if raw.startswith(codecs.BOM_UTF8):
-        name: str | None = "utf-8"
-        raw = raw[3:]
-    elif raw.startswith(_UTF16_BOMS):
-        name = "utf-16"
-    else:
-        name = declared if _codec_ok(declared) else None
-        if name is None and html:
-            m = _META_CHARSET.search(raw[:4096])
-            meta = m.group(1).decode("ascii", "replace") if m else None
-            # A <meta charset=utf-16> in a page that reached us as bytes is a
-            # mislabelled 8-bit page: browsers read it as UTF-8 too.
-            if meta and meta.lower().startswith("utf-16"):
-                meta = "utf-8"
-            name = meta if _codec_ok(meta) else None
-    if name is None:
-        try:
-            return raw.decode("utf-8"), ""
-        except UnicodeDecodeError:
-            text = raw.decode("windows-1252", errors="replace")
-            return text, "not valid UTF-8 and no charset declared: decoded as windows-1252"
-    try:
-        return raw.decode(name), ""
-    except UnicodeDecodeError:
-        text = raw.decode(name, errors="replace")
-        label = codecs.lookup(name).name.upper()
-        return text, f"invalid {label}: {text.count(chr(0xFFFD))} bad byte sequence(s) replaced with U+FFFD"
-
-
-def mostly_undecodable(text: str) -> bool:
-    """True when over a tenth of a decoded body is U+FFFD: bytes in no charset we know."""
-    sample = text[:65536]
-    return bool(sample) and sample.count("\ufffd") > 0.1 * len(sample)
-
-
-# ---------------------------------------------------------------------------
-# Files
-# ---------------------------------------------------------------------------
+# The cap on one file's (decompressed) size: the same default as the cap on
+# an HTTP body (Corpus.from_urls(max_bytes=...)), and the same option name.
+MAX_BYTES = 20_000_000
 
 _HTML_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
 _TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
+_SUPPORTED = sorted(_HTML_SUFFIXES | _TEXT_SUFFIXES | {".json", ".jsonl"})
+SUPPORTED_SUFFIXES = ", ".join(_SUPPORTED) + " (each also gzipped, .gz)"
+
+
+def _suffix(path: Path) -> str:
+    name = path.name.lower()
+    return Path(name[:-3]).suffix if name.endswith(".gz") else path.suffix.lower()
+
+
+def _link_record(link: Path, folder: Path, real_folder: Path) -> SourceRecord | None:
+    """The record of a symlink inside ``folder`` that is not read, or None to read it."""
+    target = os.readlink(link)
+    real = link.resolve()
+    if not real.exists():
+        return SourceRecord(str(link), "skipped", f"dangling symlink to {target} (nothing there): fix or remove the link")
+    if not real.is_relative_to(real_folder):
+        return SourceRecord(
+            str(link), "skipped",
+            f"symlink to {real}, outside the folder {folder}: not followed, since a link could pull in any file "
+            f"on this machine; to include it, pass its real path {real} itself",
+        )  # fmt: skip
+    if real.is_dir():
+        return SourceRecord(str(link), "skipped", f"symlink to the folder {real}, inside {folder}: read there, not twice")
+    return None
+
+
+def _scan_folder(folder: Path) -> list[Path | SourceRecord]:
+    real_folder = folder.resolve()
+    found: list[Path | SourceRecord] = []
+    hidden = 0
+
+    def unreadable(exc: OSError) -> None:
+        where = exc.filename or folder
+        found.append(SourceRecord(
+            str(where), "failed",
+            f"cannot read folder: {exc.strerror or exc}; fix its permissions (e.g. chmod a+rx) or leave it out",
+        ))  # fmt: skip
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable):
+        here = Path(dirpath)
+        hidden += sum(1 for n in filenames if n.startswith("."))
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for d in list(dirnames):  # symlinks to folders: os.walk lists them but never enters
+            if (here / d).is_symlink():
+                dirnames.remove(d)
+                record = _link_record(here / d, folder, real_folder)
+                if record:
+                    found.append(record)
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            path = here / name
+            if path.is_symlink():
+                record = _link_record(path, folder, real_folder)
+                found.append(record if record else path)
+            elif path.is_file():
+                found.append(path)
+            else:
+                found.append(SourceRecord(str(path), "skipped", "not a regular file (a pipe, socket or device)"))
+    if not any(isinstance(f, Path) and _suffix(f) in _SUPPORTED for f in found):
+        files = sum(1 for f in found if isinstance(f, Path))
+        if files or hidden:
+            what = f"has no supported file ({files} other file(s), {hidden} hidden file(s) passed over)"
+        else:
+            what = "is empty"
+        found.append(SourceRecord(
+            str(folder), "skipped",
+            f"the folder {folder} {what}: add files ending in {SUPPORTED_SUFFIXES}, or pass the files themselves",
+        ))  # fmt: skip
+    return found
+
+
+def scan_paths(paths: Iterable[str | Path]) -> list[Path | SourceRecord]:
+    """The files of ``paths`` to read, and a record for each thing in them that will not be read.
+
+    Files are taken as given; folders are read recursively, in sorted order.
+    Hidden files and folders (".git", ".DS_Store") inside a folder are not
+    corpus material and are passed over. A symlink inside a folder is read
+    only when it points to a file inside that folder: one leading out of it
+    (``x.txt -> /etc/passwd``) could pull any file of the machine into the
+    corpus, so it gets a "skipped" record naming its target (pass the target
+    itself to include it); so do dangling symlinks, unreadable folders
+    ("failed") and folders without a supported file. A missing path raises
+    :class:`CorpusError` (all of them named).
+    """
+    if isinstance(paths, (str, bytes, os.PathLike)):
+        raise CorpusError(
+            f"from_paths needs a list of paths, got the single path {os.fsdecode(paths)!r}: "
+            f"pass [{os.fsdecode(paths)!r}]"
+        )
+    paths = [Path(p) for p in paths]
+    missing = []
+    for p in paths:
+        if p.is_symlink() and not p.exists():
+            missing.append(f"{p} is a symlink to {os.readlink(p)}, which does not exist: fix the link or pass the file")
+        elif not p.exists():
+            missing.append(f"no such file or directory: {p}")
+    if missing:
+        raise CorpusError("; ".join(missing))
+    found: list[Path | SourceRecord] = []
+    for p in paths:
+        if p.is_dir():
+            found.extend(sorted(_scan_folder(p), key=lambda f: f if isinstance(f, Path) else Path(f.source)))
+        else:
+            found.append(p)
+    return found
 
 
 def list_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The files of ``paths``: files as given, directories recursively in sorted order.
-
-    Hidden files and directories (".git", ".DS_Store") inside a directory are
-    not corpus material and are passed over. A missing path raises
-    :class:`CorpusError` (all of them named).
-    """
-    paths = [Path(p) for p in paths]
-    missing = [str(p) for p in paths if not p.exists()]
-    if missing:
-        raise CorpusError("; ".join(f"no such file or directory: {m}" for m in missing))
-    files: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            files.extend(
-                f
-                for f in sorted(p.rglob("*"))
-                if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
-            )
-        else:
-            files.append(p)
-    return files
+    """The files :func:`scan_paths` would read (without the records of what it passes over)."""
+    return [f for f in scan_paths(paths) if isinstance(f, Path)]
 
 
 def _json_doc(obj: Any, source: str) -> Document | None:
@@ -146,39 +161,69 @@ def _json_doc(obj: Any, source: str) -> Document | None:
     return Document(text, src, title, fetched) if text else None
 
 
-def load_file(path: Path) -> tuple[list[Document], SourceRecord]:
-    """Documents of one file and its record; never raises for bad content."""
+class _TooLarge(Exception):
+    pass
+
+
+def _read(path: Path, compressed: bool, max_bytes: int) -> bytes:
+    """The file's bytes, decompressed; raises _TooLarge past ``max_bytes`` without reading further."""
+    if compressed:
+        # Streamed: a small .gz can inflate to gigabytes, so never more than
+        # max_bytes + 1 bytes are inflated.
+        with gzip.open(path, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
+        if len(raw) > max_bytes:
+            raise _TooLarge(f"decompresses to more than max_bytes={max_bytes} bytes")
+        return raw
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise _TooLarge(f"{size} bytes > max_bytes={max_bytes}")
+    with path.open("rb") as fh:
+        raw = fh.read(max_bytes + 1)  # a file still growing is caught too
+    if len(raw) > max_bytes:
+        raise _TooLarge(f"more than max_bytes={max_bytes} bytes")
+    return raw
+
+
+def load_file(path: Path, max_bytes: int = MAX_BYTES) -> tuple[list[Document], SourceRecord]:
+    """Documents of one file and its record; never raises for bad content.
+
+    A file larger than ``max_bytes`` (after decompression, for .gz) is
+    refused whole with a "skipped" record rather than cut: a cut would end
+    the text mid-sentence, or a JSON file mid-value.
+    """
     source = str(path)
-    name = path.name.lower()
-    compressed = name.endswith(".gz")
-    suffix = Path(name[:-3]).suffix if compressed else path.suffix.lower()
-    if suffix not in _HTML_SUFFIXES | _TEXT_SUFFIXES | {".jsonl", ".json"}:
-        return [], SourceRecord(source, "skipped", f"unsupported file type {suffix or '(no suffix)'!r}")
+    compressed = path.name.lower().endswith(".gz")
+    suffix = _suffix(path)
+    if suffix not in _SUPPORTED:
+        return [], SourceRecord(
+            source, "skipped", f"unsupported file type {suffix or '(no suffix)'!r} (supported: {SUPPORTED_SUFFIXES})"
+        )
     try:
-        raw = path.read_bytes()
-        if compressed:
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        raw = _read(path, compressed, max_bytes)
+    except _TooLarge as exc:
+        reason = f"too large: {exc}; split the file, or pass a larger max_bytes to Corpus.from_paths"
+        return [], SourceRecord(source, "skipped", reason)
+    except (OSError, EOFError, zlib.error) as exc:
         return [], SourceRecord(source, "failed", f"cannot read: {exc}")
 
     if suffix in _HTML_SUFFIXES | _TEXT_SUFFIXES:
         binary = binary_reason(raw)
         if binary:
             return [], SourceRecord(source, "skipped", f"binary content, not text ({binary})")
-    if suffix in _HTML_SUFFIXES:
-        html = decode(raw)[0]
-        text = extract_text(html)
+    if suffix in _HTML_SUFFIXES | _TEXT_SUFFIXES:
+        decoded, note = decode(raw, html=suffix in _HTML_SUFFIXES)
+        if mostly_undecodable(decoded):
+            return [], SourceRecord(source, "skipped", "binary content, not text (mostly bytes that are not text)")
+        if suffix in _HTML_SUFFIXES:
+            text, title = extract_text(decoded), extract_title(decoded)
+        else:
+            text, title = normalize_text(decoded.lstrip("\ufeff")), ""
         if not text:
             return [], SourceRecord(source, "skipped", "no text")
-        docs = [Document(text, source, extract_title(html))]
-        return docs, kept_record(source, docs)
+        docs = [Document(text, source, title)]
+        return docs, kept_record(source, docs, note)
     content = raw.decode("utf-8", errors="replace").lstrip("\ufeff")
-    if suffix in _TEXT_SUFFIXES:
-        text = normalize_text(content)
-        if not text:
-            return [], SourceRecord(source, "skipped", "no text")
-        docs = [Document(text, source)]
-        return docs, kept_record(source, docs)
 
     docs = []
     problems: list[str] = []
