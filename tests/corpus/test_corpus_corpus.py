@@ -10,7 +10,7 @@ import pytest
 from corpus_site import Fetched
 
 from kinfuse.corpus import Corpus, Document
-from kinfuse.errors import CorpusError
+from kinfuse.errors import CorpusError, KinfuseError
 
 
 def test_texts_sources_and_empty() -> None:
@@ -122,3 +122,19 @@ def test_report_lists_every_source_and_totals(fetched: Fetched) -> None:
     chars = sum(len(d.text) for d in corpus)
     assert f"{len(corpus)} documents, {chars} characters, ~{chars // 4} tokens" in report[-2]
     assert report[-1].startswith("cleaning: ")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: Corpus.from_urls("http://127.0.0.1:9/page"),
+        lambda: Corpus.from_paths("notes"),
+        lambda: Corpus.from_paths(Path("notes")),
+        lambda: Corpus.from_texts("one whole text"),
+        lambda: Corpus.from_texts(["a text"], sources="src"),
+    ],
+)
+def test_bare_string_where_a_list_belongs_refused(call) -> None:
+    with pytest.raises(KinfuseError) as err:
+        call()
+    assert "needs a list" in str(err.value) and "pass [" in str(err.value)

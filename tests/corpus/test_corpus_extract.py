@@ -87,3 +87,32 @@ def test_extract_dev_set_f1() -> None:
         pred[page_id] = {"articleBody": extract_text(html.decode("utf-8", "replace"), item.get("url"))}
     metrics = scorer.score(truth, pred)
     assert metrics["f1"] >= 0.90, metrics
+
+
+def _max_depth(html: str) -> int:
+    from selectolax.lexbor import LexborHTMLParser
+
+    deepest, stack = 0, [(LexborHTMLParser(html).root, 0)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in node.iter(include_text=False))
+    return deepest
+
+
+def test_deep_page_flattened_before_parsing_and_extracted() -> None:
+    """100k nested blocks: the parser builds at most 512 levels (as browsers do), every
+    paragraph's text is kept, and nothing recurses (no RecursionError)."""
+    from kinfuse.corpus.extract.depth import MAX_DEPTH, cap_depth
+
+    n = 100_000
+    para = "<p>Deep paragraph number {} holds a sentence of real prose, with commas, to keep.</p>"
+    html = "<html><body>" + "".join(f"<div>{para.format(i)}" if i % 20_000 == 0 else "<div>" for i in range(n))
+    html += "</div>" * n + "<p>After the nesting, a closing sentence of prose, also kept.</p></body></html>"
+    capped = cap_depth(html)
+    assert _max_depth(capped) <= MAX_DEPTH + 8
+    text = extract_text(html)
+    for i in range(0, n, 20_000):
+        assert f"Deep paragraph number {i} holds" in text
+    shallow = "<html><body>" + "<div>" * 50 + "<p>x</p>" + "</div>" * 50 + "</body></html>"
+    assert cap_depth(shallow) is shallow  # pages within the cap are parsed as they are
