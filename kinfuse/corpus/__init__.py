@@ -26,7 +26,8 @@ Where each part lives (imports go down this list, never up):
 
 * :mod:`.corpus`: :class:`Corpus` (constructors, cleaning, save/load, report, ``+``);
 * :mod:`.fetch`: web pages and sitemaps (client, cache, robots.txt, sitemaps);
-* :mod:`.files`: local files, and bytes to text (charsets, binary detection);
+* :mod:`.files`: local files (folders listed safely, a size cap);
+* :mod:`.decoding`: bytes to text (charsets, detection, binary detection);
 * :mod:`.extract`: the main text of an HTML page;
 * :mod:`.clean`: normalisation, duplicates, near-duplicates, boilerplate lines;
 * :mod:`.documents`: :class:`Document` and :class:`SourceRecord`.
