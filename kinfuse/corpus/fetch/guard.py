@@ -85,10 +85,10 @@ def non_public_kind(ip: Address) -> str | None:
         return "unspecified"
     if ip.is_multicast:
         return "multicast"
+    if ip.is_reserved:  # before is_private, which also covers 240.0.0.0/4
+        return "reserved"
     if ip.is_private:
         return "private"
-    if ip.is_reserved:
-        return "reserved"
     # Shared (100.64.0.0/10, carrier NAT and some clouds' metadata) and other
     # special-purpose ranges are neither private nor public.
     if not ip.is_global:
