@@ -211,7 +211,8 @@ def test_urls_from_thread_and_running_loop(http_server: LocalServer) -> None:
 def test_urls_concurrency_limits_respected(http_server: LocalServer) -> None:
     base = http_server.base
     urls = [base + f"/concurrent?n={i}" for i in range(25)]  # > 20: the progress-bar path too
-    corpus = Corpus.from_urls(urls, concurrency=3, per_host=2, dedup=False, allow_private=True)  # the pages are identical
+    # the pages are identical
+    corpus = Corpus.from_urls(urls, concurrency=3, per_host=2, dedup=False, allow_private=True)
     assert len(corpus) == 25
     assert [r.source for r in corpus.records] == urls  # input order kept
     assert 1 < http_server.handler.in_flight[1] <= 2  # per_host=2 bounds one host below concurrency=3

@@ -282,15 +282,14 @@ class Fetcher:
                 left = deadline.left()
                 if left <= 0:
                     raise deadline.exceeded(f"before requesting {url}")
-                limit = asyncio.timeout(left)
                 try:
-                    async with limit:
-                        got = await self._exchange(url, conditional, cached, max_bytes, accept)
+                    exchange = self._exchange(url, conditional, cached, max_bytes, accept)
+                    got = await asyncio.wait_for(exchange, left)
                     if not isinstance(got, _Retryable):
                         return got
                     failure, status, wait = got
-                except TimeoutError:
-                    if not limit.expired():
+                except asyncio.TimeoutError:
+                    if deadline.left() > 0:  # not the deadline: some other timeout
                         raise
                     raise deadline.exceeded(f"fetching {url}") from None
                 except AddressRefused as exc:
@@ -315,7 +314,7 @@ class Fetcher:
                 raise Outcome("failed", failure + tries, status)
             pause = wait if wait is not None else _backoff(attempt)
             if pause >= deadline.left():
-                note = f" (after {attempt + 1} attempts; no time left for another within deadline={deadline.seconds:g} s)"
+                note = f" (after {attempt + 1} attempts; no time for another within deadline={deadline.seconds:g} s)"
                 raise Outcome("failed", failure + note, status)
             await asyncio.sleep(pause)
             attempt += 1
@@ -440,8 +439,9 @@ async def _crawl(
 def _describe(exc: BaseException) -> str:
     """An unexpected exception as "Type: message", looking inside exception groups (anyio's task
     groups raise them) for the errors that caused them."""
-    if isinstance(exc, BaseExceptionGroup):
-        return "; ".join(_describe(sub) for sub in exc.exceptions)
+    subs = getattr(exc, "exceptions", None)  # an ExceptionGroup (or the backport's, before Python 3.11)
+    if isinstance(subs, tuple) and subs and all(isinstance(sub, BaseException) for sub in subs):
+        return "; ".join(_describe(sub) for sub in subs)
     return f"{type(exc).__name__}: {exc}"
 
 
