@@ -213,3 +213,39 @@ def test_config_field_off_by_default_and_plumbed(http_server: LocalServer, tmp_p
         build_corpus(InfuseConfig(out_dir=str(tmp_path), corpus=CorpusConfig(urls=urls)))
     corpus = build_corpus(InfuseConfig(out_dir=str(tmp_path), corpus=CorpusConfig(urls=urls, allow_private=True)))
     assert corpus.records[0].status == "kept"
+
+
+def test_https_through_the_guard_verifies_the_host_name(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The guard connects to the checked address, not the name; TLS must still verify the
+    # certificate against the name (here "localhost", trusted through SSL_CERT_FILE).
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    handler = type("TLSHandler", (PageHandler,), {**PageHandler.fresh_state(), "pages": {"/page": OTHER_PAGE}})
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    port = httpd.server_address[1]
+    try:
+        allowed = ["127.0.0.1", "::1"]  # a list keeps the guarded transport in place
+        corpus = Corpus.from_urls([f"https://localhost:{port}/page"], allow_private=allowed, retries=0, timeout=5)
+        assert corpus.records[0].status == "kept"
+        # The same server by address: the certificate does not name 127.0.0.1, so TLS refuses it.
+        message = only_record([f"https://127.0.0.1:{port}/page"], allow_private=allowed)
+        assert "TLS/SSL error" in message
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
