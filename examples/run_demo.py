@@ -60,7 +60,7 @@ def main() -> int:
     try:
         base = f"http://127.0.0.1:{server.server_address[1]}"
         urls = [f"{base}/{page.name}" for page in sorted((example / "pages").glob("*.html"))]
-        corpus = Corpus.from_urls(urls)
+        corpus = Corpus.from_urls(urls, allow_private=True)  # the pages are served on 127.0.0.1
     finally:
         server.shutdown()
     try:

@@ -149,9 +149,16 @@ class CorpusConfig:
 
     urls: list[str] = field(default_factory=list)  # web pages, fetched with httpx
     paths: list[str] = field(default_factory=list)  # files or folders (HTML, text, Markdown, JSONL)
+    # Fetch URLs whose host is or resolves to a loopback, link-local, private or reserved address
+    # (127.0.0.1, 169.254.169.254, 10.x, 192.168.x, ...). Off by default: a page or redirect could
+    # otherwise read internal services or cloud metadata into the corpus and the adapter.
+    allow_private: bool = False
 
     def problems(self) -> list[str]:
-        return [] if self.urls or self.paths else ["corpus: give at least one of urls or paths"]
+        p = [] if self.urls or self.paths else ["corpus: give at least one of urls or paths"]
+        if not isinstance(self.allow_private, bool):
+            p.append(f"allow_private={self.allow_private!r}: must be true or false")
+        return p
 
 
 @dataclass

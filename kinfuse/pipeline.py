@@ -39,7 +39,7 @@ class InfuseResult:
 def build_corpus(config: InfuseConfig) -> Corpus:
     parts = []
     if config.corpus.urls:
-        parts.append(Corpus.from_urls(config.corpus.urls))
+        parts.append(Corpus.from_urls(config.corpus.urls, allow_private=config.corpus.allow_private))
     if config.corpus.paths:
         parts.append(Corpus.from_paths(config.corpus.paths))
     corpus = parts[0]

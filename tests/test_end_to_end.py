@@ -52,7 +52,7 @@ def test_infuse_end_to_end_on_default_model(http_server, tmp_path):
     config = InfuseConfig(
         model="default",
         out_dir=str(tmp_path / "out"),
-        corpus=CorpusConfig(urls=[f"{http_server.base}/zephyr.html"]),
+        corpus=CorpusConfig(urls=[f"{http_server.base}/zephyr.html"], allow_private=True),  # a local server
         data=DataConfig(block_size=128, corpus_repeats=2, replay_ratio=0.5, anchor_kl=True),
         train=TrainConfig(max_steps=3, micro_batch_size=2, progress=False),
         eval=EvalConfig(probes=[str(probes)], perplexity=False, max_new_tokens=16),

@@ -196,6 +196,8 @@ class Corpus:
         respect_robots: bool = False,
         cache_dir: str | Path | None = None,
         dedup: bool = True,
+        deadline: float = 120.0,
+        allow_private: bool | Iterable[str] = False,
     ) -> Corpus:
         """Fetch web pages concurrently and keep their main text.
 
@@ -215,6 +217,20 @@ class Corpus:
         rerun revalidates with If-None-Match / If-Modified-Since and reuses
         the stored body on 304 (the record's ``from_cache`` says so).
         ``dedup`` (on by default) runs :meth:`clean` on the result.
+        ``deadline``: the most seconds one URL's fetch may take, redirects
+        and retries included (``timeout`` bounds each wait for the server, so
+        a body trickled slowly could otherwise take ``timeout`` per read);
+        past it the record says "deadline exceeded after N s".
+
+        ``allow_private``: by default a URL whose host is or resolves to a
+        loopback, link-local (169.254.x.x: cloud metadata), private
+        (10/8, 172.16/12, 192.168/16, fc00::/7), unspecified, multicast or
+        reserved address is refused with a "skipped" record naming the
+        address; so is every redirect hop, robots.txt and sitemap entry that
+        leads to one. The check runs after DNS and the connection goes to
+        the address checked. ``True`` fetches them all (a local server, an
+        intranet); a list of addresses or networks (``["10.1.2.3",
+        "192.168.0.0/16"]``) allows only those.
 
         Runs its own event loop; it works from any thread, and from inside a
         running loop (e.g. a notebook) by fetching on a helper thread.
@@ -223,6 +239,7 @@ class Corpus:
         options = fetch_options(
             timeout=timeout, concurrency=concurrency, per_host=per_host, retries=retries,
             user_agent=user_agent, max_bytes=max_bytes, respect_robots=respect_robots, cache_dir=cache_dir,
+            deadline=deadline, allow_private=allow_private,
         )  # fmt: skip
         results = crawl(options, urls=[str(u).strip() for u in urls])
         return cls._make(results).clean(dedup=dedup, boilerplate=dedup, min_chars=min_chars)

@@ -21,7 +21,7 @@ def fetched(http_server) -> Fetched:
     """One concurrent fetch of every test route (keeps the suite fast)."""
     base = http_server.base
     start = time.perf_counter()
-    corpus = Corpus.from_urls([base + p for p in FETCHED_PATHS], timeout=5, retries=2)
+    corpus = Corpus.from_urls([base + p for p in FETCHED_PATHS], timeout=5, retries=2, allow_private=True)
     elapsed = time.perf_counter() - start
     records = {r.source[len(base) :]: r for r in corpus.records}
     docs = {d.source[len(base) :]: d for d in corpus.documents}

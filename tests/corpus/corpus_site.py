@@ -271,6 +271,20 @@ class CorpusHandler(PageHandler):
             for _ in range(10):
                 self.wfile.write(b"<p>" + b"y" * 1000 + b"</p>")
             self.close_connection = True
+        elif path == "/trickle":  # 8 bytes every 0.25 s for 8 s: each read is quick, the whole body is not
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.end_headers()
+            for _ in range(32):
+                self.wfile.write(b"trickle ")
+                self.wfile.flush()
+                time.sleep(0.25)
+            self.close_connection = True
+        elif path == "/badport":  # a redirect to a port that cannot exist
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:99999/page")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
         elif path in SITE_PAGES:
             self.send(200, SITE_PAGES[path].encode())
         else:

@@ -17,7 +17,7 @@ SITE = ["/site/a", "/site/a-copy", "/site/a-near", "/site/p1", "/site/p2", "/sit
 
 def test_cleaning_counts_and_records(http_server: LocalServer) -> None:
     base = http_server.base
-    corpus = Corpus.from_urls([base + p for p in SITE])
+    corpus = Corpus.from_urls([base + p for p in SITE], allow_private=True)
     records = {r.source[len(base) :]: r for r in corpus.records}
     assert records["/site/a-copy"].status == "skipped"
     assert records["/site/a-copy"].reason == f"duplicate of {base}/site/a"
@@ -30,7 +30,7 @@ def test_cleaning_counts_and_records(http_server: LocalServer) -> None:
     assert records["/site/p1"].chars == len(corpus.documents[1].text)  # counts follow the cleaned text
     assert "cleaning: 1 exact duplicate(s), 1 near-duplicate(s), 1 boilerplate line(s)" in corpus.report()
 
-    raw = Corpus.from_urls([base + p for p in SITE], dedup=False)
+    raw = Corpus.from_urls([base + p for p in SITE], dedup=False, allow_private=True)
     assert len(raw) == 6 and raw.cleaning["exact_duplicates"] == 0
     assert sum("editorial team" in d.text for d in raw) == 3
     assert len(raw.clean()) == 4  # the explicit method does the same

@@ -120,7 +120,7 @@ def test_urls_no_text_skipped(fetched: Fetched) -> None:
 def test_urls_timeout_fails(http_server: LocalServer) -> None:
     base = http_server.base
     start = time.perf_counter()
-    corpus = Corpus.from_urls([base + "/slow", base + "/gzip"], timeout=0.5, retries=0)
+    corpus = Corpus.from_urls([base + "/slow", base + "/gzip"], timeout=0.5, retries=0, allow_private=True)
     assert time.perf_counter() - start < 1.9  # did not wait for the slow server
     slow = corpus.records[0]
     assert slow.status == "failed" and "timeout" in slow.reason.lower()
@@ -129,7 +129,7 @@ def test_urls_timeout_fails(http_server: LocalServer) -> None:
 
 def test_urls_max_bytes_skipped(http_server: LocalServer) -> None:
     base = http_server.base
-    corpus = Corpus.from_urls([base + "/big", base + "/gzip"], max_bytes=1000)
+    corpus = Corpus.from_urls([base + "/big", base + "/gzip"], max_bytes=1000, allow_private=True)
     assert corpus.records[0].status == "skipped"
     assert "max_bytes" in corpus.records[0].reason
 
@@ -137,7 +137,7 @@ def test_urls_max_bytes_skipped(http_server: LocalServer) -> None:
 def test_urls_min_chars_and_invalid_and_duplicate(http_server: LocalServer) -> None:
     base = http_server.base
     urls = [base + "/gzip", "not a url", "ftp://example.org/x", base + "/gzip", base + "/article"]
-    corpus = Corpus.from_urls(urls, min_chars=300)  # the gzip page has ~200 characters
+    corpus = Corpus.from_urls(urls, min_chars=300, allow_private=True)  # the gzip page has ~200 characters
     statuses = [r.status for r in corpus.records]
     assert statuses == ["skipped", "failed", "failed", "skipped", "kept"]
     assert "min_chars" in corpus.records[0].reason
@@ -148,7 +148,7 @@ def test_urls_min_chars_and_invalid_and_duplicate(http_server: LocalServer) -> N
 def test_urls_unreachable_recorded(http_server: LocalServer) -> None:
     base = http_server.base
     dead = f"http://127.0.0.1:{closed_port()}/page"
-    corpus = Corpus.from_urls([dead, base + "/gzip"], retries=1)
+    corpus = Corpus.from_urls([dead, base + "/gzip"], retries=1, allow_private=True)
     rec = corpus.records[0]
     assert rec.source == dead and rec.status == "failed"
     assert "connect" in rec.reason.lower()
@@ -156,7 +156,7 @@ def test_urls_unreachable_recorded(http_server: LocalServer) -> None:
 
 def test_urls_dns_failure_recorded(http_server: LocalServer) -> None:
     bad = "http://no-such-host.invalid/page"  # .invalid never resolves (RFC 2606)
-    corpus = Corpus.from_urls([bad, http_server.base + "/gzip"], retries=0, timeout=5)
+    corpus = Corpus.from_urls([bad, http_server.base + "/gzip"], retries=0, timeout=5, allow_private=True)
     assert corpus.records[0].status == "failed"
     assert "DNS lookup failed for no-such-host.invalid" in corpus.records[0].reason
 
@@ -164,20 +164,46 @@ def test_urls_dns_failure_recorded(http_server: LocalServer) -> None:
 def test_urls_only_unreachable_raises() -> None:
     dead = f"http://127.0.0.1:{closed_port()}/page"
     with pytest.raises(CorpusError) as err:
-        Corpus.from_urls([dead], retries=0)
+        Corpus.from_urls([dead], retries=0, allow_private=True)
     assert dead in str(err.value) and "failed" in str(err.value)
+
+
+def test_urls_deadline_stops_a_trickled_body(http_server: LocalServer) -> None:
+    # Each 8-byte read arrives well within timeout=1, so only a deadline on the whole fetch stops it.
+    base = http_server.base
+    corpus = Corpus.from_urls([base + "/trickle", base + "/gzip"], timeout=1, deadline=1.5, retries=0,
+                              allow_private=True)  # fmt: skip
+    rec = corpus.records[0]
+    assert rec.status == "failed" and "deadline exceeded after 1.5 s" in rec.reason
+    assert base + "/trickle" in rec.reason and "deadline=" in rec.reason  # the URL and the fix
+    assert corpus.records[1].status == "kept"
+    with pytest.raises(ValueError, match="deadline > 0"):
+        Corpus.from_urls([base + "/gzip"], deadline=0)
+
+
+def test_urls_invalid_port_recorded_by_url(http_server: LocalServer) -> None:
+    base = http_server.base
+    urls = ["http://127.0.0.1:99999/page", "http://127.0.0.1:http/page", base + "/badport", base + "/gzip"]
+    corpus = Corpus.from_urls(urls, retries=0, allow_private=True)
+    for rec in corpus.records[:3]:
+        assert rec.status == "failed" and "invalid URL" in rec.reason, rec
+        assert "ExceptionGroup" not in rec.reason and "TaskGroup" not in rec.reason
+    assert "'http://127.0.0.1:99999/page'" in corpus.records[0].reason and "65535" in corpus.records[0].reason
+    assert "'http://127.0.0.1:http/page'" in corpus.records[1].reason
+    assert "redirected to an unusable URL" in corpus.records[2].reason and "99999" in corpus.records[2].reason
+    assert corpus.records[3].status == "kept"
 
 
 def test_urls_from_thread_and_running_loop(http_server: LocalServer) -> None:
     base = http_server.base
     out: dict[str, Corpus] = {}
-    t = threading.Thread(target=lambda: out.setdefault("c", Corpus.from_urls([base + "/gzip"])))
+    t = threading.Thread(target=lambda: out.setdefault("c", Corpus.from_urls([base + "/gzip"], allow_private=True)))
     t.start()
     t.join(30)
     assert len(out["c"]) == 1
 
     async def inside_loop() -> Corpus:
-        return Corpus.from_urls([base + "/target"])
+        return Corpus.from_urls([base + "/target"], allow_private=True)
 
     assert len(asyncio.run(inside_loop())) == 1
 
@@ -185,7 +211,8 @@ def test_urls_from_thread_and_running_loop(http_server: LocalServer) -> None:
 def test_urls_concurrency_limits_respected(http_server: LocalServer) -> None:
     base = http_server.base
     urls = [base + f"/concurrent?n={i}" for i in range(25)]  # > 20: the progress-bar path too
-    corpus = Corpus.from_urls(urls, concurrency=3, per_host=2, dedup=False)  # the pages are identical
+    # the pages are identical
+    corpus = Corpus.from_urls(urls, concurrency=3, per_host=2, dedup=False, allow_private=True)
     assert len(corpus) == 25
     assert [r.source for r in corpus.records] == urls  # input order kept
     assert 1 < http_server.handler.in_flight[1] <= 2  # per_host=2 bounds one host below concurrency=3
@@ -205,7 +232,7 @@ def bad(http_server: LocalServer) -> dict[str, SourceRecord]:
     base = http_server.base
     tls = base.replace("http://", "https://") + "/article"
     urls = [base + p for p in BAD_PATHS] + [tls, base + "/article"]
-    corpus = Corpus.from_urls(urls, retries=0, timeout=5, max_bytes=5000)
+    corpus = Corpus.from_urls(urls, retries=0, timeout=5, max_bytes=5000, allow_private=True)
     records = {r.source.replace(base, "").replace("https://127.0.0.1:", "tls:"): r for r in corpus.records}
     assert len(records) == len(urls)
     return {("/tls" if k.startswith("tls:") else k): v for k, v in records.items()}
@@ -250,7 +277,7 @@ def test_bad_tls_failure_recorded(bad: dict[str, SourceRecord]) -> None:
 
 def test_bad_texts_decoded(http_server: LocalServer) -> None:
     base = http_server.base
-    corpus = Corpus.from_urls([base + "/badutf8", base + "/undeclared1252", base + "/malformed"])
+    corpus = Corpus.from_urls([base + "/badutf8", base + "/undeclared1252", base + "/malformed"], allow_private=True)
     texts = {d.source[len(base) :]: d.text for d in corpus}
     assert "Broken \ufffd\ufffd bytes" in texts["/badutf8"]
     assert "Caf\u00e9 \u201cquoted\u201d." in texts["/undeclared1252"]
@@ -268,7 +295,7 @@ def test_url_file(http_server: LocalServer, tmp_path: Path) -> None:
     base = http_server.base
     url_file = tmp_path / "urls.txt"
     url_file.write_text(f"# pages to learn\n{base}/article\n\n   {base}/gzip  \n# {base}/missing\n", encoding="utf-8")
-    corpus = Corpus.from_url_file(url_file, retries=0)
+    corpus = Corpus.from_url_file(url_file, retries=0, allow_private=True)
     assert [r.source for r in corpus.records] == [base + "/article", base + "/gzip"]
     assert all(r.status == "kept" for r in corpus.records)
     (tmp_path / "none.txt").write_text("# only a comment\n", encoding="utf-8")

@@ -11,7 +11,7 @@ from kinfuse.errors import CorpusError
 
 def test_sitemap_nested_gzip_loop_and_missing(http_server: LocalServer) -> None:
     base = http_server.base
-    corpus = Corpus.from_sitemap(base + "/sitemap.xml", retries=0)
+    corpus = Corpus.from_sitemap(base + "/sitemap.xml", retries=0, allow_private=True)
     records: dict[str, SourceRecord] = {}
     for r in corpus.records:  # the first record of each source (the index is listed twice)
         records.setdefault(r.source[len(base) :], r)
@@ -28,11 +28,11 @@ def test_sitemap_nested_gzip_loop_and_missing(http_server: LocalServer) -> None:
     pages = [r.source[len(base) :] for r in corpus.records if "/sm/" in r.source]
     assert pages == ["/sm/1", "/sm/2?a=1&b=2", "/sm/3", "/sm/4"]
     assert len(corpus) == 4 and all("Sitemap page" in d.text for d in corpus)
-    limited = Corpus.from_sitemap(base + "/sitemaps/pages.xml", limit=1)
+    limited = Corpus.from_sitemap(base + "/sitemaps/pages.xml", limit=1, allow_private=True)
     assert [d.source for d in limited] == [base + "/sm/1"]
 
 
 def test_sitemap_invalid_recorded(http_server: LocalServer) -> None:
     with pytest.raises(CorpusError) as err:
-        Corpus.from_sitemap(http_server.base + "/article", retries=0)  # HTML, not a sitemap
+        Corpus.from_sitemap(http_server.base + "/article", retries=0, allow_private=True)  # HTML, not a sitemap
     assert "invalid sitemap: an HTML page, not a sitemap" in str(err.value)

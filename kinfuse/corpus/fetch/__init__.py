@@ -1,7 +1,11 @@
-"""Web pages as documents: an async crawler with retries, redirects, a cache, robots.txt and sitemaps.
+"""Web pages as documents: an async crawler with retries, redirects, a cache, robots.txt, sitemaps
+and a guard against private addresses.
 
-* :mod:`.client`: :func:`crawl`, the fetcher (limits, retries, redirects) and
-  turning a response into documents;
+* :mod:`.client`: :func:`crawl`, the fetcher (limits, retries, redirects,
+  the deadline per URL);
+* :mod:`.guard`: the private-address guard (loopback, link-local, private and
+  reserved addresses refused after DNS unless ``allow_private``);
+* :mod:`.page`: turning a fetched page into documents;
 * :mod:`.response`: what one fetch ends with (a response, or the outcome for
   the record) and the URL check;
 * :mod:`.cache`: responses on disk, revalidated on a rerun;

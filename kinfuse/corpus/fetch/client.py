@@ -4,8 +4,9 @@
 sitemap lists) with one ``httpx.AsyncClient`` and shared limits, and returns
 each source's documents and :class:`SourceRecord`, in input order. Every
 failure (HTTP status, timeout, DNS, TLS, refused connection, redirect loop,
-binary body, wrong content type, size) ends as that source's record, never as
-an exception that would lose the other sources.
+binary body, wrong content type, size, deadline, a refused private address)
+ends as that source's record, never as an exception that would lose the other
+sources.
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Coroutine, TypeVar
+from typing import TYPE_CHECKING, Any, Coroutine, Iterable, NamedTuple, TypeVar
 from urllib.parse import urljoin, urlsplit
 
-from ..clean import normalize_text
-from ..documents import Document, SourceRecord, kept_record
-from ..extract import extract_text, extract_title
-from ..files import binary_reason, decode, mostly_undecodable
+from ..documents import Document, SourceRecord
 from .cache import Cache, cacheable_headers
+from .guard import AddressPolicy, AddressRefused, address_policy, check_host, guarded_transport, proxied
+from .page import documents_from_response
 from .response import Outcome, Response, url_problem
 from .robots import Robots
 from .sitemap import read_sitemap
@@ -57,6 +57,8 @@ class FetchOptions:
     max_bytes: int
     respect_robots: bool
     cache_dir: Path | None
+    deadline: float = 120.0
+    policy: AddressPolicy = AddressPolicy()
 
 
 def fetch_options(
@@ -69,14 +71,20 @@ def fetch_options(
     max_bytes: int = 20_000_000,
     respect_robots: bool = False,
     cache_dir: str | Path | None = None,
+    deadline: float = 120.0,
+    allow_private: bool | Iterable[str] = False,
 ) -> FetchOptions:
     """Checked fetch options (the keyword options of Corpus.from_urls but min_chars and dedup)."""
-    if concurrency < 1 or per_host < 1 or retries < 0 or timeout <= 0 or max_bytes < 1:
+    if concurrency < 1 or per_host < 1 or retries < 0 or timeout <= 0 or max_bytes < 1 or not deadline > 0:
         raise ValueError(
-            "from_urls needs concurrency >= 1, per_host >= 1, retries >= 0, timeout > 0, max_bytes >= 1"
+            "from_urls needs concurrency >= 1, per_host >= 1, retries >= 0, timeout > 0, max_bytes >= 1, "
+            "deadline > 0"
         )
     cache = Path(cache_dir) if cache_dir is not None else None
-    return FetchOptions(timeout, concurrency, per_host, retries, user_agent, max_bytes, respect_robots, cache)
+    policy = address_policy(allow_private)
+    return FetchOptions(
+        timeout, concurrency, per_host, retries, user_agent, max_bytes, respect_robots, cache, float(deadline), policy
+    )
 
 
 def _now() -> str:
@@ -146,12 +154,55 @@ def _http_reason(status: int, phrase: str) -> str:
     return f"HTTP {status} {phrase}".strip()
 
 
+class _Retryable(NamedTuple):
+    """A failed exchange worth retrying: its reason, HTTP status (0: none) and the server's Retry-After."""
+
+    failure: str
+    status: int
+    wait: float | None
+
+
+class AddressRefusedOutcome(Outcome):
+    """The guard refused a hop's address: a "skipped" record."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__("skipped", reason)
+
+
+class _Deadline:
+    """The time one URL's fetch may take (``FetchOptions.deadline``), counted from its first request.
+
+    Time spent queued for a concurrency slot before that does not count, so a
+    long list of URLs does not use up the deadline of those fetched last.
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.started: float | None = None
+
+    def left(self) -> float:
+        now = time.monotonic()
+        if self.started is None:
+            self.started = now
+        return self.started + self.seconds - now
+
+    def exceeded(self, doing: str) -> Outcome:
+        return Outcome(
+            "failed",
+            f"deadline exceeded after {self.seconds:g} s ({doing}); the whole fetch of one URL, redirects and "
+            f"retries included, may take at most deadline={self.seconds:g} s: raise deadline= for slow servers",
+        )
+
+
 class Fetcher:
     """One crawl's shared state: client, concurrency limits, robots.txt rules and cache."""
 
-    def __init__(self, client: httpx.AsyncClient, opt: FetchOptions) -> None:
+    def __init__(self, client: httpx.AsyncClient, opt: FetchOptions, *, check_hosts: bool = False) -> None:
         self.client = client
         self.opt = opt
+        # Through a proxy the guarded transport cannot see the target's address,
+        # so each hop's host is resolved and checked before its request.
+        self.check_hosts = check_hosts
         self.total = asyncio.Semaphore(opt.concurrency)
         self.hosts: dict[str, asyncio.Semaphore] = {}
         self.robots = Robots(opt.user_agent, functools.partial(self.get, robots=False))
@@ -165,17 +216,26 @@ class Fetcher:
         """GET a URL, following redirects by hand; raises Outcome when there is no usable body.
 
         Redirects are followed here rather than by httpx so that a loop can be
-        reported as one, robots.txt is checked for every hop, and each hop's
-        response is cached under its own URL.
+        reported as one, robots.txt and the address guard are checked for
+        every hop, and each hop's response is cached under its own URL. One
+        deadline covers all hops and retries.
         """
         chain = [url]
         current = url
+        deadline = _Deadline(self.opt.deadline)
         while True:
             if robots and self.opt.respect_robots:
                 blocked = await self.robots.block(current)
                 if blocked:
                     raise Outcome("skipped", blocked)
-            got = await self._request(current, max_bytes, accept)
+            try:
+                if self.check_hosts:
+                    await self._check_host(current)
+                got = await self._request(current, max_bytes, accept, deadline)
+            except AddressRefusedOutcome as refused:
+                if len(chain) > 1:  # say which page led there
+                    refused.reason += "; reached by redirects: " + " -> ".join(chain)
+                raise
             if isinstance(got, Response):
                 return got
             target = urljoin(current, got).split("#", 1)[0]
@@ -189,7 +249,19 @@ class Fetcher:
             chain.append(target)
             current = target
 
-    async def _request(self, url: str, max_bytes: int, accept: frozenset[str] | None) -> Response | str:
+    async def _check_host(self, url: str) -> None:
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        try:
+            await check_host(parts.hostname or "", port, self.opt.policy, self.opt.timeout)
+        except AddressRefused as exc:
+            raise AddressRefusedOutcome(str(exc)) from None
+        except (OSError, TimeoutError, asyncio.TimeoutError):
+            pass  # the request itself reports a name that does not resolve
+
+    async def _request(
+        self, url: str, max_bytes: int, accept: frozenset[str] | None, deadline: _Deadline
+    ) -> Response | str:
         """One request (with retries): a response, or the Location of a redirect."""
         import httpx
 
@@ -204,42 +276,30 @@ class Fetcher:
         host_sem = self.hosts.setdefault(host, asyncio.Semaphore(self.opt.per_host))
         attempt = 0
         while True:
-            wait: float | None = None
-            failure = ""
-            status = 0  # the HTTP status of a retryable failure, for robots.txt handling
             # The host slot is taken first so that requests queued for a busy
             # host do not hold global slots other hosts could use.
             async with host_sem, self.total:
+                left = deadline.left()
+                if left <= 0:
+                    raise deadline.exceeded(f"before requesting {url}")
                 try:
-                    async with self.client.stream("GET", url, headers=conditional) as resp:
-                        code = resp.status_code
-                        if code == 304 and cached is not None:
-                            # Not modified: the stored body is current. The 304's
-                            # validators replace the stored ones.
-                            headers = {**cached[0], **cacheable_headers(resp.headers)}
-                            got = Response(url, headers, cached[1], _now(), from_cache=True)
-                            if self.cache is not None:
-                                self.cache.store(url, headers, cached[1], got.fetched_at)
-                            return got
-                        if code in _REDIRECT_CODES and resp.headers.get("location"):
-                            return resp.headers["location"].strip()
-                        if code == 429 or code >= 500:
-                            failure, status = _http_reason(code, resp.reason_phrase), code
-                            wait = _retry_after(resp.headers.get("retry-after"))
-                        elif code >= 300:  # 4xx, and 3xx that cannot be followed (or a stray 304)
-                            raise Outcome("failed", _http_reason(code, resp.reason_phrase), code)
-                        else:
-                            body = await _read_body(resp, max_bytes, accept)
-                            got = Response(url, cacheable_headers(resp.headers), body, _now())
-                            if self.cache is not None:
-                                self.cache.store(url, got.headers, body, got.fetched_at)
-                            return got
+                    exchange = self._exchange(url, conditional, cached, max_bytes, accept)
+                    got = await asyncio.wait_for(exchange, left)
+                    if not isinstance(got, _Retryable):
+                        return got
+                    failure, status, wait = got
+                except asyncio.TimeoutError:
+                    if deadline.left() > 0:  # not the deadline: some other timeout
+                        raise
+                    raise deadline.exceeded(f"fetching {url}") from None
+                except AddressRefused as exc:
+                    raise AddressRefusedOutcome(str(exc)) from None
                 except httpx.TimeoutException as exc:
                     # A server too slow once is usually too slow again: no retry.
                     reason = f"timeout after {self.opt.timeout:g}s ({type(exc).__name__})"
                     raise Outcome("failed", reason) from None
                 except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-                    raise Outcome("failed", f"invalid URL: {exc}") from None
+                    raise Outcome("failed", f"invalid URL {url!r}: {exc}") from None
                 except httpx.TransportError as exc:
                     cause = _root_cause(exc)
                     if cause == "tls":  # a certificate or protocol mismatch does not heal on retry
@@ -248,11 +308,48 @@ class Fetcher:
                         failure = f"DNS lookup failed for {host}: {exc}"
                     else:  # refused connections, resets: maybe transient
                         failure = f"{type(exc).__name__}: {exc or 'connection failed'}"
+                    status, wait = 0, None
             if attempt >= self.opt.retries:
                 tries = f" (after {attempt + 1} attempts)" if attempt else ""
                 raise Outcome("failed", failure + tries, status)
-            await asyncio.sleep(wait if wait is not None else _backoff(attempt))
+            pause = wait if wait is not None else _backoff(attempt)
+            if pause >= deadline.left():
+                note = f" (after {attempt + 1} attempts; no time for another within deadline={deadline.seconds:g} s)"
+                raise Outcome("failed", failure + note, status)
+            await asyncio.sleep(pause)
             attempt += 1
+
+    async def _exchange(
+        self,
+        url: str,
+        conditional: dict[str, str],
+        cached: tuple[dict[str, str], bytes] | None,
+        max_bytes: int,
+        accept: frozenset[str] | None,
+    ) -> Response | str | _Retryable:
+        """One GET: a response, the Location of a redirect, or a failure worth retrying."""
+        async with self.client.stream("GET", url, headers=conditional) as resp:
+            code = resp.status_code
+            if code == 304 and cached is not None:
+                # Not modified: the stored body is current. The 304's
+                # validators replace the stored ones.
+                headers = {**cached[0], **cacheable_headers(resp.headers)}
+                got = Response(url, headers, cached[1], _now(), from_cache=True)
+                if self.cache is not None:
+                    self.cache.store(url, headers, cached[1], got.fetched_at)
+                return got
+            if code in _REDIRECT_CODES and resp.headers.get("location"):
+                return resp.headers["location"].strip()
+            if code == 429 or code >= 500:
+                wait = _retry_after(resp.headers.get("retry-after"))
+                return _Retryable(_http_reason(code, resp.reason_phrase), code, wait)
+            if code >= 300:  # 4xx, and 3xx that cannot be followed (or a stray 304)
+                raise Outcome("failed", _http_reason(code, resp.reason_phrase), code)
+            body = await _read_body(resp, max_bytes, accept)
+            got = Response(url, cacheable_headers(resp.headers), body, _now())
+            if self.cache is not None:
+                self.cache.store(url, got.headers, body, got.fetched_at)
+            return got
 
     # -- pages -------------------------------------------------------------------
 
@@ -261,7 +358,7 @@ class Fetcher:
             got = await self.get(url, max_bytes=self.opt.max_bytes, accept=_KEPT_TYPES)
         except Outcome as outcome:
             return [], SourceRecord(url, outcome.status, outcome.reason)
-        return _documents_from_response(url, got)
+        return documents_from_response(url, got)
 
     async def pages(self, urls: list[str]) -> list[tuple[list[Document], SourceRecord]]:
         """Every URL's documents and record, in input order."""
@@ -288,7 +385,7 @@ class Fetcher:
             try:
                 results[i] = await self.page(url)
             except Exception as exc:  # a bug or an odd server must not lose the other sources
-                results[i] = ([], SourceRecord(url, "failed", f"{type(exc).__name__}: {exc}"))
+                results[i] = ([], SourceRecord(url, "failed", f"{_describe(exc)} (fetching {url})"))
             bar.update(1)
 
         await asyncio.gather(*(one(i) for i in todo))
@@ -314,13 +411,19 @@ async def _crawl(
     import httpx  # deferred: only URL loading needs it
 
     limits = httpx.Limits(max_connections=opt.concurrency, max_keepalive_connections=opt.concurrency)
+    # The guard goes into the transport (each connection to a checked address)
+    # unless a proxy from the environment does the connecting: a transport given
+    # to httpx replaces its proxies, so then each hop is checked before its request.
+    through_proxy = opt.policy.guarded and proxied()
+    transport = guarded_transport(opt.policy, limits) if opt.policy.guarded and not through_proxy else None
     async with httpx.AsyncClient(
         follow_redirects=False,  # Fetcher.get follows them itself
         timeout=httpx.Timeout(opt.timeout),
         headers={"User-Agent": opt.user_agent},
         limits=limits,
+        transport=transport,
     ) as client:
-        fetcher = Fetcher(client, opt)
+        fetcher = Fetcher(client, opt, check_hosts=through_proxy)
         results: list[tuple[list[Document], SourceRecord]] = []
         if sitemap is not None:
             records, listed = await read_sitemap(fetcher.get, sitemap, 0, set())
@@ -331,6 +434,15 @@ async def _crawl(
                 urls = urls[:limit]
         results.extend(await fetcher.pages(urls or []))
     return results
+
+
+def _describe(exc: BaseException) -> str:
+    """An unexpected exception as "Type: message", looking inside exception groups (anyio's task
+    groups raise them) for the errors that caused them."""
+    subs = getattr(exc, "exceptions", None)  # an ExceptionGroup (or the backport's, before Python 3.11)
+    if isinstance(subs, tuple) and subs and all(isinstance(sub, BaseException) for sub in subs):
+        return "; ".join(_describe(sub) for sub in subs)
+    return f"{type(exc).__name__}: {exc}"
 
 
 async def _read_body(resp: httpx.Response, max_bytes: int, accept: frozenset[str] | None) -> bytes:
@@ -349,33 +461,3 @@ async def _read_body(resp: httpx.Response, max_bytes: int, accept: frozenset[str
             raise Outcome("skipped", f"too large: more than max_bytes={max_bytes} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _documents_from_response(url: str, got: Response) -> tuple[list[Document], SourceRecord]:
-    media = got.media
-    raw = got.body
-    if not raw.strip():
-        return [], SourceRecord(url, "skipped", "empty response body", from_cache=got.from_cache)
-    if not media:  # no header: sniff, since servers of static files forget it
-        media = "text/html" if raw.lstrip()[:1] == b"<" else "text/plain"
-    binary = binary_reason(raw)
-    if binary:
-        reason = f"binary content served as {media} ({binary})"
-        return [], SourceRecord(url, "skipped", reason, from_cache=got.from_cache)
-    decoded, note = decode(raw, got.charset, html=media != "text/plain")
-    if mostly_undecodable(decoded):
-        reason = f"binary content served as {media} (mostly bytes that are not text in {got.charset or 'any charset tried'})"
-        return [], SourceRecord(url, "skipped", reason, from_cache=got.from_cache)
-    if media == "text/plain":
-        text, title = normalize_text(decoded), ""
-    else:
-        text, title = extract_text(decoded, url), extract_title(decoded)
-    notes = [f"redirected to {got.url}"] if got.url != url else []
-    if note:
-        notes.append(note)
-    if not text:
-        return [], SourceRecord(url, "skipped", "no text", from_cache=got.from_cache)
-    docs = [Document(text, url, title, got.fetched_at)]
-    record = kept_record(url, docs, "; ".join(notes))
-    record.from_cache = got.from_cache
-    return docs, record

@@ -51,13 +51,19 @@ Get = Callable[..., Awaitable[Response]]
 
 
 def url_problem(url: str) -> str | None:
-    """Why ``url`` cannot be fetched (not http(s), no host, unparsable), or None."""
+    """Why ``url`` cannot be fetched (not http(s), no host, a bad port, unparsable), or None."""
     try:
         parts = urlsplit(url)
     except ValueError as exc:
-        return f"invalid URL: {exc}"
+        return f"invalid URL {url!r}: {exc}"
     if parts.scheme.lower() not in ("http", "https"):
         return f"invalid URL {url!r}: only http:// and https:// are supported"
     if not parts.hostname:
         return f"invalid URL {url!r}: no host"
+    try:
+        port = parts.port  # raises for a port that is not a number or not in 0-65535
+    except ValueError as exc:
+        return f"invalid URL {url!r}: {exc} (a port is a number from 1 to 65535)"
+    if port == 0:
+        return f"invalid URL {url!r}: port 0 (a port is a number from 1 to 65535)"
     return None
