@@ -12,16 +12,13 @@ kinfuse.augment checks too are constants here, so both read one number.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .fieldtypes import field_types, fits, type_problems
 
 SCHEDULES = ("cosine", "linear", "constant")
 OPTIMIZERS = ("auto", "adamw", "paged_adamw_32bit", "paged_adamw_8bit")
@@ -143,7 +140,7 @@ class TrainConfig:
         _choice(p, "compute_dtype", self.compute_dtype, DTYPES)
         _choice(p, "attention", self.attention, ATTENTION)
         _choice(p, "kernels", self.kernels, KERNELS)
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
             p.append(f"device={self.device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
         _positive(p, "log_every", self.log_every)
         if not 0 <= self.seed <= MAX_SEED:
@@ -298,20 +295,21 @@ class InfuseConfig:
     def validate(self) -> "InfuseConfig":
         p = _checked(self)
         for section in ("train", "corpus", "data", "eval"):
-            value, kind = getattr(self, section), _hints(InfuseConfig)[section]
+            value, kind = getattr(self, section), field_types(InfuseConfig)[section]
             if not isinstance(value, kind):
                 p.append(f"{section}={value!r}: must be a {kind.__name__} (in TOML, a [{section}] table)")
                 continue
-            checked = self.trainer_config() if section == "train" else value
+            # train.output_dir defaults to out_dir, unless out_dir is itself wrong (reported above)
+            checked = self.trainer_config() if section == "train" and fits(str, self.out_dir) else value
             p += [f"{section}.{x}" for x in checked.problems()]
         _raise(p, "infusion config")
         return self
 
     def _range_problems(self, wrong: set[str]) -> list[str]:
         p = []
-        if not self.model.strip():
+        if not str(self.model).strip():
             p.append("model='': give a Hugging Face id, a local model folder or \"default\"")
-        if not self.out_dir.strip():
+        if not str(self.out_dir).strip():
             p.append("out_dir='': give the folder the run writes to (default \"out\")")
         return p
 
@@ -403,78 +401,8 @@ def _checked(config: Any) -> list[str]:
     range rules (its `_range_problems`) with the fields of the wrong type at their defaults, so
     one run lists both kinds at once and a rule never compares text with a number. The rules are
     told which fields were wrong, so a rule across fields does not blame a stand-in default."""
-    p, wrong = [], {}
-    for f in dataclasses.fields(config):
-        value, hint = getattr(config, f.name), _hints(type(config))[f.name]
-        if dataclasses.is_dataclass(hint):  # a section: InfuseConfig.validate checks it
-            continue
-        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
-        problem = _type_problem(f.name, hint, value, default)
-        if problem:
-            p.append(problem)
-            wrong[f.name] = default
+    p, wrong = type_problems(config)
     return p + dataclasses.replace(config, **wrong)._range_problems(set(wrong))
-
-
-_WORDS = {int: "an integer", float: "a number", str: "text", bool: "true or false"}
-
-
-def _type_problem(name: str, hint: Any, value: Any, default: Any = None) -> str | None:
-    """What is wrong with `value` as a `hint` (int, float, str, bool, list[str], str | list[str],
-    or one of those | None), with the fix (the field's `default` as an example); None when it fits."""
-    args = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    optional = type(None) in args
-    kinds = [a for a in args if a is not type(None)]
-    if value is None and optional:
-        return None
-    if any(_fits(k, value) for k in kinds):
-        if isinstance(value, float) and not math.isfinite(value):
-            return f"{name}={value!r}: must be a finite number, not inf or nan (TOML reads 1e400 as inf)"
-        return None
-    bad = f"{name}={value!r}: must be "
-    if list[str] in kinds:
-        if isinstance(value, str):
-            return bad + f"a list, even of one: write {name} = {json.dumps([value])}"
-        alone = "text or " if str in kinds else ""
-        return bad + f"{alone}a list of text, e.g. {name} = [\"...\"]"
-    (kind,) = kinds
-    need = _WORDS.get(kind, getattr(kind, "__name__", str(kind))) + (" (or leave it out)" if optional else "")
-    example = f"; e.g. {name} = {json.dumps(default)}" if default is not None else ""
-    if isinstance(value, str) and kind in (int, float):
-        if _parses(kind, value):
-            return bad + f"{need}, written without quotes: {name} = {value}"
-        return bad + f"{need}, written without quotes{example}"
-    if isinstance(value, bool):
-        return bad + f"{need}, not true/false"
-    if isinstance(value, float) and kind is int and value.is_integer():
-        return bad + f"{need}: write {name} = {int(value)}"
-    return bad + need + example
-
-
-def _fits(kind: Any, value: Any) -> bool:
-    if kind is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == list[str]:
-        return isinstance(value, list) and all(isinstance(v, str) for v in value)
-    return isinstance(value, kind)
-
-
-def _parses(kind: type, text: str) -> bool:
-    try:
-        return math.isfinite(kind(text))
-    except ValueError:
-        return False
-
-
-_HINTS: dict[type, dict[str, Any]] = {}
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    if cls not in _HINTS:
-        _HINTS[cls] = typing.get_type_hints(cls)
-    return _HINTS[cls]
 
 
 def _learning_rate(p: list[str], name: str, value: float, alternative: str = "") -> None:

@@ -1,3 +1,4 @@
+import shutil
 from pathlib import Path
 
 import pytest
@@ -325,3 +326,34 @@ def test_a_section_of_the_wrong_type_is_named():
     cfg = InfuseConfig(corpus=CorpusConfig(paths=["p"]), train={"lora_r": 8})
     with pytest.raises(ConfigError, match=r"train=\{'lora_r': 8\}: must be a TrainConfig"):
         cfg.validate()
+
+
+def test_python_callers_may_give_paths_as_path_objects(tmp_path):
+    InfuseConfig(out_dir=tmp_path / "run", corpus=CorpusConfig(paths=[tmp_path / "pages"]),
+                 train=TrainConfig(output_dir=tmp_path / "ckpt", resume=True)).validate()
+
+
+def test_resume_started_from_another_folder_continues_the_same_run(tiny_model, tmp_path, monkeypatch):
+    from kinfuse.pipeline import infuse
+
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "page.txt").write_text("The Zephyr router has four antennas and supports a mesh of nine nodes.")
+    (project / "infuse.toml").write_text(
+        f'model = "{tiny_model}"\nout_dir = "run"\n[corpus]\npaths = ["page.txt"]\n'
+        "[data]\nblock_size = 32\nquestions = 0\nreplay_ratio = 0.0\nself_distill = 0\nanchor_kl = false\n"
+        '[train]\nquantize = "none"\nprogress = false\nmax_steps = 2\nsave_every = 1\ngradient_checkpointing = false\n'
+        "[eval]\nperplexity = false\n")
+    monkeypatch.chdir(project)
+    first = infuse(InfuseConfig.from_toml("infuse.toml"), echo=lambda *_: None)  # no train.output_dir
+    assert Path(first.train.checkpoint).parent == project / "run" / "checkpoints"
+    shutil.rmtree(first.train.checkpoint)  # as if stopped after step 1
+    step1 = (project / "run" / "checkpoints").glob("step-*")
+    (step1,) = step1
+    written = step1.stat().st_ino  # a fresh start would write step 1 again (a new folder)
+    monkeypatch.chdir(tmp_path)  # the tool's advice, followed from another folder
+    again = InfuseConfig.from_toml("project/infuse.toml", overrides={"train": {"resume": True}})
+    second = infuse(again, echo=lambda *_: None)
+    assert second.out_dir == project / "run" and not (tmp_path / "run").exists()
+    assert step1.stat().st_ino == written  # continued from it
+    assert Path(second.train.checkpoint).parent == step1.parent and second.train.steps == 2
