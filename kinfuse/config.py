@@ -308,9 +308,9 @@ class InfuseConfig:
     def _range_problems(self, wrong: set[str]) -> list[str]:
         p = []
         if not str(self.model).strip():
-            p.append("model='': give a Hugging Face id, a local model folder or \"default\"")
+            p.append(f"model={self.model!r}: give a Hugging Face id, a local model folder or \"default\"")
         if not str(self.out_dir).strip():
-            p.append("out_dir='': give the folder the run writes to (default \"out\")")
+            p.append(f"out_dir={self.out_dir!r}: give the folder the run writes to (default \"out\")")
         return p
 
     def trainer_config(self) -> TrainConfig:

@@ -281,6 +281,10 @@ def test_a_probes_file_that_is_not_jsonl_objects_is_refused_before_any_model_loa
     })
     with pytest.raises(ConfigError, match=r"eval\.probes.*probes\.json"):
         infuse(config, echo=lambda *_: None)
+    (tmp_path / "probes.jsonl").write_bytes(b"\xff\xfe{\x00")  # not UTF-8: was a UnicodeDecodeError traceback
+    config.eval.probes = [str(tmp_path / "probes.jsonl")]
+    with pytest.raises(ConfigError, match=r"eval\.probes\[0\].*UTF-8"):
+        infuse(config, echo=lambda *_: None)
 
 
 # -- the run folder is the default train.output_dir; paths relative to the TOML (item 7) ----------

@@ -63,8 +63,9 @@ def check_input_files(config: InfuseConfig) -> None:
         for i, path in enumerate(getattr(getattr(config, section), name)):
             try:
                 read(path)
-            except KinfuseError as e:
-                lines = [line.strip().removeprefix("- ") for line in str(e).splitlines() if line.strip()]
+            except (KinfuseError, OSError, UnicodeDecodeError) as e:
+                text = str(e) if isinstance(e, KinfuseError) else f"cannot be read as UTF-8 JSONL ({e})"
+                lines = [line.strip().removeprefix("- ") for line in text.splitlines() if line.strip()]
                 if len(lines) > 1 and lines[0].endswith(":"):  # a heading ("bad probes:") over the list
                     lines = lines[1:]
                 reason = "; ".join(lines)
