@@ -23,6 +23,7 @@ from typing import Any
 
 from .config import InfuseConfig
 from .errors import KinfuseError
+from .fieldtypes import WORDS
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,7 +203,8 @@ def _bool(value: str) -> bool:
     raise ValueError(value)
 
 
-_SCALARS = {int: ("an integer", int), float: ("a number", float), str: ("text", str), bool: ("true or false", _bool)}
+# what each type expects is worded once, in kinfuse.fieldtypes, for flags and config files alike
+_SCALARS = {kind: (WORDS[kind], parse) for kind, parse in ((int, int), (float, float), (str, str), (bool, _bool))}
 
 
 class _OneOrList(argparse.Action):

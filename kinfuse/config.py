@@ -3,8 +3,10 @@
 The `kinfuse infuse` flags (`--train.lora_r 8`) and their help are derived from these fields,
 their types and their comments (kinfuse.cli), so a field's comment is also its user-facing help.
 Each config has one `validate()` that reports every problem at once, so a user fixes a
-config in one pass rather than one error per run. The bounds that kinfuse.augment checks too
-are constants here, so both read one number.
+config in one pass rather than one error per run. A field's type is stated once, by its
+annotation: the CLI parses its flag by it and `validate()` checks values from a TOML file, a
+dict or Python against it (finite numbers only) before the range rules run. The bounds that
+kinfuse.augment checks too are constants here, so both read one number.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .fieldtypes import field_types, fits, type_problems
 
 SCHEDULES = ("cosine", "linear", "constant")
 OPTIMIZERS = ("auto", "adamw", "paged_adamw_32bit", "paged_adamw_8bit")
@@ -30,6 +33,15 @@ MAX_RULE_ROUNDS = 20  # most rule-written questions per fact / document variants
 MAX_PARAPHRASES = 5
 MAX_GENERATED_QA = 20  # question-answer pairs per document section
 MIN_SECTION_CHARS = 200  # shortest section limit for a generation prompt
+# AdamW moves every weight by about the learning rate per step whatever the gradient's scale,
+# and LoRA weights are of order 0.01: a rate above 1 overshoots on the first steps and leaves
+# NaN in the adapter. Such a value is a typo (2e-4 written as 2e4), not a setting.
+MAX_LEARNING_RATE = 1.0
+# General-text tokens per corpus token: beyond this the run trains on little but replay, and a
+# typo (5e5 for 0.5) would build replay rows until memory runs out.
+MAX_REPLAY_RATIO = 100.0
+# kinfuse.train.blocks seeds torch with seed * 1_000_003 + epoch, which must fit in 64 bits.
+MAX_SEED = 2**32 - 1
 
 
 @dataclass
@@ -80,8 +92,9 @@ class TrainConfig:
     # in torch, which is exact and leaner); "triton" = Triton only (error where it cannot run);
     # "torch" = the pure-torch twins patched in (the same path as Triton, checkable on a CPU).
     kernels: str = "auto"
-    seed: int = 0  # seeds LoRA init, dropout and data order
-    output_dir: str | None = None  # checkpoints (output_dir/checkpoints/step-N), loss.png, tensorboard/
+    seed: int = 0  # seeds LoRA init, dropout and data order (0 to 4294967295)
+    # checkpoints (output_dir/checkpoints/step-N), loss.png, tensorboard/; in an infusion run unset means out_dir
+    output_dir: str | None = None
     save_every: int | None = None  # checkpoint every N optimizer steps (and always on SIGINT/SIGTERM)
     resume: bool = False  # continue from the newest complete checkpoint in output_dir, if any
     resume_from: str | None = None  # continue from this checkpoint folder
@@ -91,20 +104,21 @@ class TrainConfig:
     progress: bool = True  # show a progress bar with loss, tokens/s and memory
 
     def problems(self) -> list[str]:
+        return _checked(self)
+
+    def _range_problems(self, wrong: set[str]) -> list[str]:
         p: list[str] = []
         _positive(p, "lora_r", self.lora_r)
         _positive(p, "lora_alpha", self.lora_alpha)
         if not 0.0 <= self.lora_dropout < 1.0:
             p.append(f"lora_dropout={self.lora_dropout}: must be in [0, 1)")
-        if not isinstance(self.target_modules, (str, list)) or not self.target_modules:
+        if not self.target_modules:
             p.append("target_modules: give 'all-linear' or a non-empty list of module names")
         _choice(p, "quantize", self.quantize, QUANTIZE)
-        if not self.learning_rate > 0:
-            p.append(f"learning_rate={self.learning_rate}: must be > 0")
+        _learning_rate(p, "learning_rate", self.learning_rate)
         if self.embedding_learning_rate is not None:
-            if not self.embedding_learning_rate > 0:
-                p.append(f"embedding_learning_rate={self.embedding_learning_rate}: must be > 0, or None")
-            if not (self.train_embeddings or self.train_lm_head):
+            _learning_rate(p, "embedding_learning_rate", self.embedding_learning_rate, " (or leave it out)")
+            if not (self.train_embeddings or self.train_lm_head or {"train_embeddings", "train_lm_head"} & wrong):
                 p.append("embedding_learning_rate is set but nothing uses it: also set train_embeddings "
                          "and/or train_lm_head, or drop it")
         _choice(p, "lr_schedule", self.lr_schedule, SCHEDULES)
@@ -126,16 +140,19 @@ class TrainConfig:
         _choice(p, "compute_dtype", self.compute_dtype, DTYPES)
         _choice(p, "attention", self.attention, ATTENTION)
         _choice(p, "kernels", self.kernels, KERNELS)
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+        if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
             p.append(f"device={self.device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
         _positive(p, "log_every", self.log_every)
+        if not 0 <= self.seed <= MAX_SEED:
+            p.append(f"seed={self.seed}: must be an integer from 0 to {MAX_SEED}")
         if self.cpu_mmap_threshold is not None:
             _positive(p, "cpu_mmap_threshold", self.cpu_mmap_threshold)
         for name in ("save_every", "eval_every"):
             if getattr(self, name) is not None:
                 _positive(p, name, getattr(self, name))
         if (self.save_every or self.resume or self.tensorboard) and not self.output_dir:
-            p.append("save_every / resume / tensorboard need output_dir: where checkpoints and logs go")
+            p.append("save_every / resume / tensorboard need output_dir: where checkpoints and logs go "
+                     "(an infusion run uses its out_dir)")
         return p
 
     def validate(self) -> "TrainConfig":
@@ -155,10 +172,12 @@ class CorpusConfig:
     allow_private: bool = False
 
     def problems(self) -> list[str]:
-        p = [] if self.urls or self.paths else ["corpus: give at least one of urls or paths"]
-        if not isinstance(self.allow_private, bool):
-            p.append(f"allow_private={self.allow_private!r}: must be true or false")
-        return p
+        return _checked(self)
+
+    def _range_problems(self, wrong: set[str]) -> list[str]:
+        if self.urls or self.paths or wrong:
+            return []
+        return ["urls / paths: both empty; give at least one (web pages or files)"]
 
 
 @dataclass
@@ -189,31 +208,35 @@ class DataConfig:
     augment_section_chars: int = 1500  # longest document section in one generation prompt, in characters
 
     def problems(self) -> list[str]:
+        return _checked(self)
+
+    def _range_problems(self, wrong: set[str]) -> list[str]:
         p: list[str] = []
         if self.block_size is not None:
             _positive(p, "block_size", self.block_size)
-        if self.replay_ratio < 0:
-            p.append(f"replay_ratio={self.replay_ratio}: must be >= 0")
+        if not 0 <= self.replay_ratio <= MAX_REPLAY_RATIO:
+            p.append(f"replay_ratio={self.replay_ratio}: must be from 0 to {MAX_REPLAY_RATIO:g} "
+                     "(general-text tokens per corpus token)")
         if self.self_distill < 0:
             p.append(f"self_distill={self.self_distill}: must be >= 0")
         _positive(p, "corpus_repeats", self.corpus_repeats)
         _positive(p, "qa_repeats", self.qa_repeats)
         for name in ("questions", "document_variants"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_RULE_ROUNDS:
+            if not 0 <= value <= MAX_RULE_ROUNDS:
                 p.append(f"{name}={value!r}: must be an integer from 0 to {MAX_RULE_ROUNDS} (0 turns it off)")
         _choice(p, "order", self.order, ORDERS)
         _choice(p, "answers", self.answers, ANSWERS)
-        if not isinstance(self.paraphrases, int) or not 0 <= self.paraphrases <= MAX_PARAPHRASES:
+        if not 0 <= self.paraphrases <= MAX_PARAPHRASES:
             p.append(f"paraphrases={self.paraphrases!r}: must be an integer from 0 to {MAX_PARAPHRASES} "
                      "(one rewrite per style)")
-        if not isinstance(self.generated_qa, int) or not 0 <= self.generated_qa <= MAX_GENERATED_QA:
+        if not 0 <= self.generated_qa <= MAX_GENERATED_QA:
             p.append(f"generated_qa={self.generated_qa!r}: must be an integer from 0 to {MAX_GENERATED_QA} "
                      "(pairs per section)")
-        if self.augment_model is not None and (not isinstance(self.augment_model, str) or not self.augment_model):
+        if self.augment_model is not None and not self.augment_model:
             p.append(f"augment_model={self.augment_model!r}: give a model path or HF id, or leave it unset "
                      "for the model being trained")
-        if not isinstance(self.augment_section_chars, int) or self.augment_section_chars < MIN_SECTION_CHARS:
+        if self.augment_section_chars < MIN_SECTION_CHARS:
             p.append(f"augment_section_chars={self.augment_section_chars!r}: must be an integer >= {MIN_SECTION_CHARS}")
         return p
 
@@ -229,6 +252,9 @@ class EvalConfig:
     batch_size: int = 32  # answers generated per batch (kinfuse.generate.BATCH_SIZE: why 32)
 
     def problems(self) -> list[str]:
+        return _checked(self)
+
+    def _range_problems(self, wrong: set[str]) -> list[str]:
         p: list[str] = []
         _positive(p, "max_new_tokens", self.max_new_tokens)
         _positive(p, "batch_size", self.batch_size)
@@ -271,13 +297,30 @@ class InfuseConfig:
     eval: EvalConfig = field(default_factory=recipe_eval)
 
     def validate(self) -> "InfuseConfig":
-        p = [f"train.{x}" for x in self.train.problems()]
-        p += self.corpus.problems() + [f"data.{x}" for x in self.data.problems()]
-        p += [f"eval.{x}" for x in self.eval.problems()]
-        if not isinstance(self.chat, bool):
-            p.append(f"chat={self.chat!r}: must be true or false")
+        p = _checked(self)
+        for section in ("train", "corpus", "data", "eval"):
+            value, kind = getattr(self, section), field_types(InfuseConfig)[section]
+            if not isinstance(value, kind):
+                p.append(f"{section}={value!r}: must be a {kind.__name__} (in TOML, a [{section}] table)")
+                continue
+            # train.output_dir defaults to out_dir, unless out_dir is itself wrong (reported above)
+            checked = self.trainer_config() if section == "train" and fits(str, self.out_dir) else value
+            p += [f"{section}.{x}" for x in checked.problems()]
         _raise(p, "infusion config")
         return self
+
+    def _range_problems(self, wrong: set[str]) -> list[str]:
+        p = []
+        if not str(self.model).strip():
+            p.append(f"model={self.model!r}: give a Hugging Face id, a local model folder or \"default\"")
+        if not str(self.out_dir).strip():
+            p.append(f"out_dir={self.out_dir!r}: give the folder the run writes to (default \"out\")")
+        return p
+
+    def trainer_config(self) -> TrainConfig:
+        """The train section as this run trains with it: without its own output_dir, the run folder
+        (out_dir) holds the checkpoints, so resume, save_every and tensorboard need nothing more."""
+        return dataclasses.replace(self.train, output_dir=self.train.output_dir or self.out_dir)
 
     @classmethod
     def from_toml(cls, path: str | Path, overrides: dict[str, Any] | None = None) -> "InfuseConfig":
@@ -322,19 +365,30 @@ class InfuseConfig:
         return dataclasses.replace(self, **kwargs)
 
     def resolve_paths(self, base: Path) -> None:
-        def fix(p: str) -> str:
-            return str(p) if Path(p).is_absolute() else str((base / p).resolve())
+        """Relative paths taken from `base` (the TOML file's folder), so a run started from another
+        folder reads the same files and writes, and resumes, the same run folder. Values of the
+        wrong type are left as they are for validate() to report."""
+        def fix(p: Any) -> Any:
+            if not isinstance(p, str) or not p:
+                return p
+            return p if Path(p).is_absolute() else str((base / p).resolve())
 
-        self.corpus.paths = [fix(p) for p in self.corpus.paths]
-        self.data.qa_files = [fix(p) for p in self.data.qa_files]
-        self.data.replay_paths = [fix(p) for p in self.data.replay_paths]
-        self.eval.probes = [fix(p) for p in self.eval.probes]
-        self.eval.retention = [fix(p) for p in self.eval.retention]
+        def fix_all(paths: Any) -> Any:
+            return [fix(p) for p in paths] if isinstance(paths, list) else paths
+
+        self.corpus.paths = fix_all(self.corpus.paths)
+        self.data.qa_files = fix_all(self.data.qa_files)
+        self.data.replay_paths = fix_all(self.data.replay_paths)
+        self.eval.probes = fix_all(self.eval.probes)
+        self.eval.retention = fix_all(self.eval.retention)
         self.out_dir = fix(self.out_dir)
-        if Path(self.model).parts[:1] in ((".",), ("..",)):
-            self.model = fix(self.model)
-        if isinstance(self.data.augment_model, str) and Path(self.data.augment_model).parts[:1] in ((".",), ("..",)):
-            self.data.augment_model = fix(self.data.augment_model)
+        self.train.output_dir = fix(self.train.output_dir)
+        self.train.resume_from = fix(self.train.resume_from)
+        # a model is a Hugging Face id unless it is written as a relative path
+        for owner, name in ((self, "model"), (self.data, "augment_model")):
+            value = getattr(owner, name)
+            if isinstance(value, str) and Path(value).parts[:1] in ((".",), ("..",)):
+                setattr(owner, name, fix(value))
 
 
 def _build(default: Any, values: dict[str, Any], section: str, problems: list[str]) -> Any:
@@ -346,8 +400,23 @@ def _build(default: Any, values: dict[str, Any], section: str, problems: list[st
     return dataclasses.replace(default, **{k: v for k, v in values.items() if k in known})
 
 
-def _positive(p: list[str], name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+def _checked(config: Any) -> list[str]:
+    """Every problem of `config`'s own fields: each value against its annotated type, then the
+    range rules (its `_range_problems`) with the fields of the wrong type at their defaults, so
+    one run lists both kinds at once and a rule never compares text with a number. The rules are
+    told which fields were wrong, so a rule across fields does not blame a stand-in default."""
+    p, wrong = type_problems(config)
+    return p + dataclasses.replace(config, **wrong)._range_problems(set(wrong))
+
+
+def _learning_rate(p: list[str], name: str, value: float, alternative: str = "") -> None:
+    if not 0 < value <= MAX_LEARNING_RATE:
+        p.append(f"{name}={value!r}: must be > 0 and at most {MAX_LEARNING_RATE:g}{alternative}; "
+                 "LoRA learning rates are usually 1e-5 to 1e-3")
+
+
+def _positive(p: list[str], name: str, value: int) -> None:
+    if value <= 0:
         p.append(f"{name}={value!r}: must be a positive integer")
 
 

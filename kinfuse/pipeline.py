@@ -17,7 +17,7 @@ from . import io
 from .config import InfuseConfig
 from .corpus import Corpus
 from .data.chunker import Chunker
-from .data.mix import TrainingMix, training_qa
+from .data.mix import TrainingMix, check_input_files, training_qa
 from .eval.evaluator import Evaluator
 from .eval.report import build_report, summary, write_report
 from .eval.results import Comparison
@@ -52,6 +52,7 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     """Run one infusion end to end and write adapter, run.json, metrics.json, train_log.jsonl and
     the report to out_dir."""
     config.validate()
+    check_input_files(config)  # probe, retention and Q&A files: before a page is fetched or a model loads
     started = time.perf_counter()
     out = Path(config.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -67,8 +68,7 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     # The rounds of rule-written rows each take one epoch's share of the training steps;
     # checkpoints and loss.png go with the run unless the train config says otherwise.
     epochs = config.train.epochs / TrainingMix.round_count(config)
-    trainer = QLoRATrainer(config.model, replace(config.train, output_dir=config.train.output_dir or str(out),
-                                                 epochs=epochs), tokenizer=tokenizer)
+    trainer = QLoRATrainer(config.model, replace(config.trainer_config(), epochs=epochs), tokenizer=tokenizer)
     evaluator = Evaluator(trainer, max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size)
 
     # -- the training mix, as blocks -----------------------------------------------------

@@ -15,7 +15,7 @@ ROOT = Path(kinfuse.__file__).parent
 # Lower layers never import higher ones. Modules in one layer may import each other.
 LAYERS = [
     {"errors"},
-    {"io", "config"},
+    {"io", "config", "fieldtypes"},
     {"run", "kernels", "models", "generate"},
     {"corpus"},
     {"data"},

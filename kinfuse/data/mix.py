@@ -27,11 +27,11 @@ from typing import Any
 from .. import io
 from ..config import InfuseConfig
 from ..corpus import Corpus
-from ..errors import KinfuseError
+from ..errors import ConfigError, KinfuseError
 from ..generate import TextGenerator
 from .augment import AugmentResult, augment_for_infusion, whole_sentences
 from .chunker import Chunker, ChunkStats
-from .probes import ProbeGuard, general_prompts, general_texts
+from .probes import ProbeGuard, general_prompts, general_texts, load_probes
 from .synth import Synthesis, synthesize
 
 Rows = list[dict[str, Any]]
@@ -50,6 +50,33 @@ def read_rows(path: str | Path, required: tuple[str, ...]) -> Rows:
         if missing:
             raise KinfuseError(f"{path}: row {n}: missing {', '.join(missing)}")
     return rows
+
+
+def check_input_files(config: InfuseConfig) -> None:
+    """Read every probe, retention and Q&A file with the readers the run uses later, and check the
+    replay paths exist, raising one ConfigError that lists each problem: the probes are otherwise
+    read only after training, so a typo in a path would cost a whole run."""
+    problems = []
+    readers = {("eval", "probes"): load_probes, ("eval", "retention"): load_probes,
+               ("data", "qa_files"): lambda path: read_rows(path, ("question", "answer"))}
+    for (section, name), read in readers.items():
+        for i, path in enumerate(getattr(getattr(config, section), name)):
+            try:
+                read(path)
+            except (KinfuseError, OSError, UnicodeDecodeError) as e:
+                text = str(e) if isinstance(e, KinfuseError) else f"cannot be read as UTF-8 JSONL ({e})"
+                lines = [line.strip().removeprefix("- ") for line in text.splitlines() if line.strip()]
+                if len(lines) > 1 and lines[0].endswith(":"):  # a heading ("bad probes:") over the list
+                    lines = lines[1:]
+                reason = "; ".join(lines)
+                problems.append(f"{section}.{name}[{i}]={path!r}: {reason}; fix the file, or its path "
+                                f"in {section}.{name}")
+    for i, path in enumerate(config.data.replay_paths):
+        if not Path(path).exists():
+            problems.append(f"data.replay_paths[{i}]={path!r}: no such file or folder; fix the path, or remove "
+                            "it to replay the shipped general text")
+    if problems:
+        raise ConfigError(problems, "infusion config")
 
 
 def training_qa(config: InfuseConfig, guard: ProbeGuard | None = None) -> Rows:
