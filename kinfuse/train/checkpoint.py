@@ -12,6 +12,7 @@ crash mid-write never leaves one that a resume would trip over.
 from __future__ import annotations
 
 import errno
+import io
 import json
 import random
 from dataclasses import asdict, dataclass, field
@@ -83,11 +84,13 @@ class Checkpoints:
             rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
             if torch.cuda.is_available():
                 rng["cuda"] = torch.cuda.get_rng_state_all()
-            torch.save(
-                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
-                 "run": asdict(run)},
-                tmp / "state.pt",
-            )
+            # Serialised in memory (optimizer state is twice the LoRA weights: small), then written
+            # by Python: a full disk is then an OSError(ENOSPC), where torch's zip writer says only
+            # "unexpected pos".
+            buffer = io.BytesIO()
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
+                        "run": asdict(run)}, buffer)
+            (tmp / "state.pt").write_bytes(buffer.getbuffer())
             # meta.json last: a checkpoint without it is incomplete and never resumed from.
             (tmp / "meta.json").write_text(json.dumps({**meta, "step": run.step}, indent=1))
 
@@ -144,7 +147,8 @@ def read_meta(path: Path) -> dict[str, Any]:
 def write_failure(e: Exception) -> str:
     """What a failed write means and what to do. A full disk reaches us as OSError(ENOSPC) from
     Python, as SafetensorError "No space left on device (os error 28)" from safetensors, or as
-    a RuntimeError from torch.save's zip writer: each is told as a full disk."""
+    a RuntimeError from torch.save's zip writer (a tokenizer or other file saved by a library):
+    each is told as a full disk."""
     text = f"{type(e).__name__}: {e}"
     if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left" in text or "os error 28" in text:
         return "the disk is full; free some space (or choose another output_dir), then resume with train.resume = true"

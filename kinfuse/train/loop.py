@@ -66,7 +66,13 @@ def train_loop(trainer: "QLoRATrainer", data: BlockTensors, held_out: BlockTenso
                     )
                 if cfg.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
+                try:
+                    optimizer.step()
+                except RuntimeError as e:
+                    if "overflow" not in str(e):
+                        raise
+                    raise TrainingError(f"learning_rate {cfg.learning_rate} is too large for the optimizer at step "
+                                        f"{step + 1} ({e}); lower it (the default is 2e-4)") from e
                 if not _all_finite(params):
                     # A finite loss can still take a step that overflows the weights (a huge
                     # learning rate): caught here, the step that did it is named and nothing
