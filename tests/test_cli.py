@@ -123,7 +123,7 @@ def _infusion(tiny_model, tmp_path):
     out = tmp_path / "out"
     config = tmp_path / "infuse.toml"
     config.write_text(f'model = "{tiny_model}"\nout_dir = "{out}"\n[corpus]\npaths = ["{page}"]\n'
-                      '[data]\nblock_size = 64\nquestions = 0\n'
+                      '[data]\nblock_size = 64\nquestions = 0\nreplay_ratio = 0\nself_distill = 0\nanchor_kl = false\n'
                       f'[train]\nmax_steps = 100000\nsave_every = 2\nquantize = "none"\nprogress = false\n'
                       f'output_dir = "{out}"\n'
                       '[eval]\nperplexity = false\n')
