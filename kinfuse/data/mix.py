@@ -102,8 +102,10 @@ def self_distill_rows(gen: TextGenerator, n: int, cache: Path, model_name: str, 
         try:
             saved = json.loads(cache.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            echo(f"note: {cache} does not read ({e}); answering the self-distillation prompts again")
-            saved = None
+            saved = f"{type(e).__name__}: {e}"
+        if not isinstance(saved, dict):
+            why = saved if isinstance(saved, str) else "not a JSON object"
+            echo(f"note: {cache} does not read ({why}); answering the self-distillation prompts again")
         if (isinstance(saved, dict) and isinstance(saved.get("rows"), list)
                 and (saved.get("model"), saved.get("prompts"), saved.get("version")) == (model_name, prompts,
                                                                                          DISTILL_VERSION)):
