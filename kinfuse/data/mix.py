@@ -99,12 +99,12 @@ def self_distill_rows(gen: TextGenerator, n: int, cache: Path, model_name: str, 
     # never the held-out prompts KL is measured on, nor anything like a probe
     prompts = [q for q in general_prompts("train") if avoid is None or not avoid.match(q)][:n]
     if cache.is_file():
+        why = "not a JSON object"
         try:
             saved = json.loads(cache.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            saved = f"{type(e).__name__}: {e}"
+            saved, why = None, f"{type(e).__name__}: {e}"
         if not isinstance(saved, dict):
-            why = saved if isinstance(saved, str) else "not a JSON object"
             echo(f"note: {cache} does not read ({why}); answering the self-distillation prompts again")
         if (isinstance(saved, dict) and isinstance(saved.get("rows"), list)
                 and (saved.get("model"), saved.get("prompts"), saved.get("version")) == (model_name, prompts,
