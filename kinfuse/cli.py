@@ -103,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         if result.train.interrupted:
             return _interrupted(argv, result.train.stop_signal, result.train.checkpoint)
         return 0
-    except KeyboardInterrupt:  # a second Ctrl-C, or one before training began: no checkpoint was written
-        print("kinfuse: interrupted (SIGINT) before a checkpoint was written", file=sys.stderr)
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+        print("kinfuse: interrupted (SIGINT); if the run wrote a checkpoint, run the same command again with "
+              "--train.resume to continue from it", file=sys.stderr)
         return 128 + signal.SIGINT
     except KinfuseError as e:
         from .train import TrainingError
