@@ -13,6 +13,8 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import shlex
+import signal
 import sys
 import textwrap
 import tokenize
@@ -51,16 +53,27 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--upload", metavar="S3_URI", help="upload to s3://bucket/prefix with boto3 (AWS_ENDPOINT_URL etc.)")
     e.add_argument("--base", help="the base model, when the one the run names has moved")
     e.add_argument("--max-shard-size", default="2GB", help="largest merged weight file (default 2GB)")
+    e.add_argument("--allow-incomplete", action="store_true",
+                   help="export a run whose training was interrupted or failed (its adapter is partial)")
     v = sub.add_parser("verify", help="load an export with plain transformers and compare it with the trained model")
     v.add_argument("dir", help="an export folder")
     v.add_argument("--against", metavar="RUN_OR_ADAPTER", help="the run to compare with (default: the one exported)")
     v.add_argument("--base", help="the base model, when the one the run names has moved")
     v.add_argument("--files-only", action="store_true", help="check only TGI's file rules; load no model")
     v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.add_argument("--allow-incomplete", action="store_true",
+                   help="compare with a run whose training was interrupted or failed")
     return parser
 
 
+# Exit codes: 0 success; 1 a run that failed (training error, a write that failed, a FAILED
+# verify); 2 bad input (config, paths, a run export refuses); 128 + the signal's number (130
+# SIGINT, 143 SIGTERM) for an infusion stopped by a signal after checkpointing, as a shell does.
+EXIT_FAILED, EXIT_BAD_INPUT = 1, 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "export":
@@ -68,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
 
             export(args.source, format=args.format, out=args.out, overwrite=args.overwrite, dtype=args.dtype,
                    merge_into=args.merge_into, tar=args.tar, upload=args.upload, base=args.base,
-                   max_shard_size=args.max_shard_size, echo=lambda m: print(m, file=sys.stderr))
+                   max_shard_size=args.max_shard_size, allow_incomplete=args.allow_incomplete,
+                   echo=lambda m: print(m, file=sys.stderr))
             return 0
         if args.command == "verify":
             import json
@@ -76,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
             from .export import verify
 
             report = verify(args.dir, args.against, base=args.base, check=False, compare=not args.files_only,
-                            echo=lambda m: print(m, file=sys.stderr))
+                            allow_incomplete=args.allow_incomplete, echo=lambda m: print(m, file=sys.stderr))
             print(json.dumps(report.to_dict(), indent=2) if args.json else report.summary())
-            return 0 if report.ok else 1
+            return 0 if report.ok else EXIT_FAILED
         if args.command == "default-model":
             from .models import default_model
 
@@ -86,11 +100,34 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from .pipeline import infuse
 
-        infuse(load_config(args))
+        result = infuse(load_config(args))
+        if result.train.interrupted:
+            return _interrupted(argv, result.train.stop_signal, result.train.checkpoint)
         return 0
+    except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
+        print("kinfuse: interrupted (SIGINT); if the run wrote a checkpoint, run the same command again with "
+              "--train.resume to continue from it", file=sys.stderr)
+        return 128 + signal.SIGINT
     except KinfuseError as e:
+        from .train import TrainingError
+
         print(f"kinfuse: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_FAILED if isinstance(e, TrainingError) else EXIT_BAD_INPUT
+    except OSError as e:  # a write the run needed failed (full disk, permissions): name the file
+        where = f" {e.filename}" if e.filename else ""
+        print(f"kinfuse: error: could not read or write{where}: {e.strerror or e}; check the folder's permissions "
+              "and free space, then run again", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _interrupted(argv: list[str], name: str | None, checkpoint: str | None) -> int:
+    """Say how to continue an infusion a signal stopped; the exit status a shell gives that signal."""
+    sig = signal.Signals[name] if name in signal.Signals.__members__ else signal.SIGTERM
+    again = argv if any(a.startswith(("--train.resume", "--train.resume_from")) for a in argv) else [*argv, "--train.resume"]
+    print(f"kinfuse: interrupted by {sig.name}; checkpoint {checkpoint}\n"
+          f"to continue: kinfuse {shlex.join(again)}\n"
+          "(or add `resume = true` under [train] in the config file)", file=sys.stderr)
+    return 128 + sig.value
 
 
 def load_config(args: argparse.Namespace) -> InfuseConfig:

@@ -18,6 +18,7 @@ from .config import InfuseConfig
 from .corpus import Corpus
 from .data.chunker import Chunker
 from .data.mix import TrainingMix, check_input_files, training_qa
+from .errors import KinfuseError
 from .eval.evaluator import Evaluator
 from .eval.report import build_report, summary, write_report
 from .eval.results import Comparison
@@ -54,8 +55,7 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     config.validate()
     check_input_files(config)  # probe, retention and Q&A files: before a page is fetched or a model loads
     started = time.perf_counter()
-    out = Path(config.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(Path(config.out_dir))
 
     # -- setup: corpus, model, evaluator ----------------------------------------------
     corpus = corpus if corpus is not None else build_corpus(config)
@@ -78,24 +78,29 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     echo(mix.describe(stats, anchor_blocks, chunker.block_size))
 
     # -- train ---------------------------------------------------------------------------
-    log_path = out / "train_log.jsonl"
-    log_path.unlink(missing_ok=True)
-    train = trainer.train(blocks, log_path=log_path)
-    trainer.save_adapter(out / "adapter")
+    # run.json says "running" until training ends, so a run killed outright (or one that fails)
+    # is never exported as finished; the log keeps the steps up to a checkpoint resumed from.
     record = RunRecord(
-        model=trainer.model_name, quantize=config.train.quantize, compute_dtype=train.compute_dtype,
-        device=train.device, chat=config.chat, steps=train.steps, completed=not train.interrupted,
-        checkpoint=train.checkpoint, config=asdict(config), kinfuse_version=kinfuse_version(),
+        model=trainer.model_name, quantize=config.train.quantize, compute_dtype=trainer.dtype_name,
+        device=str(trainer.device), chat=config.chat, steps=0, config=asdict(config),
+        kinfuse_version=kinfuse_version(),
     )
     record.write(out)
+    try:
+        train = trainer.train(blocks, log_path=out / "train_log.jsonl")
+        trainer.save_adapter(out / "adapter")  # an interrupted run's too: --allow-incomplete exports it
+    except BaseException as e:
+        record.failed(e, trainer.last_checkpoint).write(out)
+        raise
+    record.trained(train).write(out)
     echo(
         f"trained {train.steps} steps, loss {train.first_loss:.3f} -> {train.final_loss:.3f}, "
         f"{train.tokens_per_second:.0f} tokens/s, peak memory {train.peak_memory_bytes / 2**30:.2f} GiB"
     )
     result = InfuseResult(out_dir=out, train=train)
     if train.interrupted:  # SIGINT/SIGTERM: the user wants to stop, not to wait for evaluation
-        echo(f"interrupted at step {train.steps}: checkpoint {train.checkpoint}; set train.resume = true "
-             "and run again to continue")
+        echo(f"interrupted by {train.stop_signal or 'a signal'} at step {train.steps}: checkpoint {train.checkpoint}; "
+             "to continue, run again with --train.resume (or `resume = true` under [train] in the config file)")
         return result
 
     # -- evaluate: base (adapter off) vs adapted, in one model ---------------------------
@@ -129,6 +134,20 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     echo(f"wrote {out / 'metrics.json'}, {html_path.name}, {json_path.name} and {out / 'adapter'} "
          f"in {result.metrics['seconds']:.0f} s")
     return result
+
+
+def writable_dir(out: Path) -> Path:
+    """`out`, created if need be, once a file can be written in it: an unwritable or misplaced
+    output folder is refused before any model loads, naming it and the fix."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        io.write_text(out / ".kinfuse-write-test", "")
+        (out / ".kinfuse-write-test").unlink()
+    except OSError as e:
+        raise KinfuseError(f"output folder {out} is not writable ({e.strerror or e}"
+                           f"{': ' + str(e.filename) if e.filename and str(e.filename) != str(out) else ''}): "
+                           "choose another out_dir (--out_dir DIR) or fix its permissions") from e
+    return out
 
 
 def evaluate(config: InfuseConfig, evaluator: Evaluator, result: InfuseResult, echo: Any = print) -> dict[str, float]:

@@ -18,6 +18,7 @@ from .errors import KinfuseError
 
 RECORD_FILE = "run.json"
 FORMAT_VERSION = 1
+STATUSES = ("running", "completed", "interrupted", "failed")
 
 
 def kinfuse_version() -> str:
@@ -42,13 +43,39 @@ class RunRecord:
     device: str  # where training ran ("cpu", "cuda:0"): NF4 rounding differs between the two
     chat: bool  # trained and asked through the tokenizer's chat template
     steps: int  # optimizer steps run
-    completed: bool  # False when training was interrupted (SIGINT/SIGTERM) before its last step
+    # "running" (written before training starts, so a killed run is never taken for a finished
+    # one), "completed", "interrupted" (SIGINT/SIGTERM, after a checkpoint) or "failed"
+    status: str = "running"
+    reason: str = ""  # why the run is not "completed": the signal or the error
     adapter: str = "adapter"  # the adapter folder, relative to the run folder
     checkpoint: str | None = None  # the last checkpoint written or resumed from
     metrics: str | None = None  # "metrics.json" once evaluation has written it
     config: dict[str, Any] = field(default_factory=dict)  # the InfuseConfig, as a dict
     kinfuse_version: str = ""
     format: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise RunRecordError(f"run record status {self.status!r}: expected one of {', '.join(STATUSES)}")
+
+    @property
+    def completed(self) -> bool:
+        """Training ran its last step: the adapter is the one the run set out to train."""
+        return self.status == "completed"
+
+    def trained(self, train: Any) -> RunRecord:
+        """The record once training returned (a TrainResult): completed, or interrupted by a signal."""
+        self.steps, self.checkpoint = train.steps, train.checkpoint
+        self.status = "interrupted" if train.interrupted else "completed"
+        self.reason = f"stopped by {train.stop_signal or 'a signal'} at step {train.steps}" if train.interrupted else ""
+        return self
+
+    def failed(self, error: BaseException, checkpoint: Any = None) -> RunRecord:
+        """The record when training raised: Ctrl-C outside the trainer's handler is an interruption."""
+        self.status = "interrupted" if isinstance(error, KeyboardInterrupt) else "failed"
+        self.reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        self.checkpoint = str(checkpoint) if checkpoint else None
+        return self
 
     @property
     def trained_on(self) -> str:
@@ -80,6 +107,24 @@ class RunRecord:
             return cls(**{k: v for k, v in data.items() if k in known})
         except TypeError as e:
             raise RunRecordError(f"{path}: incomplete run record ({e}); rerun the infusion") from None
+        except RunRecordError as e:
+            raise RunRecordError(f"{path}: {e}; rerun the infusion") from None
+
+    def incomplete(self, run_dir: str | os.PathLike) -> str | None:
+        """Why the adapter of this run is not the one it set out to train (None when it is): the
+        message export and verify refuse it with, naming the run and the ways on."""
+        if self.status == "completed":
+            return None
+        why = {
+            "running": "training has not finished: it is still running, or the process was killed",
+            "interrupted": f"training was interrupted ({self.reason or 'SIGINT/SIGTERM'}) after {self.steps} steps",
+            "failed": f"training failed: {self.reason or 'unknown error'}",
+        }[self.status]
+        resume = (f"; resume it from {self.checkpoint} (train.resume = true, or --train.resume)"
+                  if self.checkpoint else "")
+        return (f"run {run_dir} is not complete ({RECORD_FILE} status {self.status!r}): {why}. Its adapter is "
+                f"partial or stale{resume}, or rerun the infusion; pass --allow-incomplete "
+                "(allow_incomplete=True) to use it anyway")
 
     def load_metrics(self, run_dir: str | os.PathLike) -> dict[str, Any] | None:
         """metrics.json as written at the end of the run (None before evaluation finished)."""

@@ -112,3 +112,68 @@ def test_every_config_field_has_a_flag_with_its_comment_and_default(capsys):
 def test_flag_values_reach_validation():
     with pytest.raises(ConfigError, match="train.lora_r"):
         parse(str(DEMO), "--train.lora_r", "0")
+
+
+# -- an infusion stopped by a signal: exit status, how to resume, the log kept --------------------
+
+
+def _infusion(tiny_model, tmp_path):
+    page = tmp_path / "zephyr.txt"
+    page.write_text("The Zephyr router has four antennas. It was released in 2021 by Northwind.\n" * 8)
+    out = tmp_path / "out"
+    config = tmp_path / "infuse.toml"
+    config.write_text(f'model = "{tiny_model}"\nout_dir = "{out}"\n[corpus]\npaths = ["{page}"]\n'
+                      '[data]\nblock_size = 64\nquestions = 0\nreplay_ratio = 0\nself_distill = 0\nanchor_kl = false\n'
+                      f'[train]\nmax_steps = 100000\nsave_every = 2\nquantize = "none"\nprogress = false\n'
+                      f'output_dir = "{out}"\n'
+                      '[eval]\nperplexity = false\n')
+    return config, out
+
+
+def _stop(args, log, min_rows, sig, cwd):
+    """Run `kinfuse infuse ARGS` until the log has `min_rows` rows past those it had, then send `sig`."""
+    import time
+
+    had = len(log.read_text().splitlines()) if log.is_file() else 0
+    child = subprocess.Popen([sys.executable, "-m", "kinfuse.cli", "infuse", *args], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=cwd)
+    deadline = time.time() + 180
+    while time.time() < deadline and child.poll() is None:
+        rows = log.read_text().splitlines() if log.is_file() else []
+        if len(rows) >= min_rows and len(rows) != had:
+            break
+        time.sleep(0.2)
+    child.send_signal(sig)
+    _, err = child.communicate(timeout=180)
+    return child.returncode, err
+
+
+def test_sigterm_exits_143_says_how_to_resume_and_resume_keeps_the_log(tiny_model, tmp_path):
+    import json
+    import signal
+
+    from kinfuse.run import RunRecord
+
+    config, out = _infusion(tiny_model, tmp_path)
+    log = out / "train_log.jsonl"
+    code, err = _stop([str(config)], log, 3, signal.SIGTERM, tmp_path)
+    assert code == 143, err[-3000:]
+    first = [json.loads(line) for line in log.read_text().splitlines()]
+    steps = [r["step"] for r in first]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 3
+    # the exact command (and the TOML line) to continue
+    assert f"to continue: kinfuse infuse {config} --train.resume" in err and "resume = true" in err and "[train]" in err
+    record = RunRecord.read(out)
+    assert (record.status, record.completed, record.steps) == ("interrupted", False, steps[-1])
+    assert "SIGTERM" in record.reason and record.checkpoint.endswith(f"step-{steps[-1]:07d}")
+
+    # Resumed from step 2 (an earlier checkpoint): the log keeps steps 1-2 as they were, drops the
+    # steps logged after the checkpoint, and the resumed run appends from step 3; Ctrl-C: 130.
+    ckpt = out / "checkpoints" / "step-0000002"
+    code, err = _stop([str(config), "--train.resume_from", str(ckpt)], log, steps[-1] + 1, signal.SIGINT, tmp_path)
+    assert code == 130, err[-3000:]
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    again = [r["step"] for r in rows]
+    assert again == list(range(1, len(again) + 1)) and len(again) > steps[-1]
+    assert rows[:2] == first[:2]  # and each step after the checkpoint once: the resumed run's rows
+    assert "to continue: kinfuse infuse" in err and RunRecord.read(out).status == "interrupted"

@@ -1,7 +1,9 @@
 import json
+import os
 
 import pytest
 
+import kinfuse
 from kinfuse import InfuseConfig, KinfuseError
 from kinfuse.pipeline import infuse, training_qa
 
@@ -77,3 +79,77 @@ def test_infuse_with_rule_written_questions(tiny_model, tmp_path, monkeypatch):
     infuse(config, echo=lambda *_: None)
     assert seen and all("text" in r and "question" not in r for r in seen)
     assert any(r["text"].startswith("What port does Quillstore listen on?\n") for r in seen)
+
+
+def _small_config(tiny_model, tmp_path, **train):
+    from kinfuse.config import CorpusConfig, DataConfig, EvalConfig, TrainConfig
+
+    page = tmp_path / "zephyr.txt"
+    page.write_text("The Zephyr router has four antennas. It was released in 2021 by Northwind.\n" * 4)
+    return InfuseConfig(model=tiny_model, out_dir=str(tmp_path / "out"), corpus=CorpusConfig(paths=[str(page)]),
+                        data=DataConfig(block_size=64, questions=0),
+                        train=TrainConfig(quantize="none", progress=False, **train), eval=EvalConfig(perplexity=False))
+
+
+def test_a_run_that_fails_is_recorded_as_failed_and_saves_no_adapter(tiny_model, tmp_path, monkeypatch, capsys):
+    from kinfuse.cli import main as cli
+    from kinfuse.run import RunRecord
+    from kinfuse.train.trainer import QLoRATrainer
+
+    config = _small_config(tiny_model, tmp_path, max_steps=4)
+    path = tmp_path / "infuse.toml"
+    path.write_text(f'model = "{tiny_model}"\nout_dir = "{config.out_dir}"\n[corpus]\npaths = {config.corpus.paths!r}\n'
+                    '[data]\nblock_size = 64\nquestions = 0\nreplay_ratio = 0\nself_distill = 0\nanchor_kl = false\n'
+                    '[train]\nmax_steps = 4\nquantize = "none"\nprogress = false\n[eval]\nperplexity = false\n'
+                    .replace("'", '"'))
+    calls = {"n": 0}
+    real = QLoRATrainer.loss_sum
+
+    def diverging(self, *args):  # the loss of step 2 overflows, as a too-high learning rate makes it
+        calls["n"] += 1
+        loss = real(self, *args)
+        return loss * float("inf") if calls["n"] == 2 else loss
+
+    monkeypatch.setattr(QLoRATrainer, "loss_sum", diverging)
+    assert cli(["infuse", str(path)]) == 1  # a failed run, not bad input
+    err = capsys.readouterr().err
+    assert "step 2" in err and "lower learning_rate" in err
+    out = tmp_path / "out"
+    record = RunRecord.read(out)
+    assert (record.status, record.completed) == ("failed", False) and "step 2" in record.reason
+    assert not (out / "adapter").exists()
+    with pytest.raises(KinfuseError, match="has no adapter"):
+        kinfuse.export(out, format="tgi-adapter", out=tmp_path / "x", echo=lambda m: None)
+    # a completed run records that it completed
+    monkeypatch.setattr(QLoRATrainer, "loss_sum", real)
+    infuse(config, echo=lambda *_: None)
+    record = RunRecord.read(out)
+    assert (record.status, record.completed, record.reason, record.steps) == ("completed", True, "", 4)
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_naming_it(tiny_model, tmp_path, capsys):
+    from kinfuse.cli import main as cli
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    config = _small_config(tiny_model, tmp_path)
+    config.out_dir = str(blocker / "out")
+    with pytest.raises(KinfuseError, match=rf"output folder {blocker / 'out'} is not writable .*choose another "
+                                           r"out_dir \(--out_dir DIR\)"):
+        infuse(config, echo=lambda *_: None)
+    assert cli(["infuse", "--model", tiny_model, "--out_dir", str(blocker / "out"), "--corpus.paths",
+                config.corpus.paths[0]]) == 2
+    assert f"output folder {blocker / 'out'} is not writable" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_folder_is_refused_naming_it(tiny_model, tmp_path):
+    config = _small_config(tiny_model, tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        with pytest.raises(KinfuseError, match=rf"output folder {out} is not writable"):
+            infuse(config, echo=lambda *_: None)
+    finally:
+        out.chmod(0o700)

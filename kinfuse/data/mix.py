@@ -114,18 +114,28 @@ def replay_rows(texts: list[str], chars: int, seed: int) -> Rows:
 DISTILL_VERSION = 2  # bump when the filtering changes, so caches written before are redone
 
 
-def self_distill_rows(gen: TextGenerator, n: int, cache: Path, model_name: str, avoid: ProbeGuard | None = None) -> Rows:
+def self_distill_rows(gen: TextGenerator, n: int, cache: Path, model_name: str, avoid: ProbeGuard | None = None,
+                      echo: Any = print) -> Rows:
     """The base model's own answers to general prompts, as chat examples (cached per model).
 
-    `avoid` drops prompts too close to evaluation questions.
+    `avoid` drops prompts too close to evaluation questions. A cache that does not read (a
+    truncated file) is answered afresh and rewritten, with a note.
     """
     if n <= 0:
         return []
     # never the held-out prompts KL is measured on, nor anything like a probe
     prompts = [q for q in general_prompts("train") if avoid is None or not avoid.match(q)][:n]
     if cache.is_file():
-        saved = json.loads(cache.read_text())
-        if (saved.get("model"), saved.get("prompts"), saved.get("version")) == (model_name, prompts, DISTILL_VERSION):
+        why = "not a JSON object"
+        try:
+            saved = json.loads(cache.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            saved, why = None, f"{type(e).__name__}: {e}"
+        if not isinstance(saved, dict):
+            echo(f"note: {cache} does not read ({why}); answering the self-distillation prompts again")
+        if (isinstance(saved, dict) and isinstance(saved.get("rows"), list)
+                and (saved.get("model"), saved.get("prompts"), saved.get("version")) == (model_name, prompts,
+                                                                                         DISTILL_VERSION)):
             return saved["rows"]
     # A longer limit than the probes': answers cut off mid-sentence are dropped below.
     answers = gen.generate([{"question": q} for q in prompts], adapter=False,
@@ -203,7 +213,8 @@ class TrainingMix:
         replay = replay_rows(general, int(data.replay_ratio * sum(len(r["text"]) for r in corpus_rows)),
                              config.train.seed)
         distill = self_distill_rows(gen, data.self_distill, out / "self_distill.json",
-                                    trainer.model_name + ("" if config.chat else " (no chat template)"), guard)
+                                    trainer.model_name + ("" if config.chat else " (no chat template)"), guard,
+                                    echo=echo)
         rounds = []
         for r in range(cls.round_count(config)):
             qa_rows = qa + [row for row in augmented.rows if "question" in row]

@@ -23,6 +23,7 @@ Every export holds `tgi-launch.sh` (a ready `docker run` of TGI) and `kinfuse_ex
     merge       the NF4 round trip, the LoRA merge and the shard writer
     sagemaker   model.tar.gz, deploy.py (templates/deploy.py), the instance to suggest, S3
     exporter    export(): checks, the staging folder, one format, the swap into place
+    shapes      an export's (or adapter's) tensor shapes against the base checkpoint, from headers
     verify      verify(): the file rules and the logits of the export, loaded without kinfuse
                 (templates/verify_child.py), against the model as trained
 """

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 from .. import io
 from ..errors import ModelError
+from ..run import RunRecord
 from . import merge
 from .checkpoint import estimate_bytes, local_checkpoint
 from .errors import ExportError
@@ -46,6 +47,7 @@ def export(
     upload: str | None = None,
     base: str | None = None,
     max_shard_size: int | str = MAX_SHARD_BYTES,
+    allow_incomplete: bool = False,
     echo: Callable[[str], Any] = print,
 ) -> Path:
     """Export a run dir or adapter dir as `format` into `out`; returns the export folder.
@@ -54,7 +56,8 @@ def export(
     merge_into: "dequantized" (default for a run trained on NF4: the weights it was trained
     against) or "original" (the checkpoint's own weights). tar: sagemaker as model.tar.gz, or
     an uncompressed folder. upload: an s3://bucket/prefix to upload the export to (boto3).
-    base: the base checkpoint, when the run's recorded one has moved.
+    base: the base checkpoint, when the run's recorded one has moved. allow_incomplete: export
+    a run whose training was interrupted or failed (refused by default: its adapter is partial).
     """
     if format not in FORMATS:
         raise ExportError(f"format {format!r}: choose one of {', '.join(FORMATS)}")
@@ -68,7 +71,11 @@ def export(
         parse_s3_uri(upload)
     max_bytes = _parse_size(max_shard_size)
     out = Path(out).expanduser().absolute()
-    src = load_source(source, base)
+    src = load_source(source, base, allow_incomplete=allow_incomplete)
+    if allow_incomplete and src.run_dir is not None:
+        why = RunRecord.read(src.run_dir).incomplete(src.run_dir)
+        if why:
+            echo(f"note: exporting anyway (allow_incomplete): {why.split('. ')[0]}")
     if out.exists() and not overwrite:
         raise ExportError(f"output folder {out} exists: pass --overwrite to replace it, or choose another --out")
     if out.exists() and not out.is_dir():
@@ -104,6 +111,7 @@ def export(
         "format": format, "source": str(Path(source).expanduser().absolute()), "adapter": str(src.adapter_dir.absolute()),
         "base_model": src.base_ref, "base_path": base_ref,
         "trained_quantize": src.quantize,
+        "run_status": RunRecord.read(src.run_dir).status if src.run_dir is not None else None,
     }
     try:
         with io.staged_dir(out) as staging:

@@ -52,9 +52,13 @@ class Source:
         return str(self.adapter_dir) if has else base
 
 
-def load_source(source: str | os.PathLike, base: str | None = None) -> Source:
+def load_source(source: str | os.PathLike, base: str | None = None, *, allow_incomplete: bool = False) -> Source:
     """Read a run folder (run.json + adapter/), an adapter folder (adapter_config.json) or a
-    trainer checkpoint's adapter (checkpoints/step-N/adapter, with ../meta.json)."""
+    trainer checkpoint's adapter (checkpoints/step-N/adapter, with ../meta.json).
+
+    A run whose record says training did not complete (running, interrupted, failed) is
+    refused unless `allow_incomplete`: its adapter is partial, or stale from an earlier run. A
+    checkpoint's adapter is partial by name, so asking for one is asking for it."""
     path = Path(source).expanduser().absolute()
     if not path.exists():
         raise ExportError(f"no such run or adapter dir: {str(path)!r}")
@@ -87,6 +91,9 @@ def load_source(source: str | os.PathLike, base: str | None = None) -> Source:
                           "(adapter_config.json)")
     if not (adapter / "adapter_model.safetensors").is_file() and not (adapter / "adapter_model.bin").is_file():
         raise ExportError(f"adapter dir {str(adapter)!r} has no adapter_model.safetensors")
+    why = record.incomplete(run_dir) if record is not None and run_dir is not None else None
+    if why and not allow_incomplete:
+        raise ExportError(why)
     try:
         config = json.loads((adapter / "adapter_config.json").read_text())
     except json.JSONDecodeError as e:
@@ -97,7 +104,12 @@ def load_source(source: str | os.PathLike, base: str | None = None) -> Source:
         quantize, quant_dtype, trained_on = record.quantize, record.compute_dtype, record.trained_on
         base_ref = base or record.model or base_ref
     elif (adapter.parent / "meta.json").is_file():  # a trainer checkpoint: checkpoints/step-N/adapter
-        meta = json.loads((adapter.parent / "meta.json").read_text())
+        try:
+            meta = json.loads((adapter.parent / "meta.json").read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ExportError(f"{adapter.parent / 'meta.json'}: not JSON ({e}); the checkpoint is damaged: export "
+                              "another checkpoint, or this adapter with --base MODEL") from None
+        meta = meta if isinstance(meta, dict) else {}
         quantize = (meta.get("lora") or {}).get("quantize")
         quant_dtype = meta.get("compute_dtype") or quant_dtype
         base_ref = base or meta.get("model") or base_ref

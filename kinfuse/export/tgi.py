@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .errors import ExportError
 from .source import LORA_SUFFIXES
 
 TGI_IMAGE = "ghcr.io/huggingface/text-generation-inference:latest"
@@ -105,9 +106,18 @@ def adapter_name(out: Path) -> str:
 
 
 def copy_tokenizer(source: Path, folder: Path) -> None:
-    """The tokenizer files of `source`, with the chat template where TGI looks for it."""
+    """The tokenizer files of `source`, with the chat template where TGI looks for it. The JSON
+    ones must parse: a truncated tokenizer.json (a disk that filled while an older kinfuse saved
+    it) is refused here rather than shipped to fail when the server starts."""
     for name in TOKENIZER_FILES:
         if (source / name).is_file():
+            if name.endswith(".json"):
+                try:
+                    json.loads((source / name).read_text(encoding="utf-8"))
+                except (UnicodeDecodeError, json.JSONDecodeError) as e:
+                    raise ExportError(f"{source / name} is damaged ({e}): it would ship a broken tokenizer; "
+                                      "save the tokenizer again (rerun the infusion), or pass --base with the "
+                                      "base model and remove the adapter's tokenizer files to use the base's") from None
             shutil.copy2(source / name, folder / name)
     # TGI reads the chat template from tokenizer_config.json; transformers 5 saves it to its own file.
     tc, jinja = folder / "tokenizer_config.json", folder / "chat_template.jinja"

@@ -24,7 +24,9 @@ from typing import Any, Callable
 
 from .errors import ExportError, VerifyError
 from .exporter import DTYPES, META_FILE
+from .checkpoint import local_checkpoint
 from .sagemaker import DEPLOY_FILE, check_tar
+from .shapes import adapter_shape_problems, base_shapes, merged_shape_problems
 from .source import Source, adapter_weights, load_source
 from .tgi import LAUNCH_FILE, check_files, tgi_adapter_problems
 
@@ -87,17 +89,23 @@ def tolerance(scale: float, weights: str, compute: str) -> float:
 
 
 def verify(path: str | os.PathLike, against: str | os.PathLike | None = None, *, base: str | None = None,
-           check: bool = True, compare: bool = True, timeout: float = 1800,
+           check: bool = True, compare: bool = True, timeout: float = 1800, allow_incomplete: bool = False,
            echo: Callable[[str], Any] = print) -> VerifyReport:
     """Load an export with plain transformers (and peft) in a subprocess that does not import
     kinfuse, and compare its logits with the adapted model kinfuse trained; check TGI's file rules.
 
     compare=False checks only the files (layout, names, config, archive), loading no model.
-    Returns the report; raises VerifyError when `check` and the export fails."""
+    A run whose training did not complete is refused as the reference (ExportError) unless
+    `allow_incomplete`. Returns the report; raises VerifyError when `check` and the export fails."""
     folder = Path(path).expanduser().absolute()
     if not folder.is_dir():
         raise ExportError(f"no such export folder: {str(folder)!r}")
     meta = json.loads((folder / META_FILE).read_text()) if (folder / META_FILE).is_file() else {}
+    status = meta.get("run_status")
+    if status not in (None, "completed") and not allow_incomplete:
+        raise ExportError(f"{folder} was exported from run {meta.get('source')} whose training did not complete "
+                          f"(run.json status {status!r}): export a completed run, or pass --allow-incomplete "
+                          "(allow_incomplete=True) to check it anyway")
     with tempfile.TemporaryDirectory(prefix="kinfuse-verify-tar-") as tmp:
         if (folder / "model.tar.gz").is_file():
             kind = "sagemaker"
@@ -121,13 +129,17 @@ def verify(path: str | os.PathLike, against: str | os.PathLike | None = None, *,
             report.notes.append(f"no {LAUNCH_FILE}")
         if not report.problems:
             report.problems += check_files(model_dir, "adapter" if kind == "adapter" else "merged")
+        local_base = base or meta.get("base_path")
+        if not report.problems and local_base and Path(local_base).is_dir():  # shapes from headers: no download
+            report.problems += _shape_problems(model_dir, kind, Path(local_base))
         source = against or meta.get("source")
         if not compare:
             report.notes.append("files only: the logits were not compared")
         elif not source:
             report.problems.append(f"nothing to compare with: pass --against RUN_OR_ADAPTER (no {META_FILE} here)")
         elif not report.problems:
-            _compare(report, model_dir, load_source(source, base or meta.get("base_path")), meta, kind, timeout, echo)
+            src = load_source(source, base or meta.get("base_path"), allow_incomplete=allow_incomplete)
+            _compare(report, model_dir, src, meta, kind, timeout, echo)
     report.ok = not report.problems
     if check and not report.ok:
         raise VerifyError(report)
@@ -254,13 +266,23 @@ def _compare(report: VerifyReport, model_dir: Path, src: Source, meta: dict[str,
     # A small model: the subprocess and the reference run side by side; a large one: one after the other.
     small = sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) < 2**30
     echo(f"loading the export with plain transformers in a subprocess ({report.compute_dtype})")
+    if (src.adapter_dir / "adapter_model.safetensors").is_file():
+        wrong = adapter_shape_problems(src.adapter_dir / "adapter_model.safetensors", base_shapes(local_checkpoint(base)),
+                                       what=f"the trained adapter ({src.adapter_dir}): tensor")
+        if wrong:
+            report.problems += wrong
+            return
     child = _Child(args, timeout)
     try:
         if not small:
             info, logits = child.result()
         echo(f"computing the reference: {report.reference}")
-        adapted, plain = reference_logits(src, base, quantize, ids, ((meta.get("nf4") or {}).get("dtype")
-                                                                     or src.quant_dtype))
+        try:
+            adapted, plain = reference_logits(src, base, quantize, ids, ((meta.get("nf4") or {}).get("dtype")
+                                                                         or src.quant_dtype))
+        except (RuntimeError, ValueError, KeyError) as e:  # peft/torch refusing the trained adapter's tensors
+            raise ExportError(f"the trained adapter {src.adapter_dir} does not load onto {base}: "
+                              + " ".join(str(e).split())[:500]) from e
         if small:
             info, logits = child.result()
     except ExportError as e:
@@ -269,6 +291,14 @@ def _compare(report: VerifyReport, model_dir: Path, src: Source, meta: dict[str,
     finally:
         child.stop()
     _judge(report, info, logits, chat, ids, adapted, plain)
+
+
+def _shape_problems(model_dir: Path, kind: str, base_folder: Path) -> list[str]:
+    """The export's tensors whose shapes do not fit the base checkpoint, by name."""
+    base = base_shapes(base_folder)
+    if kind == "adapter":
+        return adapter_shape_problems(model_dir / "adapter_model.safetensors", base)
+    return merged_shape_problems(model_dir, base)
 
 
 def _judge(report: VerifyReport, info: dict[str, Any], logits: dict[str, Any], chat: str | None,

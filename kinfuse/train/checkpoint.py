@@ -11,6 +11,8 @@ crash mid-write never leaves one that a resume would trip over.
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import random
 from dataclasses import asdict, dataclass, field
@@ -64,23 +66,33 @@ class Checkpoints:
 
     def save(self, run: RunState, optimizer: Any, scheduler: Any, meta: dict[str, Any]) -> Path:
         """Adapter, optimizer, scheduler, RNG and data position, written atomically."""
+        final = self.root / f"step-{run.step:07d}"
+        try:
+            self._write(final, run, optimizer, scheduler, meta)
+        except Exception as e:  # OSError, or safetensors'/torch's own errors for the same failed write
+            before = f"the last good checkpoint is {self.last}" if self.last else "no earlier checkpoint was written"
+            raise TrainingError(f"could not write checkpoint {final} at step {run.step}: {write_failure(e)}; "
+                                f"nothing partial was left and {before}") from e
+        self.last = final
+        return final
+
+    def _write(self, final: Path, run: RunState, optimizer: Any, scheduler: Any, meta: dict[str, Any]) -> None:
         import torch
 
-        final = self.root / f"step-{run.step:07d}"
         with staged_dir(final) as tmp:
             self.model.save_pretrained(tmp / "adapter", safe_serialization=True)
             rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
             if torch.cuda.is_available():
                 rng["cuda"] = torch.cuda.get_rng_state_all()
-            torch.save(
-                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
-                 "run": asdict(run)},
-                tmp / "state.pt",
-            )
+            # Serialised in memory (optimizer state is twice the LoRA weights: small), then written
+            # by Python: a full disk is then an OSError(ENOSPC), where torch's zip writer says only
+            # "unexpected pos".
+            buffer = io.BytesIO()
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
+                        "run": asdict(run)}, buffer)
+            (tmp / "state.pt").write_bytes(buffer.getbuffer())
             # meta.json last: a checkpoint without it is incomplete and never resumed from.
             (tmp / "meta.json").write_text(json.dumps({**meta, "step": run.step}, indent=1))
-        self.last = final
-        return final
 
     def load(self, path: Path, optimizer: Any, scheduler: Any, meta: dict[str, Any]) -> RunState:
         """Put adapter, optimizer, scheduler and RNG back as they were at `path`; the RunState to
@@ -89,7 +101,7 @@ class Checkpoints:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        saved = json.loads((path / "meta.json").read_text())
+        saved = read_meta(path)
         saved.setdefault("full_modules", [])  # checkpoints from before trainable embeddings had none
         diffs = [f"{k}: checkpoint has {saved.get(k)!r}, this run {meta[k]!r}" for k in meta if saved.get(k) != meta[k]]
         if diffs:
@@ -114,3 +126,35 @@ class Checkpoints:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         self.last = path
         return RunState(**state["run"])
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """A checkpoint's meta.json, or a TrainingError naming it and the way on when it is empty,
+    truncated or not an object (a hand-copied or damaged checkpoint)."""
+    file = path / "meta.json"
+    try:
+        saved = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        saved = e
+    if not isinstance(saved, dict):
+        why = f"{type(saved).__name__}: {saved}" if isinstance(saved, Exception) else "not a JSON object"
+        raise TrainingError(f"checkpoint {path} is damaged: {file} does not read ({why}); delete {path} to resume "
+                            "from the checkpoint before it, or set train.resume = false (and no resume_from) to "
+                            "start afresh")
+    return saved
+
+
+def write_failure(e: Exception) -> str:
+    """What a failed write means and what to do. A full disk reaches us as OSError(ENOSPC) from
+    Python, as SafetensorError "No space left on device (os error 28)" from safetensors, or as
+    a RuntimeError from torch.save's zip writer (a tokenizer or other file saved by a library):
+    each is told as a full disk."""
+    text = f"{type(e).__name__}: {e}"
+    if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or "No space left" in text or "os error 28" in text:
+        return "the disk is full; free some space (or choose another output_dir), then resume with train.resume = true"
+    if isinstance(e, PermissionError) or "Permission denied" in text or "Read-only file system" in text:
+        return f"{text}; make the folder writable (or choose another output_dir)"
+    if "unexpected pos" in text or "file write failed" in text:  # torch.save's zip writer ran out of room
+        return (f"{text} (the disk is likely full); free some space (or choose another output_dir), then resume "
+                "with train.resume = true")
+    return f"{text}; check the folder is writable and has free space"

@@ -8,21 +8,33 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .. import io
 from ..config import TrainConfig
 from .result import TrainingError
 
 
 class StepLog:
     """Every `log_every`-th history row, appended to `log_path` (one JSON object a line) and,
-    with `config.tensorboard`, to output_dir/tensorboard. Call close() at the end."""
+    with `config.tensorboard`, to output_dir/tensorboard. Call close() at the end.
+
+    `start` is the step training begins after: 0 for a fresh run (an old log at `log_path` is
+    emptied), the checkpoint's step on resume (the log keeps the rows up to it and drops any
+    logged after it, which the resumed run writes again)."""
 
     SCALARS = ("loss", "lr", "tokens_per_second", "eval_loss")  # the rows' keys TensorBoard plots
 
-    def __init__(self, config: TrainConfig, log_path: str | os.PathLike | None):
+    def __init__(self, config: TrainConfig, log_path: str | os.PathLike | None, *, start: int = 0):
         self.every = config.log_every
+        self.file = None
+        if log_path:
+            try:
+                keep_until(Path(log_path), start)
+                # Appended line by line, flushed each time: the log of a killed run holds every step it finished.
+                self.file = open(log_path, "a")
+            except OSError as e:
+                raise TrainingError(f"cannot write the training log {log_path}: {e.strerror}; make its folder "
+                                    "writable (and check free space) or choose another output folder") from e
         self.writer = _tensorboard(config) if config.tensorboard else None
-        # Appended line by line, flushed each time: the log of a killed run holds every step it finished.
-        self.file = open(log_path, "a") if log_path else None
 
     def write(self, row: dict[str, float]) -> None:
         step = row["step"]
@@ -41,6 +53,23 @@ class StepLog:
             self.file.close()
         if self.writer:
             self.writer.close()
+
+
+def keep_until(path: Path, step: int) -> None:
+    """Keep the rows of the JSONL log at `path` up to `step` (none for 0), rewritten atomically.
+    A line that does not parse (the last one of a process killed mid-write) goes too: the step
+    it was half of is run, and logged, again."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int) and row["step"] <= step:
+            kept.append(row)
+    io.write_jsonl(path, kept)
 
 
 def _tensorboard(config: TrainConfig) -> Any:

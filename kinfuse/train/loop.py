@@ -45,7 +45,7 @@ def train_loop(trainer: "QLoRATrainer", data: BlockTensors, held_out: BlockTenso
     checkpoints, meta = trainer.checkpoints, trainer.run_meta(data, total)
     resume = checkpoints.find_resume()
     run = RunState() if resume is None else checkpoints.load(resume, optimizer, scheduler, meta)
-    log = StepLog(cfg, log_path)
+    log = StepLog(cfg, log_path, start=run.step)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model.train()
@@ -62,13 +62,26 @@ def train_loop(trainer: "QLoRATrainer", data: BlockTensors, held_out: BlockTenso
                 if not math.isfinite(result.loss):
                     raise TrainingError(
                         f"loss became {result.loss} at step {step + 1}: lower learning_rate (now "
-                        f"{cfg.learning_rate}) or set max_grad_norm; "
-                        + (f"the last good checkpoint is {checkpoints.last}" if checkpoints.last
-                           else "no checkpoint was written (set output_dir and save_every)")
+                        f"{cfg.learning_rate}) or set max_grad_norm; " + _last_good(checkpoints)
                     )
                 if cfg.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
-                optimizer.step()
+                try:
+                    optimizer.step()
+                except RuntimeError as e:
+                    if "overflow" not in str(e):
+                        raise
+                    raise TrainingError(f"learning_rate {cfg.learning_rate} is too large for the optimizer at step "
+                                        f"{step + 1} ({e}); lower it (the default is 2e-4)") from e
+                if not _all_finite(params):
+                    # A finite loss can still take a step that overflows the weights (a huge
+                    # learning rate): caught here, the step that did it is named and nothing
+                    # downstream saves the adapter as if it were good.
+                    raise TrainingError(
+                        f"the LoRA weights became inf/NaN at step {step + 1} (its loss was {result.loss:.4g}): "
+                        f"learning_rate {cfg.learning_rate} is too large; lower it (the default is 2e-4) "
+                        "or set max_grad_norm; " + _last_good(checkpoints)
+                    )
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 run.step = step + 1
@@ -107,6 +120,7 @@ def train_loop(trainer: "QLoRATrainer", data: BlockTensors, held_out: BlockTenso
         compute_dtype=trainer.dtype_name,
         history=run.history,
         interrupted=stop.requested,
+        stop_signal=stop.signal_name,
         checkpoint=str(checkpoints.last) if checkpoints.last else None,
     )
 
@@ -144,6 +158,18 @@ def forward_backward(trainer: "QLoRATrainer", data: BlockTensors, micro: list[An
                       anchor_kl=kl, ce=ce)
 
 
+def _all_finite(params: list[Any]) -> bool:
+    """Whether every trainable weight is finite (one host sync for all of them)."""
+    import torch
+
+    return bool(torch.isfinite(torch.stack([p.detach().abs().amax().float() for p in params])).all())
+
+
+def _last_good(checkpoints: Any) -> str:
+    return (f"the last good checkpoint is {checkpoints.last}" if checkpoints.last
+            else "no checkpoint was written (set output_dir and save_every)")
+
+
 def _history_row(run: RunState, result: StepResult, lr: float, memory: int) -> dict[str, float]:
     row = {
         "step": run.step,
@@ -167,12 +193,14 @@ class StopOnSignal:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signal_name: str | None = None  # "SIGINT" or "SIGTERM": the first signal received
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum: int, frame: Any) -> None:
         if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
         self.requested = True
+        self.signal_name = self.signal_name or signal.Signals(signum).name
 
     def __enter__(self) -> "StopOnSignal":
         if threading.current_thread() is threading.main_thread():

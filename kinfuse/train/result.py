@@ -34,6 +34,7 @@ class TrainResult:
     compute_dtype: str  # what training computed in ("bfloat16", "float32"): NF4 weights were quantized from it
     history: list[dict[str, float]] = field(default_factory=list)  # one row per step
     interrupted: bool = False  # stopped early by SIGINT/SIGTERM (after checkpointing)
+    stop_signal: str | None = None  # "SIGINT" or "SIGTERM" when interrupted
     checkpoint: str | None = None  # the last checkpoint written or resumed from
 
     def to_dict(self) -> dict[str, Any]:

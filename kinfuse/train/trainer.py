@@ -16,13 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig
+from ..io import staged_dir
 from ..models import load_tokenizer, resolve_model
 from . import losses
 from .blocks import BlockTensors, check_blocks
-from .checkpoint import Checkpoints
+from .checkpoint import Checkpoints, write_failure
 from .logs import plot_loss
 from .loop import train_loop
-from .result import TrainResult
+from .result import TrainingError, TrainResult
 from .setup import build_model, patch_forwards, pick_device, pick_dtype, tune_allocator
 
 
@@ -119,9 +120,16 @@ class QLoRATrainer:
         }
 
     def save_adapter(self, path: str | os.PathLike) -> Path:
-        """Write the adapter (adapter_config.json + adapter_model.safetensors) and the tokenizer."""
+        """Write the adapter (adapter_config.json + adapter_model.safetensors) and the tokenizer.
+
+        The folder is filled beside `path` and swapped in whole (kinfuse.io.staged_dir): a full
+        disk or a crash leaves the previous adapter or none, never a truncated file."""
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(path, safe_serialization=True)
-        self.tokenizer.save_pretrained(path)
+        try:
+            with staged_dir(path) as tmp:
+                self.model.save_pretrained(tmp, safe_serialization=True)
+                self.tokenizer.save_pretrained(tmp)
+        except Exception as e:  # OSError, or safetensors'/the tokenizer's own errors for the same failed write
+            raise TrainingError(f"could not save the adapter to {path}: {write_failure(e)}; nothing partial was "
+                                "left there") from e
         return path

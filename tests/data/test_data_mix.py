@@ -26,6 +26,24 @@ def test_self_distillation_skips_prompts_like_a_probe_and_caches_by_prompt_list(
                                                         "Tell me about bread."]
 
 
+
+def test_a_truncated_self_distill_cache_is_answered_again_with_a_note(tiny_model, tmp_path, monkeypatch):
+    from kinfuse import Evaluator, QLoRATrainer, TrainConfig
+    from kinfuse.data import mix
+
+    monkeypatch.setattr(mix, "general_prompts", lambda split="eval": ["Tell me about bread."])
+    evaluator = Evaluator(QLoRATrainer(tiny_model, TrainConfig(progress=False)), max_new_tokens=8)
+    cache = tmp_path / "self_distill.json"
+    for damaged in ('{"model": "tiny", "prompts": ["Tell me about br', "", '["not", "an", "object"]'):
+        cache.write_text(damaged)  # a run killed while an older kinfuse wrote it in place
+        notes = []
+        mix.self_distill_rows(evaluator, 5, cache, "tiny", None, echo=notes.append)
+        assert json.loads(cache.read_text())["prompts"] == ["Tell me about bread."]  # rewritten whole
+        assert len(notes) == 1
+        assert all(str(cache) in n and "answering the self-distillation prompts again" in n for n in notes)
+    assert not list(tmp_path.glob(".*tmp"))  # written through a temporary file and a rename
+
+
 def test_repetitive_answers_are_recognised():
     from kinfuse.data.mix import repetitive
 

@@ -22,7 +22,8 @@ def run(tiny_model, tiny_tokenizer, sample_text, tmp_path_factory):
     trainer.save_adapter(out / "adapter")
     (out / "train_log.jsonl").write_text("")
     RunRecord(model=trainer.model_name, quantize=cfg.quantize, compute_dtype=result.compute_dtype, device=result.device,
-              chat=False, steps=result.steps, completed=not result.interrupted, checkpoint=result.checkpoint,
+              chat=False, steps=result.steps,
+              status="interrupted" if result.interrupted else "completed", checkpoint=result.checkpoint,
               config={"train": asdict(cfg)}).write(out)
     return out
 

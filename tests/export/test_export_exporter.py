@@ -23,7 +23,7 @@ def test_bad_input(run, tmp_path, capsys, quiet):
     no_adapter = tmp_path / "no-adapter"
     no_adapter.mkdir()
     RunRecord(model="m", quantize="nf4", compute_dtype="float32", device="cpu", chat=False, steps=0,
-              completed=False).write(no_adapter)
+              status="interrupted").write(no_adapter)
     with pytest.raises(ExportError, match="has no adapter"):
         kinfuse.export(no_adapter, format="merged", out=tmp_path / "x", **quiet)
     with pytest.raises(ExportError, match="no such run"):

@@ -37,7 +37,7 @@ def hand_run(path: Path, base: str, tokenizer, *, quantize: str = "none", seed: 
     peft.save_pretrained(path / "adapter")
     tokenizer.save_pretrained(path / "adapter")
     RunRecord(model=base, quantize=quantize, compute_dtype="float32", device="cpu", chat=False, steps=0,
-              completed=True, config={"train": asdict(TrainConfig(quantize=quantize))}).write(path)
+              status="completed", config={"train": asdict(TrainConfig(quantize=quantize))}).write(path)
     return path
 
 
