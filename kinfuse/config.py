@@ -33,6 +33,8 @@ MAX_RULE_ROUNDS = 20  # most rule-written questions per fact / document variants
 MAX_PARAPHRASES = 5
 MAX_GENERATED_QA = 20  # question-answer pairs per document section
 MIN_SECTION_CHARS = 200  # shortest section limit for a generation prompt
+MAX_SOURCE_BYTES = 20_000_000  # CorpusConfig.max_bytes: one page or file, after decompression
+FETCH_DEADLINE = 120.0  # CorpusConfig.deadline: seconds for one URL, redirects and retries included
 # AdamW moves every weight by about the learning rate per step whatever the gradient's scale,
 # and LoRA weights are of order 0.01: a rate above 1 overshoots on the first steps and leaves
 # NaN in the adapter. Such a value is a typo (2e-4 written as 2e4), not a setting.
@@ -170,14 +172,24 @@ class CorpusConfig:
     # (127.0.0.1, 169.254.169.254, 10.x, 192.168.x, ...). Off by default: a page or redirect could
     # otherwise read internal services or cloud metadata into the corpus and the adapter.
     allow_private: bool = False
+    # Largest page or file kept, in bytes after decompression: one source cannot fill memory or
+    # become a document a run cannot train on; a larger one is skipped with a record.
+    max_bytes: int = MAX_SOURCE_BYTES
+    # Seconds one URL's fetch may take in all (redirects and retries included), so a server that
+    # trickles its body cannot stall the run.
+    deadline: float = FETCH_DEADLINE
 
     def problems(self) -> list[str]:
         return _checked(self)
 
     def _range_problems(self, wrong: set[str]) -> list[str]:
-        if self.urls or self.paths or wrong:
-            return []
-        return ["urls / paths: both empty; give at least one (web pages or files)"]
+        p = [] if self.urls or self.paths or wrong else [
+            "urls / paths: both empty; give at least one (web pages or files)"]
+        if "max_bytes" not in wrong and self.max_bytes < 1:
+            p.append(f"max_bytes={self.max_bytes}: must be a positive number of bytes")
+        if "deadline" not in wrong and self.deadline <= 0:
+            p.append(f"deadline={self.deadline}: must be a positive number of seconds")
+        return p
 
 
 @dataclass

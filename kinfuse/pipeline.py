@@ -40,9 +40,10 @@ class InfuseResult:
 def build_corpus(config: InfuseConfig) -> Corpus:
     parts = []
     if config.corpus.urls:
-        parts.append(Corpus.from_urls(config.corpus.urls, allow_private=config.corpus.allow_private))
+        parts.append(Corpus.from_urls(config.corpus.urls, allow_private=config.corpus.allow_private,
+                                      max_bytes=config.corpus.max_bytes, deadline=config.corpus.deadline))
     if config.corpus.paths:
-        parts.append(Corpus.from_paths(config.corpus.paths))
+        parts.append(Corpus.from_paths(config.corpus.paths, max_bytes=config.corpus.max_bytes))
     corpus = parts[0]
     for extra in parts[1:]:
         corpus = corpus + extra

@@ -361,3 +361,23 @@ def test_resume_started_from_another_folder_continues_the_same_run(tiny_model, t
     assert second.out_dir == project / "run" and not (tmp_path / "run").exists()
     assert step1.stat().st_ino == written  # continued from it
     assert Path(second.train.checkpoint).parent == step1.parent and second.train.steps == 2
+
+
+def test_corpus_limits_are_config_fields_that_reach_the_loaders(tmp_path):
+    """corpus.max_bytes / corpus.deadline: the same defaults as the Corpus constructors', checked."""
+    import inspect
+
+    from kinfuse import Corpus, CorpusError
+    from kinfuse.config import CorpusConfig
+    from kinfuse.pipeline import build_corpus
+
+    defaults = CorpusConfig()
+    for loader in (Corpus.from_urls, Corpus.from_paths):
+        assert inspect.signature(loader).parameters["max_bytes"].default == defaults.max_bytes
+    assert inspect.signature(Corpus.from_urls).parameters["deadline"].default == defaults.deadline
+    with pytest.raises(ConfigError, match=r"(?s)max_bytes=0: must be a positive.*deadline=-1"):
+        InfuseConfig.from_dict({"corpus": {"paths": ["x"], "max_bytes": 0, "deadline": -1}}).validate()
+    page = tmp_path / "big.txt"
+    page.write_text("A sentence about nothing in particular. " * 100)
+    with pytest.raises(CorpusError, match="max_bytes=1000"):
+        build_corpus(InfuseConfig.from_dict({"corpus": {"paths": [str(page)], "max_bytes": 1000}}))

@@ -16,12 +16,13 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
+from ..config import FETCH_DEADLINE, MAX_SOURCE_BYTES
 from ..errors import CorpusError
 from ..io import read_jsonl, write_jsonl, write_text
 from .clean import CLEANING_LABELS, normalize_text, plan_cleaning
 from .documents import Document, SourceRecord, kept_record
 from .fetch import crawl, fetch_options
-from .files import MAX_BYTES, SUPPORTED_SUFFIXES, load_file, scan_paths
+from .files import SUPPORTED_SUFFIXES, load_file, scan_paths
 
 if TYPE_CHECKING:  # datasets is heavy to import; only to_dataset() needs it
     import datasets
@@ -148,7 +149,7 @@ class Corpus:
         *,
         dedup: bool = True,
         min_chars: int = 1,
-        max_bytes: int = MAX_BYTES,
+        max_bytes: int = MAX_SOURCE_BYTES,
     ) -> Corpus:
         """Load files and directories (recursively, in sorted order).
 
@@ -191,12 +192,12 @@ class Corpus:
         per_host: int = 4,
         retries: int = 2,
         user_agent: str = "kinfuse/0.1 (+https://github.com/kinfuse)",
-        max_bytes: int = 20_000_000,
+        max_bytes: int = MAX_SOURCE_BYTES,
         min_chars: int = 1,
         respect_robots: bool = False,
         cache_dir: str | Path | None = None,
         dedup: bool = True,
-        deadline: float = 120.0,
+        deadline: float = FETCH_DEADLINE,
         allow_private: bool | Iterable[str] = False,
     ) -> Corpus:
         """Fetch web pages concurrently and keep their main text.

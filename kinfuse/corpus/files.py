@@ -19,17 +19,15 @@ import zlib
 from pathlib import Path
 from typing import Any, Iterable
 
+from ..config import MAX_SOURCE_BYTES
 from ..errors import CorpusError
 from .clean import normalize_text
 from .decoding import binary_reason, decode, mostly_undecodable
 from .documents import Document, SourceRecord, kept_record
 from .extract import extract_text, extract_title
 
-__all__ = ["binary_reason", "decode", "list_files", "load_file", "mostly_undecodable", "scan_paths", "MAX_BYTES"]
+__all__ = ["binary_reason", "decode", "list_files", "load_file", "mostly_undecodable", "scan_paths"]
 
-# The cap on one file's (decompressed) size: the same default as the cap on
-# an HTTP body (Corpus.from_urls(max_bytes=...)), and the same option name.
-MAX_BYTES = 20_000_000
 
 _HTML_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
 _TEXT_SUFFIXES = frozenset({".txt", ".md", ".markdown"})
@@ -185,7 +183,7 @@ def _read(path: Path, compressed: bool, max_bytes: int) -> bytes:
     return raw
 
 
-def load_file(path: Path, max_bytes: int = MAX_BYTES) -> tuple[list[Document], SourceRecord]:
+def load_file(path: Path, max_bytes: int = MAX_SOURCE_BYTES) -> tuple[list[Document], SourceRecord]:
     """Documents of one file and its record; never raises for bad content.
 
     A file larger than ``max_bytes`` (after decompression, for .gz) is

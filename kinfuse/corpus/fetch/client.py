@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Coroutine, Iterable, NamedTuple, TypeVar
 from urllib.parse import urljoin, urlsplit
 
+from ...config import FETCH_DEADLINE, MAX_SOURCE_BYTES
 from ..documents import Document, SourceRecord
 from .cache import Cache, cacheable_headers
 from .guard import AddressPolicy, AddressRefused, address_policy, check_host, guarded_transport, proxied
@@ -57,7 +58,7 @@ class FetchOptions:
     max_bytes: int
     respect_robots: bool
     cache_dir: Path | None
-    deadline: float = 120.0
+    deadline: float = FETCH_DEADLINE
     policy: AddressPolicy = AddressPolicy()
 
 
@@ -68,10 +69,10 @@ def fetch_options(
     per_host: int = 4,
     retries: int = 2,
     user_agent: str = "kinfuse/0.1 (+https://github.com/kinfuse)",
-    max_bytes: int = 20_000_000,
+    max_bytes: int = MAX_SOURCE_BYTES,
     respect_robots: bool = False,
     cache_dir: str | Path | None = None,
-    deadline: float = 120.0,
+    deadline: float = FETCH_DEADLINE,
     allow_private: bool | Iterable[str] = False,
 ) -> FetchOptions:
     """Checked fetch options (the keyword options of Corpus.from_urls but min_chars and dedup)."""
