@@ -107,18 +107,8 @@ def http_pages() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def http_server(http_handler, http_pages):
     """A real HTTP server on 127.0.0.1 (a free port), one per test module, with fresh counters."""
-    import threading
-    from http.server import ThreadingHTTPServer
-
-    from local_http import LocalServer
+    from local_http import serve
 
     state = {**http_handler.fresh_state(), "pages": dict(http_pages)}
-    handler = type(http_handler.__name__, (http_handler,), state)
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield LocalServer(f"http://127.0.0.1:{httpd.server_address[1]}", handler)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve(type(http_handler.__name__, (http_handler,), state)) as server:
+        yield server

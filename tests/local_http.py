@@ -3,9 +3,12 @@ on 127.0.0.1, so that fetching goes through the same code paths as on the web (n
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
@@ -56,3 +59,20 @@ class PageHandler(BaseHTTPRequestHandler):
 class LocalServer:
     base: str  # http://127.0.0.1:PORT
     handler: type[PageHandler]  # its counters (hits, and those of the subclass)
+
+
+@contextmanager
+def serve(handler: type[PageHandler], host: str = "127.0.0.1", *, scheme: str = "http",
+          wrap: Callable[[Any], Any] | None = None) -> Iterator[LocalServer]:
+    """`handler` served on `host` (a free port) in a thread for the block; `wrap` may replace the
+    listening socket (TLS). Raises OSError when `host` cannot be listened on."""
+    httpd = ThreadingHTTPServer((host, 0), handler)
+    if wrap is not None:
+        httpd.socket = wrap(httpd.socket)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield LocalServer(f"{scheme}://{host}:{httpd.server_address[1]}", handler)
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

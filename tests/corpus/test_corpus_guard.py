@@ -9,15 +9,14 @@ the first server's address (127.0.0.1) and sending the hop to a second server on
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import socket
-import threading
-from http.server import ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from corpus_site import CorpusHandler, page
-from local_http import LocalServer, PageHandler
+from local_http import LocalServer, PageHandler, serve
 
 from kinfuse.config import CorpusConfig, InfuseConfig
 from kinfuse.corpus import Corpus
@@ -55,17 +54,12 @@ def http_handler() -> type[GuardHandler]:
 def other_server():
     """A second real server, on 127.0.0.2 (Linux routes all of 127.0.0.0/8 to loopback)."""
     handler = type("OtherHandler", (PageHandler,), {**PageHandler.fresh_state(), "pages": {"/page": OTHER_PAGE}})
-    try:
-        httpd = ThreadingHTTPServer(("127.0.0.2", 0), handler)
-    except OSError as exc:
-        pytest.skip(f"cannot listen on 127.0.0.2 here: {exc}")
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield LocalServer(f"http://127.0.0.2:{httpd.server_address[1]}", handler)
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(serve(handler, "127.0.0.2"))
+        except OSError as exc:
+            pytest.skip(f"cannot listen on 127.0.0.2 here: {exc}")
+        yield server
 
 
 def only_record(urls: list[str], **options) -> str:
@@ -231,21 +225,14 @@ def test_https_through_the_guard_verifies_the_host_name(tmp_path, monkeypatch: p
         check=True, capture_output=True,
     )  # fmt: skip
     handler = type("TLSHandler", (PageHandler,), {**PageHandler.fresh_state(), "pages": {"/page": OTHER_PAGE}})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
-    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-    port = httpd.server_address[1]
-    try:
+    with serve(handler, wrap=lambda sock: context.wrap_socket(sock, server_side=True)) as server:
+        port = server.base.rsplit(":", 1)[1]
         allowed = ["127.0.0.1", "::1"]  # a list keeps the guarded transport in place
         corpus = Corpus.from_urls([f"https://localhost:{port}/page"], allow_private=allowed, retries=0, timeout=5)
         assert corpus.records[0].status == "kept"
         # The same server by address: the certificate does not name 127.0.0.1, so TLS refuses it.
         message = only_record([f"https://127.0.0.1:{port}/page"], allow_private=allowed)
         assert "TLS/SSL error" in message
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
