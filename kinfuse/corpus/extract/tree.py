@@ -17,8 +17,9 @@ from typing import Any
 from selectolax.lexbor import LexborNode
 
 # Elements that never hold article text: their whole subtree is skipped.
+# (<noscript> is not among them: see _skip_noscript.)
 _DROP_TAGS = frozenset(
-    """script style noscript nav header footer aside form iframe svg math canvas
+    """script style nav header footer aside form iframe svg math canvas
     button select option input textarea label template object embed video audio
     map dialog menu head title meta link base picture source img figcaption""".split()
 )
@@ -169,6 +170,22 @@ def _chrome_words(attr: str) -> bool:
     return not (_GOOD.search(attr) and not _STRONG_JUNK.search(attr))
 
 
+def _skip_noscript(node: LexborNode, root: LexborNode, page_text: list[str]) -> bool:
+    """A <noscript> that only asks to enable JavaScript, or repeats text shown elsewhere.
+
+    Other <noscript> content is kept: server-rendered apps (Discourse's
+    crawler view) put the whole page there for clients without scripts.
+    """
+    text = _WS.sub(" ", node.text(deep=True)).strip()
+    if len(text) < 400 and "javascript" in text.lower():
+        return True
+    if len(text) < 80:
+        return False
+    if not page_text:  # the page's whole text, once, on the first noscript that needs it
+        page_text.append(_WS.sub(" ", root.text(deep=True)))
+    return page_text[0].count(text[:80]) > 1
+
+
 def _is_layout_cell(node: LexborNode) -> bool:
     """A td holding paragraphs or nested tables is page layout, not a data cell."""
     return node.css_first("p, div, table, ul, ol, h1, h2, h3, h4, blockquote, br") is not None
@@ -205,6 +222,7 @@ def walk(root: LexborNode) -> Builder:
     # not drop the article: a chrome-looking element holding most of the
     # page's paragraph text is kept (its real chrome children still go).
     total_ptext = _ptext(root)
+    page_text: list[str] = []
     ptext: dict[int, int] = {}  # node id -> _ptext, filled per chrome subtree on first need
 
     def holds_most_prose(node: LexborNode) -> bool:
@@ -238,6 +256,8 @@ def walk(root: LexborNode) -> Builder:
             continue
         if tag == "br":
             b.flush()
+            continue
+        if tag == "noscript" and _skip_noscript(node, root, page_text):
             continue
         attrs = node.attributes
         attr = f"{attrs.get('class') or ''} {attrs.get('id') or ''}".strip()
