@@ -14,7 +14,7 @@ from .tree import HEADINGS, Builder, Elem
 # For scoring candidates: class/id words that lean towards / away from content.
 _POSITIVE = re.compile(r"article|body|content|entry|hentry|main|page|post|text|blog|story|prose", re.I)
 _NEGATIVE = re.compile(
-    r"hidden|banner|combx|comment|contact|foot|footnote|masthead|media|meta|"
+    r"banner|combx|comment|contact|foot|footnote|masthead|media|meta|"
     r"outbrain|promo|related|scroll|share|shoutbox|sidebar|skyscraper|sponsor|"
     r"shopping|tags|tool|widget|caption|credit",
     re.I,

@@ -46,7 +46,11 @@ _JUNK_SUBSTR = re.compile(
     r"widget|tags|overlay|banner|caption|credit",
     re.I,
 )
-_JUNK_TOKENS = frozenset("nav ad ads adv hidden hide tag print rss login share".split())
+_JUNK_TOKENS = frozenset("nav ad ads adv tag print rss login share".split())
+# Hiding classes count only as a whole class ("hidden", not "overflow-hidden",
+# "hidden-md-down" or "md:hidden"), and not beside a breakpoint class that
+# shows the element again ("hidden lg:flex"): utility CSS hides per screen size.
+_HIDING_CLASSES = frozenset("hidden hide is-hidden d-none".split())
 # class/id fragments of the article itself ("article-body", "post-content"):
 # they veto a junk match unless the junk word is one of the strong ones.
 _GOOD = re.compile(r"article|body|content|entry|main|post|story|text|blog|prose|column", re.I)
@@ -165,7 +169,8 @@ def _chrome_words(attr: str) -> bool:
     if _JUNK_SUBSTR.search(attr) is None:
         tokens = {t.lower() for t in _TOKEN_SPLIT.split(attr)}
         if not tokens & _JUNK_TOKENS:
-            return False
+            classes = attr.lower().split()
+            return bool(_HIDING_CLASSES.intersection(classes)) and not any(":" in c for c in classes)
     # "post-content tags-visible" is the article; "comment-body" is not.
     return not (_GOOD.search(attr) and not _STRONG_JUNK.search(attr))
 
