@@ -15,6 +15,7 @@ from .score import Page, score_blocks
 from .tree import Elem
 
 _SENTENCE_END = re.compile(r"\.( |$)")
+_DIGITS = re.compile(r"\d+")
 
 
 def _is_ancestor(elems: list[Elem], anc: int, idx: int) -> bool:
@@ -106,6 +107,47 @@ def _expand(page: Page, top: int, limit: int = -1) -> int:
         cur = parent
 
 
+def _lca(elems: list[Elem], a: int, b: int) -> int:
+    while a >= 0 and not _is_ancestor(elems, a, b):
+        a = elems[a].parent
+    return a
+
+
+def _repeated(page: Page, top: int, limit: int = -1) -> int:
+    """The container of the repeated items the best block is one of, or ``top``.
+
+    Listing and collection pages (cards, teasers, products) and forum threads
+    (posts) are many items of one template; the best-scored block is one of
+    them. Items of one template share their tag and class (ids and numbers
+    aside); their lowest common ancestor holds them all.
+    """
+    elems = page.b.elems
+    groups: dict[str, list[int]] = {}
+    for i, e in enumerate(elems):
+        if e.attr and e.end > e.start:
+            groups.setdefault(e.tag + " " + _DIGITS.sub("", e.attr), []).append(i)
+    cand = top
+    for _ in range(3):
+        e = elems[cand]
+        if e.tag in ("body", "html") or not _within(elems, cand, limit):
+            break
+        if e.attr:
+            same: list[int] = []
+            for i in groups.get(e.tag + " " + _DIGITS.sub("", e.attr), ()):
+                if (not same or not _is_ancestor(elems, same[-1], i)) and _within(elems, i, limit):
+                    same.append(i)
+            if len(same) >= 3:
+                anc = _lca(elems, same[0], same[-1])
+                if anc >= 0 and elems[anc].tag not in ("body", "html"):
+                    items = sum(page.text_len(elems[i]) for i in same)
+                    if items >= 0.5 * page.text_len(elems[anc]) and page.text_len(elems[anc]) > page.text_len(elems[top]):
+                        return anc
+        cand = e.parent
+        if cand < 0:
+            break
+    return top
+
+
 def select_main(page: Page) -> list[tuple[int, int]]:
     """Line ranges of the main content."""
     b = page.b
@@ -127,6 +169,7 @@ def select_main(page: Page) -> list[tuple[int, int]]:
 
     top = _climb(elems, scored, top, sem)
     top = _expand(page, top, sem)
+    top = _repeated(page, top, sem)
     top_score = max(top_score, elems[top].score)
 
     # Siblings that look like more of the same article join it (not beyond
