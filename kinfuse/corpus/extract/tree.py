@@ -63,6 +63,9 @@ _STRONG_JUNK = re.compile(
 # A comment section ("comments", "comment-list", id="disqus_thread") can hold
 # more text than the article but never wraps it, unlike "has-comments".
 _COMMENTS = re.compile(r"(?:^|\s)(?:comments?|disqus)(?:[-_\s]|$)", re.I)
+# "p-body-main--withSidebar", "has-sidebar", "mainContainer_noSidebar": a
+# wrapper saying how the page is laid out around it, not the sidebar itself.
+_LAYOUT_MODIFIER = re.compile(r"(?:with|no|has)[-_]?(?:sidebar|side-bar|comments?)", re.I)
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 _TOKEN_SPLIT = re.compile(r"[\s_\-]+")
 # \s also matches NBSP and other Unicode spaces, which pages use as layout glue.
@@ -166,6 +169,7 @@ def _chrome_class(tag: str, attrs: dict[str, str | None], attr: str) -> bool:
 @functools.lru_cache(maxsize=8192)
 def _chrome_words(attr: str) -> bool:
     # Cached: pages repeat the same few class strings hundreds of times.
+    attr = _LAYOUT_MODIFIER.sub(" ", attr)
     if _JUNK_SUBSTR.search(attr) is None:
         tokens = {t.lower() for t in _TOKEN_SPLIT.split(attr)}
         if not tokens & _JUNK_TOKENS:
