@@ -261,8 +261,13 @@ def walk(root: LexborNode) -> Builder:
             else:
                 b.text(s, in_link)
             continue
-        if tag is None or tag[0] == "-" or tag in _DROP_TAGS:  # comments, doctype
+        if tag is None or tag[0] == "-":  # comments, doctype
             continue
+        if tag in _DROP_TAGS:
+            # A <form> wrapping the whole page (ASP.NET, forum moderation
+            # forms) is a wrapper, not a search box or sign-up form.
+            if tag != "form" or not (total_ptext and holds_most_prose(node)):
+                continue
         if tag == "br":
             b.flush()
             continue
