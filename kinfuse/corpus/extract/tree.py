@@ -66,6 +66,7 @@ _COMMENTS = re.compile(r"(?:^|\s)(?:comments?|disqus)(?:[-_\s]|$)", re.I)
 # "p-body-main--withSidebar", "has-sidebar", "mainContainer_noSidebar": a
 # wrapper saying how the page is laid out around it, not the sidebar itself.
 _LAYOUT_MODIFIER = re.compile(r"(?:with|no|has)[-_]?(?:sidebar|side-bar|comments?)", re.I)
+_COMMENT_WORDS = re.compile(r"comment|disqus", re.I)
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 _TOKEN_SPLIT = re.compile(r"[\s_\-]+")
 # \s also matches NBSP and other Unicode spaces, which pages use as layout glue.
@@ -234,20 +235,22 @@ def walk(root: LexborNode) -> Builder:
     page_text: list[str] = []
     ptext: dict[int, int] = {}  # node id -> _ptext, filled per chrome subtree on first need
 
-    def holds_most_prose(node: LexborNode) -> bool:
+    def holds_most_prose(node: LexborNode, share: float = 0.5) -> bool:
         key = node.mem_id
         if key not in ptext:
             _ptext_sizes(node, ptext)
-        return ptext[key] > 0.5 * total_ptext
+        return ptext[key] > share * total_ptext
 
-    # Items: (node, in_link, in_pre) to enter a node, or an element index to close.
-    stack: list[Any] = [(root, False, False)]
+    # Items: (node, in_link, in_pre, in_thread) to enter a node, or an element
+    # index to close. in_thread: inside a comment section kept as the page's
+    # content (a forum thread), where comment words no longer mean chrome.
+    stack: list[Any] = [(root, False, False, False)]
     while stack:
         item = stack.pop()
         if isinstance(item, int):
             b.close(item)
             continue
-        node, in_link, in_pre = item
+        node, in_link, in_pre, in_thread = item
         tag = node.tag
         if tag == "-text":
             s = node.text_content
@@ -277,10 +280,13 @@ def walk(root: LexborNode) -> Builder:
         attr = f"{attrs.get('class') or ''} {attrs.get('id') or ''}".strip()
         if _hidden_or_chrome_role(attrs):
             continue
-        if _chrome_class(tag, attrs, attr) and (
-            _COMMENTS.search(attr) or not (total_ptext and holds_most_prose(node))
-        ):
-            continue
+        if _chrome_class(tag, attrs, _COMMENT_WORDS.sub(" ", attr) if in_thread else attr):
+            # Comments are content only where they are all the page has (a
+            # forum thread of "comments"), never beside an article.
+            comments = _COMMENTS.search(attr) is not None
+            if not (total_ptext and holds_most_prose(node, 0.85 if comments else 0.5)):
+                continue
+            in_thread = in_thread or comments
         block = tag in _BLOCK_TAGS
         if tag in ("td", "th"):
             if _is_layout_cell(node):
@@ -301,7 +307,7 @@ def walk(root: LexborNode) -> Builder:
                 b.elems[idx].sem = True
             stack.append(idx)
         for child in reversed(list(node.iter(include_text=True))):
-            stack.append((child, in_link, in_pre))
+            stack.append((child, in_link, in_pre, in_thread))
     b.flush()
     return b
 
