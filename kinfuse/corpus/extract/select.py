@@ -16,6 +16,8 @@ from .tree import Elem
 
 _SENTENCE_END = re.compile(r"\.( |$)")
 _DIGITS = re.compile(r"\d+")
+_SECTION_CHARS = 200
+_MAIN_SHARE = 0.6
 
 
 def _is_ancestor(elems: list[Elem], anc: int, idx: int) -> bool:
@@ -148,15 +150,64 @@ def _repeated(page: Page, top: int, limit: int = -1) -> int:
     return top
 
 
+def _is_section(page: Page, e: Elem) -> bool:
+    """A block that reads as a content section of its own: prose, few links."""
+    n = page.text_len(e)
+    return n >= _SECTION_CHARS and page.link_density(e) <= 0.2 and page.good_len(e) >= 0.4 * n
+
+
+def _sections(page: Page, top: int, ranges: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
+    """Add the content sections around the main block, up to the page's wrapper.
+
+    Service and landing pages spread their content over hero, feature,
+    pricing and FAQ sections, each a block of its own: the best block is one
+    of them. Sections beside it and beside its ancestors join when they read
+    as content (prose, few links); chrome was already skipped by the walk.
+    """
+    elems = page.b.elems
+    lines = page.b.lines
+    main_good = sum(page.good[end] - page.good[start] for start, end in ranges)
+    if main_good >= _MAIN_SHARE * page.good[-1]:
+        return ranges  # an article: what lies around it is comments, bios, teasers
+    taken = set(ranges)
+    seen = {lines[i] for start, end in ranges for i in range(start, end)}
+    out = list(ranges)
+    child = top
+    while True:
+        parent = elems[child].parent
+        if parent < 0 or child == limit or elems[child].sem:
+            break  # the page said where its content ends
+        for sib in elems[parent].children:
+            e = elems[sib]
+            if sib == child or (e.start, e.end) in taken or e.end <= e.start or not _is_section(page, e):
+                continue
+            # Pages repeat blocks for other screen sizes: a copy adds nothing.
+            new = sum(len(lines[i]) for i in range(e.start, e.end) if lines[i] not in seen)
+            if new >= 0.5 * page.text_len(e):
+                out.append((e.start, e.end))
+                seen.update(lines[e.start : e.end])
+        if elems[parent].tag in ("body", "html"):
+            break
+        child = parent
+    out.sort()
+    return out
+
+
 def select_main(page: Page) -> list[tuple[int, int]]:
     """Line ranges of the main content."""
+    ranges, top, sem = _main_ranges(page)
+    return _sections(page, top, ranges, sem) if top >= 0 else ranges
+
+
+def _main_ranges(page: Page) -> tuple[list[tuple[int, int]], int, int]:
+    """The main block's line ranges, the block and the semantic root (-1 for none)."""
     b = page.b
     elems = b.elems
     if not b.lines:
-        return []
+        return [], -1, -1
     scored = score_blocks(page)
     if not scored:
-        return [(0, len(b.lines))]
+        return [(0, len(b.lines))], -1, -1
     # Prefer the page's own markup: when an <article>, <main> or
     # itemprop=articleBody holds most of the prose, the article is in there.
     sem = _semantic_root(page)
@@ -176,7 +227,7 @@ def select_main(page: Page) -> list[tuple[int, int]]:
     # a semantic container: the page said where its article ends).
     parent = elems[top].parent
     if parent < 0 or top == sem or elems[top].sem:
-        return [(elems[top].start, elems[top].end)]
+        return [(elems[top].start, elems[top].end)], top, sem
     threshold = max(10.0, top_score * 0.2)
     top_attr = elems[top].attr
     ranges: list[tuple[int, int]] = []
@@ -196,4 +247,4 @@ def select_main(page: Page) -> list[tuple[int, int]]:
                 ranges.append((e.start, e.end))
             elif 0 < n <= 80 and ld == 0 and _SENTENCE_END.search(b.lines[e.start]):
                 ranges.append((e.start, e.end))
-    return ranges
+    return ranges, top, sem
