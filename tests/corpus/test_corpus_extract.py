@@ -116,3 +116,99 @@ def test_deep_page_flattened_before_parsing_and_extracted() -> None:
         assert f"Deep paragraph number {i} holds" in text
     shallow = "<html><body>" + "<div>" * 50 + "<p>x</p>" + "</div>" * 50 + "</body></html>"
     assert cap_depth(shallow) is shallow  # pages within the cap are parsed as they are
+
+
+_NAV = "<nav><a href='/'>Home</a> <a href='/a'>Products</a> <a href='/b'>Pricing</a></nav>"
+_FOOTER = "<footer><p>Copyright 2024 Example Incorporated, all rights reserved, terms apply.</p></footer>"
+
+
+def _prose(tag: str, n: int) -> str:
+    return (
+        f"The {tag} paragraph number {n} says something of its own, with a clause, another clause, "
+        "and enough words to read as the prose of a page."
+    )
+
+
+def test_extract_keeps_noscript_page_drops_javascript_notice_and_copies() -> None:
+    # Discourse's crawler view: the whole thread inside <noscript>.
+    posts = "".join(f"<div class='topic-body crawler-post'><p>{_prose('post', i)}</p></div>" for i in range(4))
+    html = (
+        "<html><body><noscript><p>You need to enable JavaScript to run this app.</p></noscript>"
+        f"<noscript><div id='main-outlet'>{posts}</div></noscript>{_FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    for i in range(4):
+        assert _prose("post", i) in text
+    assert "enable JavaScript" not in text
+    # A <noscript> copy of text the page shows anyway is not repeated.
+    article = "".join(f"<p>{_prose('article', i)}</p>" for i in range(4))
+    copy = f"<html><body><div class='post'>{article}</div><noscript>{article}</noscript></body></html>"
+    assert extract_text(copy).count(_prose("article", 0)) == 1
+
+
+def test_extract_hiding_utility_classes_and_layout_modifiers_are_not_chrome() -> None:
+    body = "".join(f"<p>{_prose('body', i)}</p>" for i in range(3))
+    for wrapper in ("overflow-hidden", "hidden-md-down", "hidden lg:block", "p-body-main p-body-main--withSidebar"):
+        html = f"<html><body>{_NAV}<div class='{wrapper}'><div>{body}</div></div>{_FOOTER}</body></html>"
+        assert _prose("body", 1) in extract_text(html), wrapper
+    hidden = f"<html><body><div>{body}</div><div class='hidden'><p>{_prose('secret', 0)}</p></div></body></html>"
+    assert _prose("secret", 0) not in extract_text(hidden)
+
+
+def test_extract_page_wide_form_is_a_wrapper() -> None:
+    body = "".join(f"<p>{_prose('form', i)}</p>" for i in range(3))
+    html = (
+        f"<html><body><form id='aspnetForm' action='/page.aspx'>{_NAV}<div>{body}</div></form>"
+        "<form class='search'><p>Search this site for anything you like at all today.</p></form></body></html>"
+    )
+    text = extract_text(html)
+    assert _prose("form", 2) in text
+    assert "Search this site" not in text
+
+
+def test_extract_forum_thread_of_comments_is_content_but_article_comments_are_not() -> None:
+    posts = "".join(
+        f"<article class='comment ipsComment'><div class='comment-body'><p>{_prose('post', i)}</p></div></article>"
+        for i in range(5)
+    )
+    forum = f"<html><body>{_NAV}<h1>Topic title</h1><div class='cTopic comments'>{posts}</div>{_FOOTER}</body></html>"
+    text = extract_text(forum)
+    for i in range(5):
+        assert _prose("post", i) in text
+    article = "".join(f"<p>{_prose('article', i)}</p>" for i in range(6))
+    blog = (
+        f"<html><body><article><div class='entry-content'>{article}</div></article>"
+        f"<div class='comments'><div class='comment-body'><p>{_prose('comment', 0)}</p></div></div></body></html>"
+    )
+    text = extract_text(blog)
+    assert _prose("article", 5) in text and _prose("comment", 0) not in text
+
+
+def test_extract_listing_keeps_every_card() -> None:
+    cards = "".join(
+        f"<div class='card'><h3><a href='/c/{i}'>Course {i}</a></h3>"
+        f"<div class='card-body item-body-{i}'><p>{_prose('card', i)}</p></div></div>"
+        for i in range(6)
+    )
+    html = f"<html><body>{_NAV}<div class='grid'>{cards}</div>{_FOOTER}</body></html>"
+    text = extract_text(html)
+    for i in range(6):
+        assert _prose("card", i) in text
+    assert "Copyright" not in text and "Pricing" not in text
+
+
+def test_extract_service_page_keeps_every_section() -> None:
+    def section(name: str, n: int) -> str:
+        paras = "".join(f"<p>{_prose(name, i)}</p>" for i in range(n))
+        return f"<section class='{name}'><h2>{name.title()}</h2>{paras}</section>"
+
+    related = "<div class='more'>" + "".join(f"<p><a href='/x{i}'>{_prose('link', i)}</a></p>" for i in range(3))
+    html = (
+        f"<html><body>{_NAV}<div class='page'>{section('hero', 1)}{section('features', 3)}"
+        f"{section('pricing', 2)}{section('faq', 2)}{related}</div></div>{_FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    for name, n in (("hero", 1), ("features", 3), ("pricing", 2), ("faq", 2)):
+        for i in range(n):
+            assert _prose(name, i) in text, (name, i)
+    assert _prose("link", 0) not in text and "Copyright" not in text

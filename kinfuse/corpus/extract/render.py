@@ -41,6 +41,8 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
     for e in elems:
         if e.start < lo or e.end > hi or e.end <= e.start:
             continue
+        if e.start == lo and e.end == hi:
+            continue  # the chosen content itself (a thread of "comments"), not a block inside it
         if e.tag not in ("ul", "ol", "div", "section", "table", "dl", "aside", "figure"):
             continue
         n = page.text_len(e)

@@ -66,6 +66,7 @@ _COMMENTS = re.compile(r"(?:^|\s)(?:comments?|disqus)(?:[-_\s]|$)", re.I)
 # "p-body-main--withSidebar", "has-sidebar", "mainContainer_noSidebar": a
 # wrapper saying how the page is laid out around it, not the sidebar itself.
 _LAYOUT_MODIFIER = re.compile(r"(?:with|no|has)[-_]?(?:sidebar|side-bar|comments?)", re.I)
+_NOSCRIPT_CHECKS = 32
 _COMMENT_WORDS = re.compile(r"comment|disqus", re.I)
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 _TOKEN_SPLIT = re.compile(r"[\s_\-]+")
@@ -189,10 +190,11 @@ def _skip_noscript(node: LexborNode, root: LexborNode, page_text: list[str]) -> 
     text = _WS.sub(" ", node.text(deep=True)).strip()
     if len(text) < 400 and "javascript" in text.lower():
         return True
-    if len(text) < 80:
-        return False
+    if len(text) < 80 or len(page_text) > _NOSCRIPT_CHECKS:
+        return False  # past the first few, kept unchecked: each check reads the whole page
     if not page_text:  # the page's whole text, once, on the first noscript that needs it
         page_text.append(_WS.sub(" ", root.text(deep=True)))
+    page_text.append("")  # counts the checks
     return page_text[0].count(text[:80]) > 1
 
 
