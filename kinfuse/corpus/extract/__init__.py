@@ -9,7 +9,9 @@ structural, in five steps, one module each:
 * :mod:`.tree`: one walk over the DOM skips chrome and builds output lines
   and the line range of every block element;
 * :mod:`.score`: per-element statistics (prefix sums) and paragraph votes;
-* :mod:`.select`: the main block, climbed and expanded to the whole article;
+* :mod:`.select`: the main block, climbed and expanded to the whole article,
+  to the container of its repeated items (cards, posts), and joined by the
+  content sections around it (service and landing pages);
 * :mod:`.render`: low-text blocks inside it dropped, lines joined into text.
 """
 
