@@ -133,3 +133,42 @@ def test_sigterm_on_one_rank_checkpoints_both_and_resume_is_uninterrupted(two_pr
     a, b = _adapter(two_process_run / "adapter"), _adapter(out / "adapter")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == list(range(1, 7))
+
+
+def test_infuse_cli_unchanged_under_torchrun(tiny_model, tmp_path):
+    # `torchrun -m kinfuse.cli infuse CONFIG`: rank 0 builds the mix (a model writing anchors
+    # among it), both train, rank 0 alone writes, evaluates and prints.
+    page = tmp_path / "zephyr.txt"
+    page.write_text("The Zephyr router has four antennas. It was released in 2021 by Northwind.\n" * 4)
+    probes = tmp_path / "probes.jsonl"
+    probes.write_text(json.dumps({"question": "How many antennas does the Zephyr router have?", "answers": ["four"]}))
+    out, config = tmp_path / "out", tmp_path / "infuse.toml"
+    config.write_text(f'model = "{tiny_model}"\nout_dir = "{out}"\n[corpus]\npaths = ["{page}"]\n'
+                      '[data]\nblock_size = 64\nquestions = 1\nself_distill = 4\n'
+                      '[train]\nmax_steps = 3\nsave_every = 2\nquantize = "none"\nprogress = false\n'
+                      f'[eval]\nprobes = ["{probes}"]\nperplexity = false\nmax_new_tokens = 4\n')
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "kinfuse.cli", "infuse", str(config)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert done.stdout.count("trained 3 steps") == 1 and done.stdout.count("accuracy: base") == 1
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "completed" and run["steps"] == 3 and run["metrics"] == "metrics.json"
+    assert (out / "adapter/adapter_model.safetensors").is_file() and (out / "report.html").is_file()
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 3
+    assert json.loads((out / "checkpoints/step-0000002/meta.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs (NCCL)")
+def test_two_gpus_equal_one_with_grad_accum_2(make_trainer, blocks, tiny_model, sample_text, tmp_path):
+    child = _launch(tmp_path, tiny_model, sample_text, tmp_path / "two", device="cuda")
+    one = make_trainer(grad_accum=2, device="cuda", output_dir=str(tmp_path / "one"), **RUN)
+    single = one.train(blocks)
+    one.save_adapter(tmp_path / "one/adapter")
+    _finish(child)
+    two = json.loads((tmp_path / "two/result-0.json").read_text())
+    assert two["world"] == 2 and two["losses"] == pytest.approx([r["loss"] for r in single.history], rel=1e-4)
+    a, b = _adapter(tmp_path / "one/adapter"), _adapter(tmp_path / "two/adapter")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-5)
