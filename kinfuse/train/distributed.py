@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import KinfuseError
 
 # How long a process waits for the others at a collective: rank 0 alone builds the corpus and
 # the training mix (fetching pages, a model writing rows) while the others wait for its blocks,
@@ -42,7 +42,7 @@ def env_world_size() -> int:
     try:
         return int(value)
     except ValueError:
-        raise ConfigError(f"WORLD_SIZE={value!r} is not a number: launch with torchrun --nproc-per-node N") from None
+        raise KinfuseError(f"WORLD_SIZE={value!r} is not a number: launch with torchrun --nproc-per-node N") from None
 
 
 @dataclass(frozen=True)
@@ -172,13 +172,13 @@ def init(device_name: str = "auto") -> Dist:
         return _CURRENT
     missing = [k for k in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT") if k not in os.environ]
     if missing:
-        raise ConfigError(f"WORLD_SIZE={world} but {', '.join(missing)} unset: launch several processes with "
+        raise KinfuseError(f"WORLD_SIZE={world} but {', '.join(missing)} unset: launch several processes with "
                           "torchrun --nproc-per-node N (which sets them), or unset WORLD_SIZE for one process")
     local = int(os.environ["LOCAL_RANK"])
     on_gpu = torch.cuda.is_available() and not device_name.startswith("cpu")
     if on_gpu:
         if local >= torch.cuda.device_count():
-            raise ConfigError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s) visible: launch at "
+            raise KinfuseError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s) visible: launch at "
                               "most that many processes per node (torchrun --nproc-per-node)")
         torch.cuda.set_device(local)  # so that device "auto"/"cuda" means this process's own GPU
     seconds = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))

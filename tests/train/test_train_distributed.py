@@ -172,3 +172,16 @@ def test_two_gpus_equal_one_with_grad_accum_2(make_trainer, blocks, tiny_model, 
     a, b = _adapter(tmp_path / "one/adapter"), _adapter(tmp_path / "two/adapter")
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-5)
+
+
+def test_world_size_without_torchrun_says_how_to_launch(monkeypatch):
+    from kinfuse import KinfuseError
+    from kinfuse.train import distributed
+
+    for key in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(KinfuseError, match="RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT unset.*torchrun"):
+        distributed.init("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.init("cpu") == distributed.Dist()  # one process: nothing joined
