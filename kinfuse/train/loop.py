@@ -41,6 +41,9 @@ def train_loop(trainer: "QLoRATrainer", data: BlockTensors, held_out: BlockTenso
     # Under torchrun every step takes world_size x grad_accum micro-batches, this process the
     # grad_accum of them at its rank: one process with that many accumulated is the same run.
     per_step = cfg.grad_accum * dist.world_size
+    if dist.enabled and len(set(dist.all_gather((data.n, data.length, int(data.ids.sum()))))) > 1:
+        raise TrainingError("the training processes were given different blocks: under torchrun every process "
+                            "must train on the same blocks (the same corpus, Chunker and seed); each takes its share")
     total = total_steps(cfg, data.n, dist.world_size)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(param_groups(model, cfg), cfg, device)
