@@ -13,6 +13,7 @@ import argparse
 import ast
 import dataclasses
 import inspect
+import os
 import shlex
 import signal
 import sys
@@ -124,8 +125,11 @@ def _interrupted(argv: list[str], name: str | None, checkpoint: str | None) -> i
     """Say how to continue an infusion a signal stopped; the exit status a shell gives that signal."""
     sig = signal.Signals[name] if name in signal.Signals.__members__ else signal.SIGTERM
     again = argv if any(a.startswith(("--train.resume", "--train.resume_from")) for a in argv) else [*argv, "--train.resume"]
+    n = os.environ.get("LOCAL_WORLD_SIZE")  # under torchrun: rank 0 alone says it, with the torchrun command
+    if os.environ.get("RANK", "0") != "0":
+        return 128 + sig.value
     print(f"kinfuse: interrupted by {sig.name}; checkpoint {checkpoint}\n"
-          f"to continue: kinfuse {shlex.join(again)}\n"
+          f"to continue: {f'torchrun --nproc-per-node {n} -m kinfuse.cli' if n else 'kinfuse'} {shlex.join(again)}\n"
           "(or add `resume = true` under [train] in the config file)", file=sys.stderr)
     return 128 + sig.value
 

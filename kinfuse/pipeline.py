@@ -24,7 +24,7 @@ from .eval.report import build_report, summary, write_report
 from .eval.results import Comparison
 from .models import load_tokenizer, resolve_model
 from .run import RunRecord, kinfuse_version
-from .train import QLoRATrainer, TrainResult
+from .train import QLoRATrainer, TrainResult, distributed
 
 
 @dataclass
@@ -52,24 +52,24 @@ def build_corpus(config: InfuseConfig) -> Corpus:
 
 def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = print) -> InfuseResult:
     """Run one infusion end to end and write adapter, run.json, metrics.json, train_log.jsonl and
-    the report to out_dir."""
+    the report to out_dir.
+
+    Under `torchrun --nproc-per-node N` every process trains its share of each step
+    (kinfuse.train.distributed); rank 0 alone builds the corpus and the training mix (the others
+    receive its blocks), writes, evaluates and reports. The others return after training."""
     config.validate()
     check_input_files(config)  # probe, retention and Q&A files: before a page is fetched or a model loads
     started = time.perf_counter()
+    dist = distributed.init(config.train.device)
+    if not dist.main:
+        return _train_share(config)
     out = writable_dir(Path(config.out_dir))
 
     # -- setup: corpus, model, evaluator ----------------------------------------------
     corpus = corpus if corpus is not None else build_corpus(config)
     qa = training_qa(config)  # refused if a question restates a probe: before any model loads
     echo(corpus.report())
-    tokenizer = None
-    if not config.chat:  # a base (completion) model: no chat template, Q&A rows as plain text
-        tokenizer = load_tokenizer(resolve_model(config.model))
-        tokenizer.chat_template = None
-    # The rounds of rule-written rows each take one epoch's share of the training steps;
-    # checkpoints and loss.png go with the run unless the train config says otherwise.
-    epochs = config.train.epochs / TrainingMix.round_count(config)
-    trainer = QLoRATrainer(config.model, replace(config.trainer_config(), epochs=epochs), tokenizer=tokenizer)
+    trainer = make_trainer(config)
     evaluator = Evaluator(trainer, max_new_tokens=config.eval.max_new_tokens, batch_size=config.eval.batch_size)
 
     # -- the training mix, as blocks -----------------------------------------------------
@@ -77,6 +77,7 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     chunker = Chunker(trainer.tokenizer, config.data.block_size)
     blocks, stats, anchor_blocks = mix.blocks(chunker, anchor_kl=config.data.anchor_kl, order=config.data.order)
     echo(mix.describe(stats, anchor_blocks, chunker.block_size))
+    dist.broadcast(blocks)  # to the other processes, waiting in _train_share
 
     # -- train ---------------------------------------------------------------------------
     # run.json says "running" until training ends, so a run killed outright (or one that fails)
@@ -135,6 +136,28 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     echo(f"wrote {out / 'metrics.json'}, {html_path.name}, {json_path.name} and {out / 'adapter'} "
          f"in {result.metrics['seconds']:.0f} s")
     return result
+
+
+def make_trainer(config: InfuseConfig) -> QLoRATrainer:
+    """The run's trainer (on every process under torchrun)."""
+    tokenizer = None
+    if not config.chat:  # a base (completion) model: no chat template, Q&A rows as plain text
+        tokenizer = load_tokenizer(resolve_model(config.model))
+        tokenizer.chat_template = None
+    # The rounds of rule-written rows each take one epoch's share of the training steps;
+    # checkpoints and loss.png go with the run unless the train config says otherwise.
+    epochs = config.train.epochs / TrainingMix.round_count(config)
+    return QLoRATrainer(config.model, replace(config.trainer_config(), epochs=epochs), tokenizer=tokenizer)
+
+
+def _train_share(config: InfuseConfig) -> InfuseResult:
+    """A process other than rank 0 under torchrun: the model, rank 0's blocks, its share of the
+    training; nothing written. It does not wait for rank 0's evaluation, which needs no other
+    process and may outlast any collective's timeout."""
+    trainer = make_trainer(config)
+    blocks = trainer.dist.broadcast(None)
+    train = trainer.train(blocks)
+    return InfuseResult(out_dir=Path(config.out_dir), train=train)
 
 
 def writable_dir(out: Path) -> Path:

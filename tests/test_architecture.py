@@ -23,7 +23,7 @@ LAYERS = [
     {"eval"},
     {"export"},
     {"pipeline"},
-    {"cli", "__init__", "__main__"},
+    {"cli", "__init__", "__main__", "sagemaker_entry"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 MAX_LINES = 500

@@ -10,6 +10,7 @@
     memory.py      peak memory, and what to change when it runs out
     lora.py        leaner LoRA forward and CPU dropout
     result.py      TrainResult, StepResult, TrainingError
+    distributed.py several processes under torchrun: LoRA gradients summed, rank 0 writes
     trainer.py     QLoRATrainer, the recipe over these
 
 Imports go one way: train uses kernels, models, config, io and errors, never the reverse.

@@ -1,8 +1,9 @@
 """Checkpoints: output_dir/checkpoints/step-N, each enough to continue a run exactly.
 
     step-N/adapter/     the adapter as PEFT safetensors (loadable by plain peft)
-    step-N/state.pt     optimizer, scheduler, RNG states and the RunState (tensors and plain
-                        containers only: loaded with weights_only=True, so a file can never run code)
+    step-N/state.pt     optimizer, scheduler, RNG states (every process's, under torchrun) and the
+                        RunState (tensors and plain containers only: loaded with weights_only=True,
+                        so a file can never run code)
     step-N/meta.json    what the run was (model, LoRA, blocks, schedule); a resume must match it
 
 A checkpoint is written into a staged folder that replaces step-N only when whole, so a
@@ -64,26 +65,32 @@ class Checkpoints:
         done = sorted(p for p in self.root.glob("step-*") if (p / "meta.json").is_file())
         return done[-1] if done else None  # nothing yet: a fresh start
 
-    def save(self, run: RunState, optimizer: Any, scheduler: Any, meta: dict[str, Any]) -> Path:
-        """Adapter, optimizer, scheduler, RNG and data position, written atomically."""
+    def save(self, run: RunState, optimizer: Any, scheduler: Any, meta: dict[str, Any], dist: Any = None) -> Path:
+        """Adapter, optimizer, scheduler, RNG and data position, written atomically.
+
+        Under torchrun (`dist`, a kinfuse.train.distributed.Dist) every process calls this: rank
+        0 writes, with every process's RNG state, and the others wait until it is whole."""
         final = self.root / f"step-{run.step:07d}"
-        try:
-            self._write(final, run, optimizer, scheduler, meta)
-        except Exception as e:  # OSError, or safetensors'/torch's own errors for the same failed write
-            before = f"the last good checkpoint is {self.last}" if self.last else "no earlier checkpoint was written"
-            raise TrainingError(f"could not write checkpoint {final} at step {run.step}: {write_failure(e)}; "
-                                f"nothing partial was left and {before}") from e
+        rng = rng_state()
+        ranks = dist.all_gather(rng) if dist is not None and dist.enabled else None
+        if dist is None or dist.main:
+            try:
+                self._write(final, run, optimizer, scheduler, meta, rng if ranks is None else {**rng, "ranks": ranks})
+            except Exception as e:  # OSError, or safetensors'/torch's own errors for the same failed write
+                before = f"the last good checkpoint is {self.last}" if self.last else "no earlier checkpoint was written"
+                raise TrainingError(f"could not write checkpoint {final} at step {run.step}: {write_failure(e)}; "
+                                    f"nothing partial was left and {before}") from e
+        if ranks is not None:
+            dist.barrier()
         self.last = final
         return final
 
-    def _write(self, final: Path, run: RunState, optimizer: Any, scheduler: Any, meta: dict[str, Any]) -> None:
+    def _write(self, final: Path, run: RunState, optimizer: Any, scheduler: Any, meta: dict[str, Any],
+               rng: dict[str, Any]) -> None:
         import torch
 
         with staged_dir(final) as tmp:
             self.model.save_pretrained(tmp / "adapter", safe_serialization=True)
-            rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
-            if torch.cuda.is_available():
-                rng["cuda"] = torch.cuda.get_rng_state_all()
             # Serialised in memory (optimizer state is twice the LoRA weights: small), then written
             # by Python: a full disk is then an OSError(ENOSPC), where torch's zip writer says only
             # "unexpected pos".
@@ -94,15 +101,24 @@ class Checkpoints:
             # meta.json last: a checkpoint without it is incomplete and never resumed from.
             (tmp / "meta.json").write_text(json.dumps({**meta, "step": run.step}, indent=1))
 
-    def load(self, path: Path, optimizer: Any, scheduler: Any, meta: dict[str, Any]) -> RunState:
-        """Put adapter, optimizer, scheduler and RNG back as they were at `path`; the RunState to
-        continue from. Refuses a checkpoint of another run, and one that does not load."""
+    def load(self, path: Path, optimizer: Any, scheduler: Any, meta: dict[str, Any], rank: int = 0) -> RunState:
+        """Put adapter, optimizer, scheduler and RNG (process `rank`'s, under torchrun) back as
+        they were at `path`; the RunState to continue from. Refuses a checkpoint of another run
+        (or of another number of processes), and one that does not load."""
         import torch
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
         saved = read_meta(path)
         saved.setdefault("full_modules", [])  # checkpoints from before trainable embeddings had none
+        saved.setdefault("world_size", 1)  # and from before torchrun, one process
+        if saved["world_size"] != meta.get("world_size", 1):
+            n = saved["world_size"]
+            raise TrainingError(
+                f"checkpoint {path} was written by {n} training process(es), this run has {meta.get('world_size', 1)}: "
+                "a run resumes exactly only on as many processes (each its own share of the batch and its own "
+                "random state); resume with " + (f"torchrun --nproc-per-node {n} ..." if n > 1 else "one process "
+                "(no torchrun)") + ", or start afresh with train.resume = false")
         diffs = [f"{k}: checkpoint has {saved.get(k)!r}, this run {meta[k]!r}" for k in meta if saved.get(k) != meta[k]]
         if diffs:
             raise TrainingError(f"checkpoint {path} does not match this run:\n  " + "\n  ".join(diffs)
@@ -120,12 +136,23 @@ class Checkpoints:
         for p in self.model.parameters():
             if p.requires_grad:
                 p.data = p.data.float()
-        torch.set_rng_state(state["rng"]["torch"])
-        random.setstate(state["rng"]["python"])
-        if "cuda" in state["rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        rng = state["rng"]["ranks"][rank] if "ranks" in state["rng"] else state["rng"]
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
         self.last = path
         return RunState(**state["run"])
+
+
+def rng_state() -> dict[str, Any]:
+    """This process's random states (torch, Python, CUDA), as a checkpoint keeps them."""
+    import torch
+
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return rng
 
 
 def read_meta(path: Path) -> dict[str, Any]:

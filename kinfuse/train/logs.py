@@ -19,11 +19,13 @@ class StepLog:
 
     `start` is the step training begins after: 0 for a fresh run (an old log at `log_path` is
     emptied), the checkpoint's step on resume (the log keeps the rows up to it and drops any
-    logged after it, which the resumed run writes again)."""
+    logged after it, which the resumed run writes again). Only the `main` process of several
+    (rank 0) writes TensorBoard; the others give no log_path."""
 
     SCALARS = ("loss", "lr", "tokens_per_second", "eval_loss")  # the rows' keys TensorBoard plots
 
-    def __init__(self, config: TrainConfig, log_path: str | os.PathLike | None, *, start: int = 0):
+    def __init__(self, config: TrainConfig, log_path: str | os.PathLike | None, *, start: int = 0,
+                 main: bool = True):
         self.every = config.log_every
         self.file = None
         if log_path:
@@ -34,7 +36,7 @@ class StepLog:
             except OSError as e:
                 raise TrainingError(f"cannot write the training log {log_path}: {e.strerror}; make its folder "
                                     "writable (and check free space) or choose another output folder") from e
-        self.writer = _tensorboard(config) if config.tensorboard else None
+        self.writer = _tensorboard(config) if config.tensorboard and main else None
 
     def write(self, row: dict[str, float]) -> None:
         step = row["step"]

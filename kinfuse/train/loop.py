@@ -37,26 +37,38 @@ def train_loop(trainer: "QLoRATrainer", data: BlockTensors, held_out: BlockTenso
     import torch
     from tqdm.auto import tqdm
 
-    cfg, device, model = trainer.config, trainer.device, trainer.model
-    total = total_steps(cfg, data.n)
+    cfg, device, model, dist = trainer.config, trainer.device, trainer.model, trainer.dist
+    # Under torchrun every step takes world_size x grad_accum micro-batches, this process the
+    # grad_accum of them at its rank: one process with that many accumulated is the same run.
+    per_step = cfg.grad_accum * dist.world_size
+    if dist.enabled and len(set(dist.all_gather((data.n, data.length, int(data.ids.sum()))))) > 1:
+        raise TrainingError("the training processes were given different blocks: under torchrun every process "
+                            "must train on the same blocks (the same corpus, Chunker and seed); each takes its share")
+    total = total_steps(cfg, data.n, dist.world_size)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(param_groups(model, cfg), cfg, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total))
     checkpoints, meta = trainer.checkpoints, trainer.run_meta(data, total)
     resume = checkpoints.find_resume()
-    run = RunState() if resume is None else checkpoints.load(resume, optimizer, scheduler, meta)
-    log = StepLog(cfg, log_path, start=run.step)
+    if resume is None and dist.enabled:
+        dist.sync_weights(params)
+        # Each process draws its own dropout masks, as the micro-batches of one process do.
+        torch.manual_seed(cfg.seed + 1_000_033 * dist.rank)
+    run = RunState() if resume is None else checkpoints.load(resume, optimizer, scheduler, meta, rank=dist.rank)
+    log = StepLog(cfg, log_path if dist.main else None, start=run.step, main=dist.main)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     model.train()
     start = time.perf_counter() - run.seconds
-    bar = tqdm(range(run.step, total), desc="training", disable=not cfg.progress, dynamic_ncols=True)
+    bar = tqdm(range(run.step, total), desc="training", disable=not (cfg.progress and dist.main), dynamic_ncols=True)
     stop = StopOnSignal()
     try:
         with stop:
             for step in bar:
-                micro = [data.micro_batch(k, cfg) for k in range(step * cfg.grad_accum, (step + 1) * cfg.grad_accum)]
-                result = forward_backward(trainer, data, micro)
+                micro = [data.micro_batch(k, cfg) for k in range(step * per_step, (step + 1) * per_step)]
+                mine = micro[dist.rank * cfg.grad_accum:(dist.rank + 1) * cfg.grad_accum]
+                result = forward_backward(trainer, data, mine, step_targets=_targets(data, micro))
+                dist.all_reduce_grads(params)
                 run.tokens += result.tokens
                 run.targets += result.target_tokens
                 if not math.isfinite(result.loss):
@@ -87,16 +99,17 @@ def train_loop(trainer: "QLoRATrainer", data: BlockTensors, held_out: BlockTenso
                 run.step = step + 1
                 run.seconds = time.perf_counter() - start
                 row = _history_row(run, result, scheduler.get_last_lr()[0], peak_memory(device)[0])
-                if held_out is not None and cfg.eval_every and run.step % cfg.eval_every == 0:
+                if held_out is not None and cfg.eval_every and run.step % cfg.eval_every == 0 and dist.main:
                     row["eval_loss"] = trainer.evaluate_loss(held_out)
                 run.history.append(row)
                 bar.set_postfix(loss=f"{result.loss:.3f}", lr=f"{row['lr']:.1e}",
                                 tok_s=f"{row['tokens_per_second']:.0f}", mem=f"{row['peak_memory_gb']:.1f}G")
                 log.write(row)
-                if stop.requested or (cfg.save_every and run.step % cfg.save_every == 0):
+                stopping = stop.collective(dist, device)  # read once: the checkpoint and the stop agree
+                if stopping or (cfg.save_every and run.step % cfg.save_every == 0):
                     if cfg.output_dir:
-                        checkpoints.save(run, optimizer, scheduler, meta)
-                if stop.requested:
+                        checkpoints.save(run, optimizer, scheduler, meta, dist)
+                if stopping:
                     break
     except torch.OutOfMemoryError as e:
         raise TrainingError(oom_advice(cfg, device, data.length, run.step + 1)) from e
@@ -125,12 +138,19 @@ def train_loop(trainer: "QLoRATrainer", data: BlockTensors, held_out: BlockTenso
     )
 
 
-def forward_backward(trainer: "QLoRATrainer", data: BlockTensors, micro: list[Any]) -> StepResult:
+def _targets(data: BlockTensors, micro: list[Any]) -> int:
+    return int(sum(data.targets[m].sum() for m in micro))
+
+
+def forward_backward(trainer: "QLoRATrainer", data: BlockTensors, micro: list[Any],
+                     step_targets: int | None = None) -> StepResult:
     """Forward and backward over the micro-batches (block indices) of one optimizer step;
-    the gradients accumulate on the trainable weights."""
+    the gradients accumulate on the trainable weights. `step_targets`, the target tokens the
+    losses are normalised by, are those of `micro` unless given (the whole step's, under
+    torchrun); the StepResult is then the whole step's, summed over the processes."""
     import torch
 
-    step_targets = int(sum(data.targets[m].sum() for m in micro))
+    step_targets = _targets(data, micro) if step_targets is None else step_targets
     step_loss = 0.0
     # save_on_cpu moves what autograd saves (the checkpointed layer inputs among it) to host memory.
     offload = (
@@ -153,9 +173,12 @@ def forward_backward(trainer: "QLoRATrainer", data: BlockTensors, micro: list[An
             sums[is_anchor] += part.item()
             counts[is_anchor] += int(data.targets[rows].sum())
             step_loss += loss.item()
+    tokens = int(sum(data.real[m].sum() for m in micro))
+    if trainer.dist.enabled:  # this process's share of the step -> the step's
+        step_loss, *sums, c0, c1, tokens = trainer.dist.sum_floats([step_loss, *sums, *counts, tokens], trainer.device)
+        counts, tokens = [int(c0), int(c1)], int(tokens)
     ce, kl = (s / c if c else None for s, c in zip(sums, counts))
-    return StepResult(loss=step_loss, target_tokens=step_targets, tokens=int(sum(data.real[m].sum() for m in micro)),
-                      anchor_kl=kl, ce=ce)
+    return StepResult(loss=step_loss, target_tokens=step_targets, tokens=tokens, anchor_kl=kl, ce=ce)
 
 
 def _all_finite(params: list[Any]) -> bool:
@@ -211,3 +234,17 @@ class StopOnSignal:
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+    def collective(self, dist: Any, device: Any) -> bool:
+        """Whether to stop now, decided alike by every process: a signal to any of them stops
+        all after this step (and the checkpoint they write together)."""
+        if not dist.enabled:
+            return self.requested
+        code = dist.max_int(SIGNALS.index(self.signal_name) if self.requested else 0, device)
+        if code:
+            self.requested = True
+            self.signal_name = self.signal_name or SIGNALS[code]
+        return bool(code)
+
+
+SIGNALS = (None, "SIGINT", "SIGTERM")  # the codes the processes' stop decision is shared in

@@ -9,9 +9,10 @@ from typing import Any, Callable
 from ..config import TrainConfig
 
 
-def total_steps(config: TrainConfig, blocks: int) -> int:
-    """Optimizer steps of a run: max_steps, or enough for `epochs` passes over the blocks."""
-    per_step = config.micro_batch_size * config.grad_accum
+def total_steps(config: TrainConfig, blocks: int, world_size: int = 1) -> int:
+    """Optimizer steps of a run: max_steps, or enough for `epochs` passes over the blocks
+    (each step takes grad_accum micro-batches on each of `world_size` processes)."""
+    per_step = config.micro_batch_size * config.grad_accum * world_size
     return config.max_steps or max(1, math.ceil(config.epochs * blocks / per_step))
 
 

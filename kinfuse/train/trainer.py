@@ -18,7 +18,7 @@ from typing import Any
 from ..config import TrainConfig
 from ..io import staged_dir
 from ..models import load_tokenizer, resolve_model
-from . import losses
+from . import distributed, losses
 from .blocks import BlockTensors, check_blocks
 from .checkpoint import Checkpoints, write_failure
 from .logs import plot_loss
@@ -36,6 +36,8 @@ class QLoRATrainer:
     def __init__(self, model: str | os.PathLike, config: TrainConfig | None = None, *, tokenizer: Any = None):
         self.config = (config or TrainConfig()).validate()
         cfg = self.config
+        # Under torchrun: join the other processes (and, on CUDA, take GPU LOCAL_RANK) first.
+        self.dist = distributed.init(cfg.device)
         self.device = pick_device(cfg.device)
         self.compute_dtype = pick_dtype(cfg.compute_dtype, self.device)
         self.dtype_name = str(self.compute_dtype).removeprefix("torch.")  # recorded for export (results, checkpoints)
@@ -81,7 +83,7 @@ class QLoRATrainer:
         data = BlockTensors(blocks)
         held_out = BlockTensors(eval_blocks) if eval_blocks is not None and len(eval_blocks) else None
         result = train_loop(self, data, held_out, log_path)
-        if self.config.output_dir and result.history:
+        if self.config.output_dir and result.history and self.dist.main:
             plot_loss(result.history, Path(self.config.output_dir) / "loss.png")
         return result
 
@@ -117,14 +119,18 @@ class QLoRATrainer:
             "micro_batch_size": c.micro_batch_size,
             "grad_accum": c.grad_accum,
             "full_modules": self.full_modules,
+            "world_size": self.dist.world_size,
         }
 
     def save_adapter(self, path: str | os.PathLike) -> Path:
         """Write the adapter (adapter_config.json + adapter_model.safetensors) and the tokenizer.
 
         The folder is filled beside `path` and swapped in whole (kinfuse.io.staged_dir): a full
-        disk or a crash leaves the previous adapter or none, never a truncated file."""
+        disk or a crash leaves the previous adapter or none, never a truncated file. Under
+        torchrun rank 0 alone writes it (the weights are alike on every process)."""
         path = Path(path)
+        if not self.dist.main:
+            return path
         try:
             with staged_dir(path) as tmp:
                 self.model.save_pretrained(tmp, safe_serialization=True)

@@ -1,0 +1,187 @@
+"""kinfuse.train.distributed: QLoRATrainer under `torchrun --nproc-per-node 2` (gloo, CPU) is
+the single process with grad_accum=2 (adapter to float tolerance, the same loss curve); rank 0
+alone logs and writes; SIGTERM to one rank stops both with a complete checkpoint, and the run
+resumed from it on 2 processes is the uninterrupted one; another world size is refused."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kinfuse import TrainingError
+
+ROOT = Path(__file__).resolve().parents[2]
+# conftest's FAST and EXACT (steady fp32 runs), 6 steps of 2 blocks each
+RUN = dict(max_steps=6, micro_batch_size=1, max_grad_norm=1.0, lora_dropout=0.0, learning_rate=5e-3,
+           lr_schedule="constant", quantize="none", compute_dtype="float32", kernels="none")
+
+# One rank of a torchrun launch: trains the tiny model on the sample blocks with RUN (plus
+# the JSON overrides in argv[3]); every rank reports what its train() returned.
+WORKER = """
+import json, os, sys, time
+from pathlib import Path
+from kinfuse import Chunker, QLoRATrainer, TrainConfig
+from transformers import AutoTokenizer
+model, out, overrides = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+rank = int(os.environ["RANK"])
+(out / f"pid-{rank}").write_text(str(os.getpid()))
+tok = AutoTokenizer.from_pretrained(model)
+blocks = Chunker(tok, block_size=64)([{"text": t} for t in Path(sys.argv[4]).read_text().splitlines()])
+slow = overrides.pop("slow", 0)
+trainer = QLoRATrainer(model, TrainConfig(progress=False, output_dir=str(out), **overrides))
+if slow:  # time to signal a run mid-way; the numbers are unchanged
+    loss_sum = trainer.loss_sum
+    trainer.loss_sum = lambda *a: (time.sleep(slow), loss_sum(*a))[1]
+result = trainer.train(blocks, log_path=out / f"log-{rank}.jsonl")
+trainer.save_adapter(out / "adapter")
+(out / f"result-{rank}.json").write_text(json.dumps(
+    {"world": trainer.dist.world_size, "steps": result.steps, "interrupted": result.interrupted,
+     "signal": result.stop_signal, "checkpoint": result.checkpoint, "losses": [r["loss"] for r in result.history]}))
+"""
+
+
+def _launch(tmp_path, tiny_model, sample_text, out, **overrides):
+    """Start `torchrun --standalone --nproc-per-node 2` of WORKER writing to `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    script, text = tmp_path / "worker.py", tmp_path / "text.txt"
+    script.write_text(WORKER)
+    text.write_text(sample_text)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
+           tiny_model, str(out), json.dumps({**RUN, **overrides}), str(text)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(child):
+    out, err = child.communicate(timeout=180)
+    assert child.returncode == 0, (out + err)[-3000:]
+
+
+def _adapter(path):
+    from safetensors.torch import load_file
+
+    return load_file(Path(path) / "adapter_model.safetensors")
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tiny_model, sample_text, tmp_path_factory):
+    """The uninterrupted 2-process run (save_every=3), started while the tests set up."""
+    tmp = tmp_path_factory.mktemp("ddp")
+    _finish(_launch(tmp, tiny_model, sample_text, tmp / "straight", save_every=3))
+    return tmp / "straight"
+
+
+def test_two_processes_equal_one_with_grad_accum_2(two_process_run, make_trainer, blocks, tmp_path):
+    one = make_trainer(grad_accum=2, output_dir=str(tmp_path), **RUN)
+    single = one.train(blocks)
+    one.save_adapter(tmp_path / "adapter")
+    results = [json.loads((two_process_run / f"result-{r}.json").read_text()) for r in (0, 1)]
+    assert [r["world"] for r in results] == [2, 2] and all(r["steps"] == 6 for r in results)
+    # the same loss curve: every step's loss is the whole global batch's, on every rank
+    expected = [r["loss"] for r in single.history]
+    for r in results:
+        assert r["losses"] == pytest.approx(expected, rel=1e-5)
+    a, b = _adapter(tmp_path / "adapter"), _adapter(two_process_run / "adapter")
+    assert a.keys() == b.keys() and a
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6)
+    # rank 0 alone logs and checkpoints; the checkpoint records the world size
+    assert (two_process_run / "log-0.jsonl").is_file() and not (two_process_run / "log-1.jsonl").exists()
+    assert len((two_process_run / "log-0.jsonl").read_text().splitlines()) == 6
+    meta = json.loads((two_process_run / "checkpoints/step-0000003/meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["step"] == 3
+
+
+def test_resume_refuses_another_world_size(two_process_run, make_trainer, blocks, tmp_path):
+    ckpt = two_process_run / "checkpoints/step-0000003"
+    trainer = make_trainer(grad_accum=1, output_dir=str(tmp_path), resume_from=str(ckpt), **RUN)
+    with pytest.raises(TrainingError, match=r"written by 2 training process\(es\), this run has 1.*"
+                                            r"torchrun --nproc-per-node 2"):
+        trainer.train(blocks)
+
+
+def test_sigterm_on_one_rank_checkpoints_both_and_resume_is_uninterrupted(two_process_run, tiny_model, sample_text,
+                                                                           tmp_path):
+    out = tmp_path / "run"
+    child = _launch(tmp_path, tiny_model, sample_text, out, slow=0.4)
+    log = out / "log-0.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= 1):
+        if child.poll() is not None:
+            break
+        time.sleep(0.1)
+    os.kill(int((out / "pid-1").read_text()), signal.SIGTERM)  # rank 1 only: the decision is collective
+    _finish(child)
+    results = [json.loads((out / f"result-{r}.json").read_text()) for r in (0, 1)]
+    steps = results[0]["steps"]
+    assert 1 <= steps < 6, "the signal came too late to interrupt the run"
+    assert all(r["interrupted"] and r["signal"] == "SIGTERM" and r["steps"] == steps for r in results)
+    ckpt = out / "checkpoints" / f"step-{steps:07d}"
+    assert results[0]["checkpoint"] == results[1]["checkpoint"] == str(ckpt) and (ckpt / "meta.json").is_file()
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]  # nothing half-written
+
+    _finish(_launch(tmp_path, tiny_model, sample_text, out, resume=True))
+    resumed = json.loads((out / "result-0.json").read_text())
+    straight = json.loads((two_process_run / "result-0.json").read_text())
+    assert resumed["steps"] == 6 and resumed["losses"] == straight["losses"]
+    a, b = _adapter(two_process_run / "adapter"), _adapter(out / "adapter")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == list(range(1, 7))
+
+
+def test_infuse_cli_unchanged_under_torchrun(tiny_model, tmp_path):
+    # `torchrun -m kinfuse.cli infuse CONFIG`: rank 0 builds the mix (a model writing anchors
+    # among it), both train, rank 0 alone writes, evaluates and prints.
+    page = tmp_path / "zephyr.txt"
+    page.write_text("The Zephyr router has four antennas. It was released in 2021 by Northwind.\n" * 4)
+    probes = tmp_path / "probes.jsonl"
+    probes.write_text(json.dumps({"question": "How many antennas does the Zephyr router have?", "answers": ["four"]}))
+    out, config = tmp_path / "out", tmp_path / "infuse.toml"
+    config.write_text(f'model = "{tiny_model}"\nout_dir = "{out}"\n[corpus]\npaths = ["{page}"]\n'
+                      '[data]\nblock_size = 64\nquestions = 1\nself_distill = 4\n'
+                      '[train]\nmax_steps = 3\nsave_every = 2\nquantize = "none"\nprogress = false\n'
+                      f'[eval]\nprobes = ["{probes}"]\nperplexity = false\nmax_new_tokens = 4\n')
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "kinfuse.cli", "infuse", str(config)], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert done.stdout.count("trained 3 steps") == 1 and done.stdout.count("accuracy: base") == 1
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "completed" and run["steps"] == 3 and run["metrics"] == "metrics.json"
+    assert (out / "adapter/adapter_model.safetensors").is_file() and (out / "report.html").is_file()
+    assert len((out / "train_log.jsonl").read_text().splitlines()) == 3
+    assert json.loads((out / "checkpoints/step-0000002/meta.json").read_text())["world_size"] == 2
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs (NCCL)")
+def test_two_gpus_equal_one_with_grad_accum_2(make_trainer, blocks, tiny_model, sample_text, tmp_path):
+    child = _launch(tmp_path, tiny_model, sample_text, tmp_path / "two", device="cuda")
+    one = make_trainer(grad_accum=2, device="cuda", output_dir=str(tmp_path / "one"), **RUN)
+    single = one.train(blocks)
+    one.save_adapter(tmp_path / "one/adapter")
+    _finish(child)
+    two = json.loads((tmp_path / "two/result-0.json").read_text())
+    assert two["world"] == 2 and two["losses"] == pytest.approx([r["loss"] for r in single.history], rel=1e-4)
+    a, b = _adapter(tmp_path / "one/adapter"), _adapter(tmp_path / "two/adapter")
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-5)
+
+
+def test_world_size_without_torchrun_says_how_to_launch(monkeypatch):
+    from kinfuse import KinfuseError
+    from kinfuse.train import distributed
+
+    for key in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(KinfuseError, match="RANK, LOCAL_RANK, MASTER_ADDR, MASTER_PORT unset.*torchrun"):
+        distributed.init("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.init("cpu") == distributed.Dist()  # one process: nothing joined
