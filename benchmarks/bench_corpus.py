@@ -217,6 +217,7 @@ def main() -> None:
     if args.repeats < 1:
         raise SystemExit("--repeats must be >= 1")
 
+    commit = git_commit()  # now: the code this process imports, whatever is committed while it runs
     core = pin_to_one_core()
     root, dev = resolve_dev(args.dev)
     scorer = load_module(root / "score.py", "extraction_score")
@@ -275,7 +276,7 @@ def main() -> None:
             "trafilatura": version("trafilatura"),
             "lxml": version("lxml"),
         },
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "dev_set": {"path": str(dev), "pages": len(pages), "metric": "shingle F1 (score.py)"},
         "repeats": args.repeats,
         "f1": {name: m["f1"] for name, m in f1.items()},
