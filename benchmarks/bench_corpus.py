@@ -10,10 +10,18 @@ parallelism):
      set's own ``score.py``, imported with importlib, so F1 is the benchmark's metric exactly);
   3. times ``--repeats`` full passes of each tool, alternating which goes first, and reports
      pages/s from the median pass (background load on a shared machine hits both alike);
-  4. writes ``benchmarks/results/corpus-<timestamp>.json``.
+  4. with ``--wcxb DIR`` (a WCXB split: ``ground-truth/<id>.json`` and ``html/<id>.html.gz``),
+     does 2. and 3. again on those pages: word F1 overall and per page type with WCXB's own
+     metric (``wcxb_score.py``'s ``word_f1`` and ``page_type``, imported, not copied), and
+     pages/s of each tool on them;
+  5. writes ``benchmarks/results/corpus-<timestamp>.json``.
 
     python benchmarks/bench_corpus.py                     # dev set beside the repo
     python benchmarks/bench_corpus.py --dev /data/extraction --repeats 7
+    python benchmarks/bench_corpus.py --wcxb /data/wcxb/dev --repeats 3
+
+Only WCXB's ``dev/`` split is for development: its ``test/`` split is the held-out measure, and
+``--wcxb`` refuses a folder named ``test``.
 
 trafilatura is a benchmark-only dependency, not a kinfuse one: ``pip install trafilatura
 lxml_html_clean`` (with lxml >= 5.2, trafilatura's justext import needs lxml_html_clean).
@@ -40,7 +48,11 @@ from typing import Callable
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
-DEFAULT_DEV = REPO.parent / "shared" / "extraction"
+# shared/ lies beside the main clone; worktrees sit one level deeper (<root>/wt/<name>).
+DEFAULT_DEV = next(
+    (p / "shared" / "extraction" for p in (REPO.parent, REPO.parent.parent) if (p / "shared" / "extraction").is_dir()),
+    REPO.parent / "shared" / "extraction",
+)
 
 Extractor = Callable[[str, str], str]
 
@@ -65,15 +77,6 @@ def resolve_dev(path: Path) -> tuple[Path, Path]:
     raise SystemExit(f"no extraction dev set at {path} (want score.py and dev/ground-truth.json)")
 
 
-def load_scorer(root: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location("extraction_score", root / "score.py")
-    if spec is None or spec.loader is None:
-        raise SystemExit(f"cannot import {root / 'score.py'}")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def load_pages(dev: Path) -> tuple[dict, list[tuple[str, str, str]]]:
     """The ground truth and (page id, url, html) for every page, decoded once up front."""
     truth = json.loads((dev / "ground-truth.json").read_text(encoding="utf-8"))
@@ -82,6 +85,67 @@ def load_pages(dev: Path) -> tuple[dict, list[tuple[str, str, str]]]:
         raw = gzip.decompress((dev / "html" / f"{page_id}.html.gz").read_bytes())
         pages.append((page_id, item.get("url") or "", raw.decode("utf-8", "replace")))
     return truth, pages
+
+
+def load_module(path: Path, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None or not path.exists():
+        raise SystemExit(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_wcxb(split: Path, wcxb_score: ModuleType) -> tuple[dict[str, tuple[str, str]], list[tuple[str, str, str]]]:
+    """({page id: (page type, main_content)}, [(page id, url, html)]) of one WCXB split."""
+    split = split.resolve()
+    if split.name == "test":
+        raise SystemExit(f"{split} is WCXB's held-out test split: develop and benchmark on dev/ only")
+    files = sorted((split / "ground-truth").glob("*.json"))
+    if not files:
+        raise SystemExit(f"no WCXB ground truth at {split / 'ground-truth'} (want <id>.json files and html/<id>.html.gz)")
+    truth, pages = {}, []
+    for gt_file in files:
+        gt = json.loads(gt_file.read_text(encoding="utf-8"))
+        page_id = gt_file.stem
+        html_file = split / "html" / f"{page_id}.html.gz"
+        if not html_file.exists():
+            raise SystemExit(f"{gt_file} has no page {html_file}")
+        truth[page_id] = (wcxb_score.page_type(gt), gt["ground_truth"].get("main_content") or "")
+        html = gzip.decompress(html_file.read_bytes()).decode("utf-8", "replace")
+        pages.append((page_id, gt.get("url") or "", html))
+    return truth, pages
+
+
+def score_wcxb(truth: dict[str, tuple[str, str]], out: dict[str, str], wcxb_score: ModuleType) -> dict:
+    """Mean word F1 over pages, overall and per page type (WCXB's evaluate.py definition)."""
+    per_page = {page_id: wcxb_score.word_f1(out.get(page_id, ""), ref) for page_id, (_, ref) in truth.items()}
+    by_type: dict[str, list[float]] = {}
+    for page_id, (ptype, _) in truth.items():
+        by_type.setdefault(ptype, []).append(per_page[page_id])
+    return {
+        "f1": statistics.fmean(per_page.values()),
+        "f1_by_type": {t: statistics.fmean(v) for t, v in sorted(by_type.items())},
+        "pages_by_type": {t: len(v) for t, v in sorted(by_type.items())},
+        "f1_per_page": {page_id: round(f, 4) for page_id, f in per_page.items()},
+    }
+
+
+def time_tools(tools: dict[str, Extractor], pages: list[tuple[str, str, str]], repeats: int, label: str) -> dict:
+    """Seconds per full pass of each tool (alternating who goes first) and pages/s of the median pass."""
+    times: dict[str, list[float]] = {name: [] for name in tools}
+    order = list(tools)
+    for rep in range(repeats):
+        for name in order if rep % 2 == 0 else order[::-1]:  # alternate who goes first
+            seconds, _ = run_pass(tools[name], pages)
+            times[name].append(seconds)
+        print(f"{label} repeat {rep + 1}/{repeats}: " + "  ".join(f"{n} {times[n][-1]:.3f}s" for n in order))
+    pps = {name: len(pages) / statistics.median(t) for name, t in times.items()}
+    for name in order:
+        print(f"{label} {name:12s} {pps[name]:8.1f} pages/s (median of {repeats} passes over {len(pages)} pages)")
+    ratio = pps["kinfuse"] / pps["trafilatura"]
+    print(f"{label} speed ratio kinfuse/trafilatura: {ratio:.2f}x")
+    return {"seconds_per_pass": times, "pages_per_s": pps, "speed_ratio_kinfuse_over_trafilatura": ratio}
 
 
 def kinfuse_extractor() -> Extractor:
@@ -136,19 +200,32 @@ def version(dist: str) -> str:
         return "not installed"
 
 
+TARGETS = {"wcxb_f1": 0.88, "wcxb_min_type_f1": 0.70, "article_dev_f1": 0.97, "speed_ratio": 5.0}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dev", type=Path, default=DEFAULT_DEV, help=f"extraction dev set (default {DEFAULT_DEV})")
+    ap.add_argument("--wcxb", type=Path, default=None, help="a WCXB split (dev/) to score and time as well")
+    ap.add_argument(
+        "--wcxb-score", type=Path, default=None,
+        help="WCXB's metric, wcxb_score.py (default: beside the --dev set's score.py)",
+    )
     ap.add_argument("--repeats", type=int, default=5, help="timed passes per tool (default 5)")
     ap.add_argument("--out", type=Path, default=None, help="result file (default benchmarks/results/corpus-<ts>.json)")
     args = ap.parse_args()
     if args.repeats < 1:
         raise SystemExit("--repeats must be >= 1")
 
+    commit = git_commit()  # now: the code this process imports, whatever is committed while it runs
     core = pin_to_one_core()
     root, dev = resolve_dev(args.dev)
-    scorer = load_scorer(root)
+    scorer = load_module(root / "score.py", "extraction_score")
     truth, pages = load_pages(dev)
+    wcxb_score = wcxb_truth = wcxb_pages = None
+    if args.wcxb is not None:
+        wcxb_score = load_module(args.wcxb_score or root / "wcxb_score.py", "wcxb_score")
+        wcxb_truth, wcxb_pages = load_wcxb(args.wcxb, wcxb_score)
     tools: dict[str, Extractor] = {"kinfuse": kinfuse_extractor(), "trafilatura": trafilatura_extractor()}
     # kinfuse.corpus must not drag torch in: it would cost memory and import time, not
     # extraction time, but the claim is "extraction alone on one core".
@@ -159,21 +236,28 @@ def main() -> None:
         _, out = run_pass(extract, pages)
         f1[name] = scorer.score(truth, {k: {"articleBody": v} for k, v in out.items()})
         print(f"{name:12s} F1 {f1[name]['f1']:.4f}  P {f1[name]['precision']:.4f}  R {f1[name]['recall']:.4f}")
+    timing = time_tools(tools, pages, args.repeats, "articles")
 
-    times: dict[str, list[float]] = {name: [] for name in tools}
-    order = list(tools)
-    for rep in range(args.repeats):
-        for name in order if rep % 2 == 0 else order[::-1]:  # alternate who goes first
-            seconds, _ = run_pass(tools[name], pages)
-            times[name].append(seconds)
-        print(f"repeat {rep + 1}/{args.repeats}: " + "  ".join(f"{n} {times[n][-1]:.3f}s" for n in order))
-
-    n = len(pages)
-    pps = {name: n / statistics.median(t) for name, t in times.items()}
-    ratio = pps["kinfuse"] / pps["trafilatura"]
-    for name in order:
-        print(f"{name:12s} {pps[name]:8.1f} pages/s (median of {args.repeats} passes over {n} pages)")
-    print(f"speed ratio kinfuse/trafilatura: {ratio:.2f}x")
+    wcxb: dict | None = None
+    if wcxb_pages is not None:
+        wf1 = {}
+        for name, extract in tools.items():  # warm-up pass, scored
+            _, out = run_pass(extract, wcxb_pages)
+            wf1[name] = score_wcxb(wcxb_truth, out, wcxb_score)
+            types = "  ".join(f"{t} {v:.3f}" for t, v in wf1[name]["f1_by_type"].items())
+            print(f"wcxb {name:12s} F1 {wf1[name]['f1']:.4f}  {types}")
+        wtiming = time_tools(tools, wcxb_pages, args.repeats, "wcxb")
+        first = next(iter(wf1.values()))
+        wcxb = {
+            "path": str(args.wcxb.resolve()),
+            "pages": len(wcxb_pages),
+            "pages_by_type": first["pages_by_type"],
+            "metric": "word F1 (wcxb_score.word_f1), mean over pages",
+            "f1": {name: m["f1"] for name, m in wf1.items()},
+            "f1_by_type": {name: m["f1_by_type"] for name, m in wf1.items()},
+            **wtiming,
+            "f1_per_page": {name: m["f1_per_page"] for name, m in wf1.items()},
+        }
 
     stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     result = {
@@ -192,16 +276,26 @@ def main() -> None:
             "trafilatura": version("trafilatura"),
             "lxml": version("lxml"),
         },
-        "git_commit": git_commit(),
-        "dev_set": {"path": str(dev), "pages": n},
+        "git_commit": commit,
+        "dev_set": {"path": str(dev), "pages": len(pages), "metric": "shingle F1 (score.py)"},
         "repeats": args.repeats,
         "f1": {name: m["f1"] for name, m in f1.items()},
         "precision": {name: m["precision"] for name, m in f1.items()},
         "recall": {name: m["recall"] for name, m in f1.items()},
-        "seconds_per_pass": times,
-        "pages_per_s": pps,
-        "speed_ratio_kinfuse_over_trafilatura": ratio,
+        **timing,
     }
+    met = {
+        "article_dev_f1": f1["kinfuse"]["f1"] >= TARGETS["article_dev_f1"],
+        "article_dev_speed_ratio": timing["speed_ratio_kinfuse_over_trafilatura"] >= TARGETS["speed_ratio"],
+    }
+    if wcxb is not None:
+        result["wcxb"] = wcxb
+        met["wcxb_f1"] = wcxb["f1"]["kinfuse"] >= TARGETS["wcxb_f1"]
+        met["wcxb_min_type_f1"] = min(wcxb["f1_by_type"]["kinfuse"].values()) >= TARGETS["wcxb_min_type_f1"]
+        met["wcxb_speed_ratio"] = wcxb["speed_ratio_kinfuse_over_trafilatura"] >= TARGETS["speed_ratio"]
+    result["targets"] = TARGETS
+    result["targets_met"] = met
+    print("targets met: " + "  ".join(f"{k} {'yes' if v else 'NO'}" for k, v in met.items()))
     out = args.out or RESULTS / f"corpus-{stamp}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -26,6 +26,7 @@ from .depth import cap_depth
 from .render import prune_lines, render
 from .score import Page
 from .select import select_main
+from .structured import add_structured
 from .tree import node_text, walk
 
 __all__ = ["extract_text", "extract_title"]
@@ -50,12 +51,15 @@ def extract_text(html: str, url: str | None = None) -> str:
     if not html or not html.strip():
         return ""
     tree = LexborHTMLParser(cap_depth(html))
+    return normalize_text(add_structured(tree, html, _main_text(tree), _main_text))
+
+
+def _main_text(tree: LexborHTMLParser) -> str:
     root = tree.body or tree.root
     if root is None:
         return ""
     page = Page(walk(root))
-    idxs = prune_lines(page, select_main(page), node_text(tree.css_first("title")))
-    return normalize_text(render(page, idxs))
+    return render(page, prune_lines(page, select_main(page), node_text(tree.css_first("title"))))
 
 
 def extract_title(html: str) -> str:
