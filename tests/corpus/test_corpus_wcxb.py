@@ -19,17 +19,18 @@ import pytest
 
 from kinfuse.corpus import extract_text
 
-# Measured 0.643 overall; by type 0.886 / 0.442 / 0.918 / 0.653 / 0.386 / 0.509 / 0.708.
-# 30 pages a type: one page moves a type's mean by up to 0.033, hence the wider per-type margin.
-OVERALL_BAR = 0.61
+# Measured 0.690 overall; by type article 0.912, collection 0.508, documentation 0.929, forum 0.703,
+# listing 0.412, product 0.571, service 0.794. 30 pages a type: one page moves a type's mean by up
+# to 0.033, hence the wider per-type margin.
+OVERALL_BAR = 0.66
 TYPE_BARS = {
-    "article": 0.84,
-    "collection": 0.39,
-    "documentation": 0.87,
-    "forum": 0.60,
-    "listing": 0.33,
-    "product": 0.46,
-    "service": 0.66,
+    "article": 0.87,
+    "collection": 0.46,
+    "documentation": 0.88,
+    "forum": 0.65,
+    "listing": 0.36,
+    "product": 0.52,
+    "service": 0.75,
 }
 
 
