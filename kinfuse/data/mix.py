@@ -20,6 +20,8 @@ import json
 import math
 import random
 import re
+import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from ..config import InfuseConfig
 from ..corpus import Corpus
 from ..errors import ConfigError, KinfuseError
 from ..generate import TextGenerator
+from ..progress import seconds
 from .augment import AugmentResult, augment_for_infusion, whole_sentences
 from .chunker import Chunker, ChunkStats
 from .probes import ProbeGuard, general_prompts, general_texts, load_probes
@@ -138,8 +141,9 @@ def self_distill_rows(gen: TextGenerator, n: int, cache: Path, model_name: str, 
                                                                                          DISTILL_VERSION)):
             return saved["rows"]
     # A longer limit than the probes': answers cut off mid-sentence are dropped below.
+    started = time.perf_counter()
     answers = gen.generate([{"question": q} for q in prompts], adapter=False,
-                           max_new_tokens=max(gen.max_new_tokens, 192))
+                           max_new_tokens=max(gen.max_new_tokens, 192), desc="self-distillation")
     rows, dropped = [], []
     for q, (a, ended) in zip(prompts, answers):
         # An answer cut off by the limit is shortened to its last whole sentence (and then
@@ -156,6 +160,10 @@ def self_distill_rows(gen: TextGenerator, n: int, cache: Path, model_name: str, 
             rows.append({"question": q, "answer": a, "source": "self-distill"})
     io.write_json(cache, {"model": model_name, "prompts": prompts, "version": DISTILL_VERSION,
                           "rows": rows, "dropped": dropped})
+    reasons = Counter(d["reason"] for d in dropped)
+    echo(f"self-distillation: the base model answered {len(prompts)} general prompts in "
+         f"{seconds(time.perf_counter() - started)}; kept {len(rows)}"
+         + "".join(f", dropped {n} ({why})" for why, n in reasons.most_common()))
     return rows
 
 
