@@ -1,6 +1,6 @@
 """Command line: `kinfuse infuse`, `init`, `ask`, `chat`, `eval`, `export`, `verify` and
 `default-model`, one module per command (each registers its parser with `add(sub)` and runs
-with `run(args, argv) -> exit status`). The infuse flags are derived from the InfuseConfig
+with `handler(args, argv) -> exit status`). The infuse flags are derived from the InfuseConfig
 dataclasses (kinfuse.cli.flags).
 """
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add(sub)
     export.add(sub)
     d = sub.add_parser("default-model", help="convert the embedded default model if needed and print its path")
-    d.set_defaults(run=_default_model)
+    d.set_defaults(handler=_default_model)
     return parser
 
 
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_third_party()
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args, argv)
+        return args.handler(args, argv)
     except KeyboardInterrupt:  # a second Ctrl-C, or one outside the training loop
         if args.command == "infuse":
             print("kinfuse: interrupted (SIGINT); if the run wrote a checkpoint, run the same command again with "

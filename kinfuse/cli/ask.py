@@ -18,7 +18,7 @@ EXIT_COMMANDS = ("/exit", "/quit")
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     """The arguments that load a run (shared with `kinfuse eval`)."""
-    p.add_argument("run", metavar="RUN_OR_ADAPTER", help="a run folder (run.json + adapter/) or an adapter folder")
+    p.add_argument("source", metavar="RUN_OR_ADAPTER", help="a run folder (run.json + adapter/) or an adapter folder")
     p.add_argument("--base", metavar="MODEL", help="the base model, when the one the run names has moved "
                                                     "(needed for an adapter folder that names none)")
     p.add_argument("--allow-incomplete", action="store_true",
@@ -37,19 +37,19 @@ def add(sub: Any) -> None:
     which.add_argument("--compare", action="store_true", help="print the base model's answer beside the adapted one")
     which.add_argument("--no-adapter", action="store_true", help="ask the base model alone (the adapter off)")
     a.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the run's eval.max_new_tokens)")
-    a.set_defaults(run=run_ask)
+    a.set_defaults(handler=run_ask)
     c = sub.add_parser("chat", help="chat with the infused model; answers stream as they are written")
     add_run_arguments(c)
     c.add_argument("--compare", action="store_true", help="the base model answers each turn too, before the adapted one")
     c.add_argument("--max-new-tokens", type=int, default=256, help="answer length limit per turn (default 256)")
-    c.set_defaults(run=run_chat)
+    c.set_defaults(handler=run_chat)
 
 
 def load(args: argparse.Namespace) -> Any:
     from ..session import load_run
 
-    print(f"loading {args.run} ...", file=sys.stderr)
-    run = load_run(args.run, base=args.base, allow_incomplete=args.allow_incomplete, device=args.device,
+    print(f"loading {args.source} ...", file=sys.stderr)
+    run = load_run(args.source, base=args.base, allow_incomplete=args.allow_incomplete, device=args.device,
                    quantize=args.quantize)
     print(f"loaded {run.adapter_dir} on {run.base} ({run.quantize}, {run.compute_dtype}, {run.device}"
           f"{'' if run.chat else ', no chat template'})", file=sys.stderr)

@@ -25,7 +25,7 @@ def add(sub: Any) -> None:
     e.add_argument("--out", help="where report.json and report.html go (default: RUN/eval)")
     e.add_argument("--perplexity", action=argparse.BooleanOptionalAction,
                    help="also general-text perplexity and KL (default: as the run was evaluated)")
-    e.set_defaults(run=run)
+    e.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
@@ -36,9 +36,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
     for path in [*args.probes, *args.retention]:  # every file checked before a model loads
         load_probes(path)
-    if args.out is None and not (Path(args.run) / "run.json").is_file():
-        raise KinfuseError(f"{args.run} is not a run folder: pass --out DIR for the report")
-    out = writable_dir(Path(args.out) if args.out else Path(args.run) / "eval")
+    if args.out is None and not (Path(args.source) / "run.json").is_file():
+        raise KinfuseError(f"{args.source} is not a run folder: pass --out DIR for the report")
+    out = writable_dir(Path(args.out) if args.out else Path(args.source) / "eval")
     run = load(args)
     recorded = run.config.get("eval") if isinstance(run.config.get("eval"), dict) else {}
     perplexity = args.perplexity if args.perplexity is not None else bool(recorded.get("perplexity", True))
@@ -47,8 +47,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                                           batch_size=run.batch_size))
     result = InfuseResult(out_dir=out, train=None)  # type: ignore[arg-type]  (evaluate fills the rest)
     _, _, (json_path, html_path) = evaluate_and_report(
-        config, run.evaluator(), result, out, model=run.base, train=training(Path(args.run)),
-        title=f"kinfuse eval: {Path(args.run).absolute().name} on {', '.join(Path(p).name for p in args.probes)}",
+        config, run.evaluator(), result, out, model=run.base, train=training(Path(args.source)),
+        title=f"kinfuse eval: {Path(args.source).absolute().name} on {', '.join(Path(p).name for p in args.probes)}",
         echo=print)
     print(f"wrote {html_path} and {json_path.name}", file=sys.stderr)
     return 0

@@ -27,7 +27,7 @@ def add(sub: Any) -> None:
     e.add_argument("--max-shard-size", default="2GB", help="largest merged weight file (default 2GB)")
     e.add_argument("--allow-incomplete", action="store_true",
                    help="export a run whose training was interrupted or failed (its adapter is partial)")
-    e.set_defaults(run=run_export)
+    e.set_defaults(handler=run_export)
     v = sub.add_parser("verify", help="load an export with plain transformers and compare it with the trained model")
     v.add_argument("dir", help="an export folder")
     v.add_argument("--against", metavar="RUN_OR_ADAPTER", help="the run to compare with (default: the one exported)")
@@ -36,7 +36,7 @@ def add(sub: Any) -> None:
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.add_argument("--allow-incomplete", action="store_true",
                    help="compare with a run whose training was interrupted or failed")
-    v.set_defaults(run=run_verify)
+    v.set_defaults(handler=run_verify)
 
 
 def run_export(args: argparse.Namespace, argv: list[str]) -> int:

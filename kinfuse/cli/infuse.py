@@ -23,7 +23,7 @@ def add(sub: Any) -> None:
     p.add_argument("config", nargs="?", help="TOML file (see examples/aws-summit-2023/infuse.toml; "
                                              "`kinfuse init` writes one with every field)")
     add_config_flags(p, InfuseConfig())
-    p.set_defaults(run=run)
+    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:

@@ -32,7 +32,7 @@ def add(sub: Any) -> None:
     p.add_argument("file", nargs="?", default="infuse.toml", help="the TOML file to write (default: infuse.toml)")
     p.add_argument("--force", action="store_true", help="replace FILE if it exists")
     add_config_flags(p, InfuseConfig())
-    p.set_defaults(run=run)
+    p.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
