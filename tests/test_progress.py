@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_each_long_phase_of_an_infusion_ends_with_one_summary_line(tiny_run):
     _, _, lines = tiny_run
     text = "\n".join(lines)
-    for start in ("self-distillation: the base model answered 3 general prompts in", "probes: 3 asked to the base and "
+    for start in ("self-distillation: kept ", "probes: 3 asked to the base and "
                   "the adapted model in", "general-text perplexity: base", "KL(base || adapted): general text"):
         assert sum(line.lstrip().startswith(start) for line in text.splitlines()) == 1, start
     assert seconds(0.42) == "0.4 s" and seconds(41.2) == "41 s" and seconds(182) == "3 min 2 s"

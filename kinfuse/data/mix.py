@@ -21,7 +21,6 @@ import math
 import random
 import re
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -141,7 +140,6 @@ def self_distill_rows(gen: TextGenerator, n: int, cache: Path, model_name: str, 
                                                                                          DISTILL_VERSION)):
             return saved["rows"]
     # A longer limit than the probes': answers cut off mid-sentence are dropped below.
-    started = time.perf_counter()
     answers = gen.generate([{"question": q} for q in prompts], adapter=False,
                            max_new_tokens=max(gen.max_new_tokens, 192), desc="self-distillation")
     rows, dropped = [], []
@@ -160,10 +158,6 @@ def self_distill_rows(gen: TextGenerator, n: int, cache: Path, model_name: str, 
             rows.append({"question": q, "answer": a, "source": "self-distill"})
     io.write_json(cache, {"model": model_name, "prompts": prompts, "version": DISTILL_VERSION,
                           "rows": rows, "dropped": dropped})
-    reasons = Counter(d["reason"] for d in dropped)
-    echo(f"self-distillation: the base model answered {len(prompts)} general prompts in "
-         f"{seconds(time.perf_counter() - started)}; kept {len(rows)}"
-         + "".join(f", dropped {n} ({why})" for why, n in reasons.most_common()))
     return rows
 
 
@@ -220,9 +214,14 @@ class TrainingMix:
         general = [d.text for d in Corpus.from_paths(data.replay_paths)] if data.replay_paths else general_texts("train")
         replay = replay_rows(general, int(data.replay_ratio * sum(len(r["text"]) for r in corpus_rows)),
                              config.train.seed)
+        started = time.perf_counter()
         distill = self_distill_rows(gen, data.self_distill, out / "self_distill.json",
                                     trainer.model_name + ("" if config.chat else " (no chat template)"), guard,
                                     echo=echo)
+        if data.self_distill:  # the one summary line of a phase that runs minutes on a CPU
+            echo(f"self-distillation: kept {len(distill)} of the base model's answers to general prompts "
+                 f"(self_distill = {data.self_distill}) in {seconds(time.perf_counter() - started)}; "
+                 f"{out / 'self_distill.json'} lists those dropped and why")
         rounds = []
         for r in range(cls.round_count(config)):
             qa_rows = qa + [row for row in augmented.rows if "question" in row]
