@@ -110,7 +110,7 @@ def _flag_kwargs(hint: Any, flag: str) -> dict[str, Any]:
         return {"type": str, "nargs": "*", "action": "extend", "metavar": "STR"}
     if hint == str | list[str] and not optional:  # one value: the string (as in TOML); several: a list
         return {"type": str, "nargs": "+", "action": _OneOrList, "metavar": "STR"}
-    raise TypeError(f"--{flag}: no command-line form for a field of type {hint}; add one in kinfuse/cli.py")
+    raise TypeError(f"--{flag}: no command-line form for a field of type {hint}; add one in kinfuse/cli/flags.py")
 
 
 def _expecting(parse: Any, expects: str) -> Any:
