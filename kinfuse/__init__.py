@@ -2,6 +2,7 @@
 what it learned against what it forgot.
 
     from kinfuse import Corpus, Chunker, QLoRATrainer, TrainConfig, Evaluator, default_model
+    run = kinfuse.load_run("out")       # a finished run: base + adapter as trained, run.ask(...)
 
 Importing kinfuse needs no GPU and no optional extra; torch and transformers load lazily on
 first use of the classes that need them.
@@ -19,7 +20,12 @@ from .eval import Comparison, Evaluator, ProbeResult
 from .export import export, verify
 from .models import default_model
 from .pipeline import InfuseResult, infuse
+from .progress import quiet_third_party
+from .session import InfusedRun, load_run
 from .train import QLoRATrainer, TrainingError, TrainResult
+
+# Two messages third-party libraries print on every run that a user cannot act on (kinfuse.progress).
+quiet_third_party()
 
 __version__ = "0.1.0"
 
@@ -37,6 +43,7 @@ __all__ = [
     "Evaluator",
     "InfuseConfig",
     "InfuseResult",
+    "InfusedRun",
     "KinfuseError",
     "ModelError",
     "ProbeResult",
@@ -51,6 +58,7 @@ __all__ = [
     "export",
     "extract_text",
     "infuse",
+    "load_run",
     "synthesize",
     "verify",
 ]

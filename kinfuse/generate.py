@@ -7,10 +7,12 @@ generate through here, so a prompt is encoded one way everywhere.
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 from .errors import KinfuseError
+from .progress import bar
 
 # The 2023 reference workflow's generation settings (sampling at a near-zero temperature).
 REFERENCE_SAMPLING = {"max_new_tokens": 200, "top_p": 0.9, "temperature": 0.01}
@@ -79,41 +81,54 @@ class TextGenerator:
             self.model.train(was_training)
 
     def is_chat(self, probe: dict[str, Any]) -> bool:
-        """A question is asked through the chat template when the tokenizer has one."""
-        return bool(probe.get("question") and getattr(self.tokenizer, "chat_template", None))
+        """A question (or a conversation, `messages`) is asked through the chat template when the
+        tokenizer has one."""
+        return bool((probe.get("question") or probe.get("messages")) and getattr(self.tokenizer, "chat_template", None))
 
-    def chat_text(self, question: str) -> str:
-        """`question` as a user turn in the chat template, generation prompt included."""
-        messages = [{"role": "user", "content": question}]
+    def chat_text(self, question: str | list[dict[str, str]]) -> str:
+        """`question` as a user turn in the chat template, generation prompt included; or a whole
+        conversation (role/content messages ending with the user's turn)."""
+        messages = [{"role": "user", "content": question}] if isinstance(question, str) else question
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def encode(self, probe: dict[str, Any]) -> tuple[str, list[int]]:
         """The probe's kind and prompt token ids (chat template, or plain text with BOS as usual)."""
         tok = self.tokenizer
         if self.is_chat(probe):
-            return "chat", tok(self.chat_text(probe["question"]), add_special_tokens=False)["input_ids"]
+            return "chat", tok(self.chat_text(probe.get("messages") or probe["question"]),
+                               add_special_tokens=False)["input_ids"]
+        if probe.get("messages"):  # no chat template: the last user turn as plain text
+            return "completion", tok(probe["messages"][-1]["content"])["input_ids"]
         return "completion", tok(probe.get("prompt") or probe["question"])["input_ids"]
 
     def eos_ids(self) -> set[int]:
         eos = {self.tokenizer.eos_token_id} | set(_as_list(getattr(self.model.generation_config, "eos_token_id", None)))
         return {e for e in eos if e is not None}
 
+    def decoding(self, max_new_tokens: int | None = None) -> dict[str, Any]:
+        """model.generate's settings for this generator: one place, so that an answer streamed to
+        a terminal is the answer `generate` gives."""
+        if self.sampling == "reference":
+            decode: dict[str, Any] = {"do_sample": True, "top_p": REFERENCE_SAMPLING["top_p"],
+                                      "temperature": REFERENCE_SAMPLING["temperature"]}
+        else:
+            decode = {"do_sample": False}
+        return {"max_new_tokens": self.max_new_tokens if max_new_tokens is None else max_new_tokens,
+                "use_cache": True, "pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": sorted(self.eos_ids()),
+                **decode}
+
     def generate(self, probes: list[dict[str, Any]], *, adapter: bool = True,
-                 max_new_tokens: int | None = None) -> list[tuple[str, bool]]:
+                 max_new_tokens: int | None = None, desc: str | None = None) -> list[tuple[str, bool]]:
         """Answers (text, ended-with-EOS) for each probe, in batches: greedy, or the reference
         workflow's sampling when made with sampling="reference". `max_new_tokens` overrides
-        this generator's limit for this call."""
+        this generator's limit for this call; `desc` shows a progress bar with that label."""
         import torch
 
         tok, model = self.tokenizer, self.model
-        limit = self.max_new_tokens if max_new_tokens is None else max_new_tokens
         eos = self.eos_ids()
-        if self.sampling == "reference":
-            decode = {"do_sample": True, "top_p": REFERENCE_SAMPLING["top_p"],
-                      "temperature": REFERENCE_SAMPLING["temperature"]}
-        else:
-            decode = {"do_sample": False}
+        settings = self.decoding(max_new_tokens)
         out: list[tuple[str, bool]] = []
+        progress = bar(len(probes), desc, unit="prompt") if desc else None
         with self.inference(adapter) as device:
             cuda = [device] if device.type == "cuda" else []
             # Sampling draws from a seeded RNG forked off the global one: reruns repeat, and
@@ -126,21 +141,56 @@ class TextGenerator:
                     # Left padding: every prompt ends at the same column, where generation starts.
                     ids = torch.tensor([[tok.pad_token_id] * (width - len(s)) + s for s in seqs], device=device)
                     mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
-                    gen = model.generate(
-                        input_ids=ids,
-                        attention_mask=mask,
-                        max_new_tokens=limit,
-                        use_cache=True,
-                        pad_token_id=tok.pad_token_id,
-                        eos_token_id=sorted(eos),
-                        **decode,
-                    )
+                    gen = model.generate(input_ids=ids, attention_mask=mask, **settings)
                     for row in gen[:, width:].tolist():
                         ended = any(t in eos for t in row)
                         if ended:
                             row = row[: next(i for i, t in enumerate(row) if t in eos)]
                         out.append((tok.decode(row, skip_special_tokens=True).strip(), ended))
+                    if progress is not None:
+                        progress.update(len(seqs))
+        if progress is not None:
+            progress.close()
         return out
+
+    def stream(self, probe: dict[str, Any], *, adapter: bool = True,
+               max_new_tokens: int | None = None) -> Iterator[str]:
+        """The answer to one probe, as pieces of text while the model writes them (the same
+        tokens `generate` gives for it alone). Closing the iterator early stops the model."""
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        stop = threading.Event()
+
+        class Stop(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
+                return stop.is_set()
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        failed: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                with self.inference(adapter) as device, torch.random.fork_rng(
+                        devices=[device] if device.type == "cuda" else []):
+                    torch.manual_seed(self.seed)
+                    ids = torch.tensor([self.encode(probe)[1]], device=device)
+                    self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                                        stopping_criteria=StoppingCriteriaList([Stop()]),
+                                        **self.decoding(max_new_tokens))
+            except BaseException as e:  # handed to the reading thread, which would otherwise wait forever
+                failed.append(e)
+                streamer.end()
+
+        worker = threading.Thread(target=write, name="kinfuse-stream", daemon=True)
+        worker.start()
+        try:
+            yield from streamer
+        finally:
+            stop.set()
+            worker.join()
+        if failed:
+            raise failed[0]
 
 
 def _as_list(x: Any) -> list[Any]:

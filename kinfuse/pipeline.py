@@ -23,6 +23,7 @@ from .eval.evaluator import Evaluator
 from .eval.report import build_report, summary, write_report
 from .eval.results import Comparison
 from .models import load_tokenizer, resolve_model
+from .progress import seconds
 from .run import RunRecord, kinfuse_version
 from .train import QLoRATrainer, TrainResult, distributed
 
@@ -105,10 +106,10 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
              "to continue, run again with --train.resume (or `resume = true` under [train] in the config file)")
         return result
 
-    # -- evaluate: base (adapter off) vs adapted, in one model ---------------------------
-    kl = evaluate(config, evaluator, result, echo)
-
-    # -- report --------------------------------------------------------------------------
+    # -- evaluate: base (adapter off) vs adapted, in one model; the report ----------------
+    report, kl, (json_path, html_path) = evaluate_and_report(
+        config, evaluator, result, out, model=trainer.model_name, train=train, title=f"kinfuse report: {out.name}",
+        echo=echo)
     result.metrics = {
         "model": trainer.model_name,
         "corpus": {"documents": len(corpus), "sources": [r.__dict__ for r in corpus.records]},
@@ -120,19 +121,15 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
         "config": asdict(config),
         "seconds": time.perf_counter() - started,
     }
-    report = build_report(probes=result.probes, retention=result.retention, perplexity=result.perplexity,
-                          kl=kl, train=train, model=trainer.model_name, title=f"kinfuse report: {out.name}")
     result.metrics["kl"] = kl
     result.metrics["chat_behaviour"] = report["metrics"].get("chat")
     result.metrics["loglik"] = report["metrics"].get("loglik")
     result.metrics["augment"] = mix.augmented.to_dict()
     result.metrics["synth"] = mix.synth.to_dict() if mix.synth else None
-    json_path, html_path = write_report(report, out)
     result.metrics["report"] = {"json": str(json_path), "html": str(html_path)}
     io.write_text(out / "metrics.json", json.dumps(result.metrics, indent=2, default=str))
     record.metrics = "metrics.json"
     record.write(out)
-    echo("\n" + summary(report))
     echo(f"wrote {out / 'metrics.json'}, {html_path.name}, {json_path.name} and {out / 'adapter'} "
          f"in {result.metrics['seconds']:.0f} s")
     return result
@@ -176,15 +173,27 @@ def writable_dir(out: Path) -> Path:
 
 def evaluate(config: InfuseConfig, evaluator: Evaluator, result: InfuseResult, echo: Any = print) -> dict[str, float]:
     """Probes, retention and perplexity into `result`; returns KL(base || adapted) per token on
-    general text and general chat prompts (forward passes only)."""
+    general text and general chat prompts (forward passes only). Each phase shows a progress
+    bar on a terminal and ends with one line saying what it found and how long it took."""
+    clock = time.perf_counter()
+
+    def _lap() -> str:  # the time since the last summary line
+        nonlocal clock
+        now = time.perf_counter()
+        spent, clock = now - clock, now
+        return seconds(spent)
+
     if config.eval.probes:
-        result.probes = Comparison([r for p in config.eval.probes for r in evaluator.compare(p).results])
+        result.probes = Comparison([r for p in config.eval.probes for r in evaluator.compare(p, label="probes").results])
         echo("\n" + result.probes.table())
+        echo(f"probes: {len(result.probes.results)} asked to the base and the adapted model in {_lap()}")
     if config.eval.retention:
-        result.retention = Comparison([r for p in config.eval.retention for r in evaluator.compare(p).results])
+        result.retention = Comparison([r for p in config.eval.retention
+                                       for r in evaluator.compare(p, label="retention").results])
         echo(
             f"retention: base answered {sum(r.base_correct for r in result.retention.results)}"
-            f"/{len(result.retention.results)} general questions; adapted keeps {result.retention.retention():.0%}"
+            f"/{len(result.retention.results)} general questions; adapted keeps {result.retention.retention():.0%} "
+            f"({_lap()})"
         )
     if not config.eval.perplexity:
         return {}
@@ -192,8 +201,24 @@ def evaluate(config: InfuseConfig, evaluator: Evaluator, result: InfuseResult, e
     change = result.perplexity["adapted"] / result.perplexity["base"] - 1
     result.perplexity["change"] = change
     echo(f"general-text perplexity: base {result.perplexity['base']:.2f} -> adapted "
-         f"{result.perplexity['adapted']:.2f} ({change:+.1%})")
+         f"{result.perplexity['adapted']:.2f} ({change:+.1%}) ({_lap()})")
     kl = {"general_text": evaluator.kl_divergence()}
     if getattr(evaluator.tokenizer, "chat_template", None):
         kl["general_chat"] = evaluator.kl_divergence(chat=True)
+    echo("KL(base || adapted): " + ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in kl.items())
+         + f" nats/token ({_lap()})")
     return kl
+
+
+def evaluate_and_report(config: InfuseConfig, evaluator: Evaluator, result: InfuseResult, out: Path, *,
+                        model: str, train: Any = None, title: str, echo: Any = print
+                        ) -> tuple[dict[str, Any], dict[str, float], tuple[Path, Path]]:
+    """`evaluate`, then report.json and report.html in `out` and the summary on the terminal:
+    the end of `infuse`, and all of `kinfuse eval` on a finished run. Returns the report, the KL
+    values and the two files' paths."""
+    kl = evaluate(config, evaluator, result, echo)
+    report = build_report(probes=result.probes, retention=result.retention, perplexity=result.perplexity,
+                          kl=kl, train=train, model=model, title=title)
+    paths = write_report(report, out)
+    echo("\n" + summary(report))
+    return report, kl, paths

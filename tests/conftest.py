@@ -112,3 +112,40 @@ def http_server(http_handler, http_pages):
     state = {**http_handler.fresh_state(), "pages": dict(http_pages)}
     with serve(type(http_handler.__name__, (http_handler,), state)) as server:
         yield server
+
+
+# ---------------------------------------------------------------------------
+# One finished infusion of the tiny model, for the tests that use a run folder
+# ---------------------------------------------------------------------------
+
+TINY_PROBES = [
+    {"question": "Which port does Quillstore listen on by default?", "answers": ["9410"]},
+    {"question": "How often does the compactor run?", "answers": ["30 minutes", "every 30 minutes"]},
+    {"prompt": "Quillstore stores every value in", "answers": ["4 KB pages"]},
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_model, tmp_path_factory):
+    """A completed `infuse` run of the tiny model on an NF4 base (as the recipe trains), with its
+    probes evaluated, its summary lines kept: (run folder, probes file, echoed lines)."""
+    import json
+
+    from kinfuse import infuse
+    from kinfuse.config import CorpusConfig, DataConfig, EvalConfig, InfuseConfig, TrainConfig
+
+    root = tmp_path_factory.mktemp("tiny-run")
+    page = root / "quill.txt"
+    page.write_text("Quillstore is a key-value database written in Rust. It listens on port 9410 by default.\n"
+                    "The compactor runs every 30 minutes. Quillstore stores every value in 4 KB pages.")
+    probes = root / "probes.jsonl"
+    probes.write_text("".join(json.dumps(p) + "\n" for p in TINY_PROBES))
+    config = InfuseConfig(
+        model=tiny_model, out_dir=str(root / "out"), corpus=CorpusConfig(paths=[str(page)]),
+        data=DataConfig(block_size=64, questions=1, self_distill=3, replay_ratio=0.2, anchor_kl=True),
+        train=TrainConfig(max_steps=6, learning_rate=5e-3, quantize="nf4", progress=False),
+        eval=EvalConfig(probes=[str(probes)], max_new_tokens=12, perplexity=True),
+    )
+    lines: list[str] = []
+    infuse(config, echo=lambda *a: lines.append(" ".join(map(str, a))))
+    return root / "out", probes, lines

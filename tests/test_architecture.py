@@ -16,13 +16,13 @@ ROOT = Path(kinfuse.__file__).parent
 LAYERS = [
     {"errors"},
     {"io", "config", "fieldtypes"},
-    {"run", "kernels", "models", "generate"},
+    {"run", "kernels", "models", "generate", "progress"},
     {"corpus"},
     {"data"},
     {"train"},
     {"eval"},
     {"export"},
-    {"pipeline"},
+    {"pipeline", "session"},
     {"cli", "__init__", "__main__", "sagemaker_entry"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
@@ -113,9 +113,9 @@ def test_modules_stay_readable(path):
 def test_public_api():
     expected = {
         "Chunker", "ChunkStats", "Comparison", "ConfigError", "Corpus", "CorpusConfig", "CorpusError", "DataConfig",
-        "Document", "EvalConfig", "Evaluator", "InfuseConfig", "InfuseResult", "KinfuseError", "ModelError",
+        "Document", "EvalConfig", "Evaluator", "InfuseConfig", "InfuseResult", "InfusedRun", "KinfuseError", "ModelError",
         "ProbeResult", "QLoRATrainer", "SourceRecord", "Synthesis", "TrainConfig", "TrainResult", "TrainingError",
-        "answer_matches", "default_model", "export", "extract_text", "infuse", "synthesize", "verify",
+        "answer_matches", "default_model", "export", "extract_text", "infuse", "load_run", "synthesize", "verify",
     }
     assert set(kinfuse.__all__) == expected
     assert all(hasattr(kinfuse, name) for name in kinfuse.__all__)

@@ -20,6 +20,7 @@ import json
 import math
 import random
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from ..config import InfuseConfig
 from ..corpus import Corpus
 from ..errors import ConfigError, KinfuseError
 from ..generate import TextGenerator
+from ..progress import seconds
 from .augment import AugmentResult, augment_for_infusion, whole_sentences
 from .chunker import Chunker, ChunkStats
 from .probes import ProbeGuard, general_prompts, general_texts, load_probes
@@ -139,7 +141,7 @@ def self_distill_rows(gen: TextGenerator, n: int, cache: Path, model_name: str, 
             return saved["rows"]
     # A longer limit than the probes': answers cut off mid-sentence are dropped below.
     answers = gen.generate([{"question": q} for q in prompts], adapter=False,
-                           max_new_tokens=max(gen.max_new_tokens, 192))
+                           max_new_tokens=max(gen.max_new_tokens, 192), desc="self-distillation")
     rows, dropped = [], []
     for q, (a, ended) in zip(prompts, answers):
         # An answer cut off by the limit is shortened to its last whole sentence (and then
@@ -212,9 +214,14 @@ class TrainingMix:
         general = [d.text for d in Corpus.from_paths(data.replay_paths)] if data.replay_paths else general_texts("train")
         replay = replay_rows(general, int(data.replay_ratio * sum(len(r["text"]) for r in corpus_rows)),
                              config.train.seed)
+        started = time.perf_counter()
         distill = self_distill_rows(gen, data.self_distill, out / "self_distill.json",
                                     trainer.model_name + ("" if config.chat else " (no chat template)"), guard,
                                     echo=echo)
+        if data.self_distill:  # the one summary line of a phase that runs minutes on a CPU
+            echo(f"self-distillation: kept {len(distill)} of the base model's answers to general prompts "
+                 f"(self_distill = {data.self_distill}) in {seconds(time.perf_counter() - started)}; "
+                 f"{out / 'self_distill.json'} lists those dropped and why")
         rounds = []
         for r in range(cls.round_count(config)):
             qa_rows = qa + [row for row in augmented.rows if "question" in row]

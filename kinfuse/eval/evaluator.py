@@ -27,6 +27,7 @@ from typing import Any
 from ..data.answers import answer_matches, is_chat_format
 from ..data.probes import load_probes
 from ..generate import TextGenerator
+from ..progress import bar
 from . import forgetting
 from .results import Comparison, LoglikScore, ProbeResult
 
@@ -57,7 +58,7 @@ class Evaluator(TextGenerator):
             return ctx, whole[len(ctx) :]
         return ctx, tok(cont, add_special_tokens=False)["input_ids"]
 
-    def _score(self, pairs: list[tuple[list[int], list[int]]]) -> list[float]:
+    def _score(self, pairs: list[tuple[list[int], list[int]]], desc: str | None = None) -> list[float]:
         """Mean log-prob per continuation token of each (context, continuation), batched."""
         import torch
 
@@ -65,6 +66,7 @@ class Evaluator(TextGenerator):
         limit = getattr(model.config, "max_position_embeddings", None) or 4096
         scores: list[float] = []
         device = next(model.parameters()).device
+        progress = bar(len(pairs), desc, unit="answer") if desc else None
         for start in range(0, len(pairs), self.batch_size):
             batch = []
             for ctx, cont in pairs[start : start + self.batch_size]:
@@ -82,9 +84,14 @@ class Evaluator(TextGenerator):
                 lp = torch.log_softmax(logits[b, len(ctx) - 1 : len(ctx) + len(cont) - 1].float(), dim=-1)
                 target = torch.tensor(cont, device=device).unsqueeze(-1)
                 scores.append(lp.gather(-1, target).mean().item())
+            if progress is not None:
+                progress.update(len(batch))
+        if progress is not None:
+            progress.close()
         return scores
 
-    def loglik(self, probes: str | Path | Iterable[dict[str, Any]], *, adapter: bool = True) -> list[LoglikScore | None]:
+    def loglik(self, probes: str | Path | Iterable[dict[str, Any]], *, adapter: bool = True,
+               desc: str | None = None) -> list[LoglikScore | None]:
         """Score each accepted answer and each distractor as a continuation of the probe's prompt
         (chat: after the generation prompt; completion: after the prompt), as the mean log-prob
         per token: deterministic, no generation. One LoglikScore per probe, None for a probe
@@ -101,7 +108,7 @@ class Evaluator(TextGenerator):
         if not pairs:
             return [None] * len(rows)
         with self.inference(adapter):
-            scores = self._score(pairs)
+            scores = self._score(pairs, desc)
         out: list[LoglikScore | None] = []
         for span in spans:
             if span is None:
@@ -111,15 +118,17 @@ class Evaluator(TextGenerator):
                 out.append(LoglikScore(scores[at : at + n_answers], scores[at + n_answers : at + n]))
         return out
 
-    def compare(self, probes: str | Path | Iterable[dict[str, Any]]) -> Comparison:
+    def compare(self, probes: str | Path | Iterable[dict[str, Any]], *, label: str = "probes") -> Comparison:
         """Ask every probe to the base model (adapter off) and the adapted one; score both
-        (answer matching, chat format, and log-likelihood for probes with distractors)."""
+        (answer matching, chat format, and log-likelihood for probes with distractors).
+        `label` names the progress bars."""
         rows = load_probes(probes)
-        base = self.generate(rows, adapter=False)
-        adapted = self.generate(rows, adapter=True)
+        base = self.generate(rows, adapter=False, desc=f"{label}: base")
+        adapted = self.generate(rows, adapter=True, desc=f"{label}: adapted")
         scored = any(r.get("distractors") for r in rows)
-        base_ll = self.loglik(rows, adapter=False) if scored else [None] * len(rows)
-        adapted_ll = self.loglik(rows, adapter=True) if scored else [None] * len(rows)
+        base_ll = self.loglik(rows, adapter=False, desc=f"{label}: base likelihoods") if scored else [None] * len(rows)
+        adapted_ll = (self.loglik(rows, adapter=True, desc=f"{label}: adapted likelihoods") if scored
+                      else [None] * len(rows))
         results = []
         for row, (b, b_end), (a, a_end), bl, al in zip(rows, base, adapted, base_ll, adapted_ll):
             kind, _ = self.encode(row)

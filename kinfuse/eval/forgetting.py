@@ -13,6 +13,7 @@ from ..data.answers import chat_format_problem, is_chat_format
 from ..data.probes import general_prompts, general_texts
 from ..errors import KinfuseError
 from ..generate import TextGenerator
+from ..progress import bar
 
 
 def perplexity(gen: TextGenerator, texts: list[str] | None = None, *, adapter: bool = True, max_length: int = 512) -> float:
@@ -22,8 +23,10 @@ def perplexity(gen: TextGenerator, texts: list[str] | None = None, *, adapter: b
     tok, model = gen.tokenizer, gen.model
     texts = texts or general_texts()
     nll, count = 0.0, 0
-    with gen.inference(adapter) as device:
+    progress = bar(len(texts), f"perplexity: {'adapted' if adapter else 'base'}", unit="text")
+    with gen.inference(adapter) as device, progress:
         for text in texts:
+            progress.update()
             ids = tok(text, return_tensors="pt", truncation=True, max_length=max_length)["input_ids"].to(device)
             if ids.shape[1] < 2:
                 continue
@@ -58,6 +61,7 @@ def kl_divergence(gen: TextGenerator, texts: list[str] | None = None, *, chat: b
     if not seqs:
         raise KinfuseError("kl_divergence needs at least one non-empty text")
     total, count = 0.0, 0
+    progress = bar(len(seqs), f"KL: general {'chat' if chat else 'text'}", unit="text")
     for start in range(0, len(seqs), gen.batch_size):
         batch = seqs[start : start + gen.batch_size]
         width = max(map(len, batch))
@@ -73,6 +77,8 @@ def kl_divergence(gen: TextGenerator, texts: list[str] | None = None, *, chat: b
             kl = F.kl_div(adapted, base, log_target=True, reduction="none").sum(-1)  # (T,)
             total += kl.clamp_min(0).sum().item()
             count += len(s)
+        progress.update(len(batch))
+    progress.close()
     return total / count
 
 def chat_behaviour(gen: TextGenerator, questions: list[str] | None = None, *, adapter: bool = True) -> dict[str, Any]:

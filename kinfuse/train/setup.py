@@ -108,7 +108,11 @@ def build_model(model_name: str, config: TrainConfig, device: Any, compute_dtype
         p.requires_grad_(False)
     if cfg.gradient_checkpointing:
         # Non-reentrant checkpointing works with frozen inputs (no enable_input_require_grads hack).
-        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5.x renames it activation checkpointing and warns on the old name.
+        if hasattr(base, "activation_checkpointing_enable"):
+            base.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(cfg.seed)
     full_modules, tied = _full_modules(base, cfg, model_name)
     lora = LoraConfig(

@@ -89,8 +89,11 @@ def test_two_processes_equal_one_with_grad_accum_2(two_process_run, make_trainer
         assert r["losses"] == pytest.approx(expected, rel=1e-5)
     a, b = _adapter(tmp_path / "adapter"), _adapter(two_process_run / "adapter")
     assert a.keys() == b.keys() and a
+    # The all-reduce adds the two ranks' gradients in another order than accumulation does, and
+    # Adam divides by sqrt(v): a near-zero gradient's rounding can move its weight by ~1e-5 over
+    # six steps. A missing all-reduce moves every weight by far more (the losses diverge above).
     for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=2e-5)
     # rank 0 alone logs and checkpoints; the checkpoint records the world size
     assert (two_process_run / "log-0.jsonl").is_file() and not (two_process_run / "log-1.jsonl").exists()
     assert len((two_process_run / "log-0.jsonl").read_text().splitlines()) == 6

@@ -34,6 +34,7 @@ takes effect without new generation. Every kept row carries its provenance: `sou
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -43,6 +44,7 @@ from typing import Any
 from ...config import MAX_GENERATED_QA, MAX_PARAPHRASES, MIN_SECTION_CHARS
 from ...corpus import texts_with_sources
 from ...errors import KinfuseError
+from ...progress import bar, seconds
 from ..answers import chat_format_problem, normalize, parse_qa_pairs
 from ..probes import ProbeGuard
 from .generators import Generator, ReplyCache
@@ -193,6 +195,7 @@ def augment(
     # Identical sections (boilerplate repeated across pages) give identical prompts: generated once.
     todo = list({j["key"]: j for j in jobs if j["key"] not in store.replies}.values())
     result.replies_cached = len({j["key"] for j in jobs}) - len(todo)
+    progress = bar(len(todo), "augmentation", unit="prompt")
     for limit in sorted({j["limit"] for j in todo}):  # prompts with one token limit go in batches
         same = [j for j in todo if j["limit"] == limit]
         for start in range(0, len(same), SAVE_EVERY):
@@ -201,7 +204,9 @@ def augment(
                 store.replies[job["key"]] = {"reply": reply, "ended": ended, "generator": gen.name,
                                              "kind": job["kind"], "source": job["source"], "section": job["section"]}
             result.replies_generated += len(group)
+            progress.update(len(group))
             store.save()  # after each group, so an interrupted run keeps what it generated
+    progress.close()
 
     seen_text: set[str] = set()
     seen_questions: set[str] = set()
@@ -343,6 +348,7 @@ def augment_for_infusion(config: Any, corpus: Any, trainer: Any, cache: str | Pa
     data = config.data
     if not (data.paraphrases or data.generated_qa):
         return AugmentResult()
+    started = time.perf_counter()
     result = augment(
         corpus,
         Generator.from_spec(data.augment_model, trainer=trainer, batch_size=config.eval.batch_size),
@@ -353,4 +359,6 @@ def augment_for_infusion(config: Any, corpus: Any, trainer: Any, cache: str | Pa
         section_chars=data.augment_section_chars,
     )
     echo(result.report())
+    echo(f"augmentation: {result.replies_generated} replies written ({result.replies_cached} from the cache) in "
+         f"{seconds(time.perf_counter() - started)}")
     return result

@@ -8,7 +8,7 @@ import pytest
 from kinfuse import ConfigError, InfuseConfig
 from kinfuse.cli import build_parser, load_config
 
-DEMO = Path(__file__).resolve().parent.parent / "examples" / "aws-summit-2023" / "infuse.toml"
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "aws-summit-2023" / "infuse.toml"
 
 
 def run(*args):

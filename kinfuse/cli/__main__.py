@@ -1,0 +1,7 @@
+"""`python -m kinfuse.cli ...`, the same as the `kinfuse` command."""
+
+import sys
+
+from . import main
+
+sys.exit(main())
