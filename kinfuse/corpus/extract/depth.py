@@ -48,17 +48,19 @@ def cap_depth(html: str, limit: int = MAX_DEPTH) -> str:
     for m in _TOKEN.finditer(html, 0, end):
         if m.start() < skip_to:
             continue
-        if m.group(1):  # a comment runs to "-->", or to the end of the page
+        comment, slash, name = m.groups()  # one call: this loop runs once per tag of every page
+        if comment:  # a comment runs to "-->", or to the end of the page
             close = html.find("-->", m.end())
             if close < 0:
                 break
             skip_to = close + 3
             continue
-        name = m.group(3)
         if name is None:  # <!doctype>, <?xml ...?>
             continue
         name = name.lower()
-        if m.group(2):
+        if name in _FLAT:
+            continue
+        if slash:
             # An end tag closes the innermost element of its name: an unwrapped
             # one (they are deeper than every open one), else an open one.
             if unwrapped.get(name):
@@ -70,8 +72,6 @@ def cap_depth(html: str, limit: int = MAX_DEPTH) -> str:
                     open_count[top] -= 1
                     if top == name:
                         break
-            continue
-        if name in _FLAT:
             continue
         if name in _RAW_TEXT:
             close_tag = _RAW_END[name].search(html, m.end())
