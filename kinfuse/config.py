@@ -6,7 +6,7 @@ Each config has one `validate()` that reports every problem at once, so a user f
 config in one pass rather than one error per run. A field's type is stated once, by its
 annotation: the CLI parses its flag by it and `validate()` checks values from a TOML file, a
 dict or Python against it (finite numbers only) before the range rules run. The bounds that
-kinfuse.augment checks too are constants here, so both read one number.
+kinfuse.data.augment checks too are constants here, so both read one number.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ KERNELS = ("none", "auto", "triton", "torch")
 ORDERS = ("mixed", "qa_first")
 ANSWERS = ("sentence", "span-first", "span")
 MAX_RULE_ROUNDS = 20  # most rule-written questions per fact / document variants per epoch
-# One paraphrase per style: kinfuse.augment.PARAPHRASE_STYLES has this many (and asserts it).
+# One paraphrase per style: kinfuse.data.augment.PARAPHRASE_STYLES has this many (and asserts it).
 MAX_PARAPHRASES = 5
 MAX_GENERATED_QA = 20  # question-answer pairs per document section
 MIN_SECTION_CHARS = 200  # shortest section limit for a generation prompt

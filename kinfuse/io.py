@@ -1,7 +1,8 @@
 """Files a run writes and reads: atomic writes and JSONL, in one place.
 
-Every file kinfuse writes goes through here, so a crash or a full disk mid-write leaves the
-previous file whole (or none), never a truncated one that a rerun would trip over.
+Every file a run reads back (records, caches, checkpoints, logs, the adapter, exports) goes
+through here, so a crash or a full disk mid-write leaves the previous file whole (or none),
+never a truncated one that a rerun would trip over.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ listing every source and the reason it was dropped.
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter, defaultdict
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -18,9 +19,10 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping
 
 from ..config import FETCH_DEADLINE, MAX_SOURCE_BYTES
 from ..errors import CorpusError
-from ..io import read_jsonl, write_jsonl, write_text
+from ..io import read_jsonl, write_json, write_jsonl
 from .clean import CLEANING_LABELS, normalize_text, plan_cleaning
 from .documents import Document, SourceRecord, kept_record
+from . import fetch
 from .fetch import crawl, fetch_options
 from .files import SUPPORTED_SUFFIXES, load_file, scan_paths
 
@@ -177,6 +179,7 @@ class Corpus:
         """
         if max_bytes < 1:
             raise ValueError(f"from_paths needs max_bytes >= 1, got {max_bytes}")
+        _require_list(paths, "from_paths", "paths")
         corpus = cls._make(
             load_file(f, max_bytes) if isinstance(f, Path) else ([], f) for f in scan_paths(paths)
         )
@@ -187,11 +190,11 @@ class Corpus:
         cls,
         urls: Iterable[str],
         *,
-        timeout: float = 20.0,
-        concurrency: int = 8,
-        per_host: int = 4,
-        retries: int = 2,
-        user_agent: str = "kinfuse/0.1 (+https://github.com/kinfuse)",
+        timeout: float = fetch.TIMEOUT,
+        concurrency: int = fetch.CONCURRENCY,
+        per_host: int = fetch.PER_HOST,
+        retries: int = fetch.RETRIES,
+        user_agent: str = fetch.USER_AGENT,
         max_bytes: int = MAX_SOURCE_BYTES,
         min_chars: int = 1,
         respect_robots: bool = False,
@@ -223,15 +226,11 @@ class Corpus:
         a body trickled slowly could otherwise take ``timeout`` per read);
         past it the record says "deadline exceeded after N s".
 
-        ``allow_private``: by default a URL whose host is or resolves to a
-        loopback, link-local (169.254.x.x: cloud metadata), private
-        (10/8, 172.16/12, 192.168/16, fc00::/7), unspecified, multicast or
-        reserved address is refused with a "skipped" record naming the
-        address; so is every redirect hop, robots.txt and sitemap entry that
-        leads to one. The check runs after DNS and the connection goes to
-        the address checked. ``True`` fetches them all (a local server, an
-        intranet); a list of addresses or networks (``["10.1.2.3",
-        "192.168.0.0/16"]``) allows only those.
+        ``allow_private``: by default a host that is or resolves to a loopback,
+        link-local (cloud metadata), private, multicast or reserved address is
+        refused with a record naming it, on every redirect hop, robots.txt and
+        sitemap entry too (SECURITY.md). ``True`` fetches them all; a list of
+        addresses or networks (``["10.1.2.3", "192.168.0.0/16"]``) only those.
 
         Runs its own event loop; it works from any thread, and from inside a
         running loop (e.g. a notebook) by fetching on a helper thread.
@@ -279,8 +278,8 @@ class Corpus:
         dedup = options.pop("dedup", True)
         if limit is not None and limit < 0:
             raise ValueError("from_sitemap needs limit >= 0")
-        fetch = fetch_options(**options)
-        results = crawl(fetch, sitemap=str(url).strip(), limit=limit)
+        opts = fetch_options(**options)
+        results = crawl(opts, sitemap=str(url).strip(), limit=limit)
         return cls._make(results).clean(dedup=dedup, boilerplate=dedup, min_chars=min_chars)
 
     @classmethod
@@ -301,7 +300,10 @@ class Corpus:
         except TypeError as exc:  # fields this version does not know
             raise CorpusError(f"{folder} is not a corpus saved by this version of kinfuse: {exc}") from exc
         cleaning_file = folder / "cleaning.json"
-        cleaning = json.loads(cleaning_file.read_text(encoding="utf-8")) if cleaning_file.is_file() else None
+        try:
+            cleaning = json.loads(cleaning_file.read_text(encoding="utf-8")) if cleaning_file.is_file() else None
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise CorpusError(f"{cleaning_file}: not JSON ({exc}); save the corpus again") from exc
         return cls(docs, records, cleaning, owners=owners)
 
     # -- cleaning ------------------------------------------------------------
@@ -429,16 +431,13 @@ class Corpus:
 
         :meth:`load` reads it back with the same documents, records and counts.
         """
-        folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
-        write_jsonl(
-            folder / "documents.jsonl",
-            ({**asdict(d), "record": owner} for d, owner in zip(self.documents, self._owner)),
-        )
+        folder = Path(path)  # kinfuse.io makes the folder
+        rows = ({**asdict(d), "record": owner} for d, owner in zip(self.documents, self._owner))
+        write_jsonl(folder / "documents.jsonl", rows)
         write_jsonl(folder / "records.jsonl", (asdict(r) for r in self.records))
         cleaning_file = folder / "cleaning.json"
         if self.cleaning:
-            write_text(cleaning_file, json.dumps(self.cleaning, indent=1) + "\n")
+            write_json(cleaning_file, self.cleaning)
         elif cleaning_file.exists():  # a stale file from an earlier save would mislead load()
             cleaning_file.unlink()
         return folder
@@ -481,8 +480,9 @@ def _text_result(text: Any, source: str, title: str = "", fetched_at: str = "") 
 
 def _require_list(value: Any, method: str, what: str) -> None:
     """A bare string would be iterated character by character: refuse it, saying what to pass."""
-    if isinstance(value, (str, bytes, Path)):
-        shown = str(value) if len(str(value)) <= 80 else str(value)[:77] + "..."
+    if isinstance(value, (str, bytes, os.PathLike)):
+        text = os.fsdecode(value)
+        shown = text if len(text) <= 80 else text[:77] + "..."
         raise CorpusError(f"{method} needs a list of {what}, got the single string {shown!r}: pass [{shown!r}]")
 
 

@@ -24,9 +24,9 @@ from ..errors import CorpusError
 from .clean import normalize_text
 from .decoding import binary_reason, decode, mostly_undecodable
 from .documents import Document, SourceRecord, kept_record
-from .extract import extract_text, extract_title
+from .extract import extract
 
-__all__ = ["binary_reason", "decode", "list_files", "load_file", "mostly_undecodable", "scan_paths"]
+__all__ = ["SUPPORTED_SUFFIXES", "load_file", "scan_paths"]
 
 
 _HTML_SUFFIXES = frozenset({".html", ".htm", ".xhtml"})
@@ -116,11 +116,6 @@ def scan_paths(paths: Iterable[str | Path]) -> list[Path | SourceRecord]:
     ("failed") and folders without a supported file. A missing path raises
     :class:`CorpusError` (all of them named).
     """
-    if isinstance(paths, (str, bytes, os.PathLike)):
-        raise CorpusError(
-            f"from_paths needs a list of paths, got the single path {os.fsdecode(paths)!r}: "
-            f"pass [{os.fsdecode(paths)!r}]"
-        )
     paths = [Path(p) for p in paths]
     missing = []
     for p in paths:
@@ -137,11 +132,6 @@ def scan_paths(paths: Iterable[str | Path]) -> list[Path | SourceRecord]:
         else:
             found.append(p)
     return found
-
-
-def list_files(paths: Iterable[str | Path]) -> list[Path]:
-    """The files :func:`scan_paths` would read (without the records of what it passes over)."""
-    return [f for f in scan_paths(paths) if isinstance(f, Path)]
 
 
 def _json_doc(obj: Any, source: str) -> Document | None:
@@ -209,14 +199,13 @@ def load_file(path: Path, max_bytes: int = MAX_SOURCE_BYTES) -> tuple[list[Docum
         binary = binary_reason(raw)
         if binary:
             return [], SourceRecord(source, "skipped", f"binary content, not text ({binary})")
-    if suffix in _HTML_SUFFIXES | _TEXT_SUFFIXES:
         decoded, note = decode(raw, html=suffix in _HTML_SUFFIXES)
         if mostly_undecodable(decoded):
             return [], SourceRecord(source, "skipped", "binary content, not text (mostly bytes that are not text)")
         if suffix in _HTML_SUFFIXES:
-            text, title = extract_text(decoded), extract_title(decoded)
+            text, title = extract(decoded)
         else:
-            text, title = normalize_text(decoded.lstrip("\ufeff")), ""
+            text, title = normalize_text(decoded), ""
         if not text:
             return [], SourceRecord(source, "skipped", "no text")
         docs = [Document(text, source, title)]

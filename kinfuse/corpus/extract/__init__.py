@@ -2,7 +2,7 @@
 
 Navigation, cookie banners, share bars, related links and footers are noise a
 model would otherwise memorise. The extractor is Readability-style and purely
-structural, in five steps, one module each:
+structural, in steps of one module each:
 
 * :mod:`.depth`: nesting beyond what browsers build is flattened first, so
   that parsing and every walk up the tree stay linear in the page's size;
@@ -12,7 +12,9 @@ structural, in five steps, one module each:
 * :mod:`.select`: the main block, climbed and expanded to the whole article,
   to the container of its repeated items (cards, posts), and joined by the
   content sections around it (service and landing pages);
-* :mod:`.render`: low-text blocks inside it dropped, lines joined into text.
+* :mod:`.render`: low-text blocks inside it dropped, lines joined into text;
+* :mod:`.structured`: JSON-LD, microdata posts and the meta description added
+  where the visible text lacks what they say.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .select import select_main
 from .structured import add_structured
 from .tree import node_text, walk
 
-__all__ = ["extract_text", "extract_title"]
+__all__ = ["extract", "extract_text", "extract_title"]
 
 
 def extract_text(html: str, url: str | None = None) -> str:
@@ -47,11 +49,18 @@ def extract_text(html: str, url: str | None = None) -> str:
     ``url`` is accepted for callers that have it; extraction is purely
     structural and does not depend on the site.
     """
+    return extract(html, url)[0]
+
+
+def extract(html: str, url: str | None = None) -> tuple[str, str]:
+    """(main text, title) of one HTML page, from one parse: what :func:`extract_text` and
+    :func:`extract_title` give, for callers that want both."""
     del url  # no per-site rules, by design
     if not html or not html.strip():
-        return ""
+        return "", ""
     tree = LexborHTMLParser(cap_depth(html))
-    return normalize_text(add_structured(tree, html, _main_text(tree), _main_text))
+    title = _title(tree)
+    return normalize_text(add_structured(tree, html, _main_text(tree), _main_text)), title
 
 
 def _main_text(tree: LexborHTMLParser) -> str:
@@ -66,7 +75,10 @@ def extract_title(html: str) -> str:
     """The page's ``<title>``, or its first ``<h1>`` when the title is missing or empty."""
     if not html or not html.strip():
         return ""
-    tree = LexborHTMLParser(cap_depth(html))
+    return _title(LexborHTMLParser(cap_depth(html)))
+
+
+def _title(tree: LexborHTMLParser) -> str:
     for selector in ("title", "h1"):
         title = node_text(tree.css_first(selector))
         if title:

@@ -23,7 +23,8 @@ from typing import Any
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
-_WORD = re.compile(r"\w+")
+from ..clean import WORD
+
 _TAG = re.compile(r"<[^>]*>")
 _BREAK_TAG = re.compile(r"<\s*(?:br|/p|/div|/li|/h[1-6]|/tr|p|li)\b[^>]*>", re.I)
 _SPACES = re.compile(r"[ \t\f\v]+")
@@ -62,7 +63,7 @@ _BLOCK_TAGS = frozenset(
 
 
 def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    return WORD.findall(text.lower())
 
 
 def _plain(value: Any) -> str:
@@ -215,7 +216,7 @@ def noscript_html(tree: LexborHTMLParser) -> str:
 
 
 def add_structured(
-    tree: LexborHTMLParser, html: str, text: str, main_text: Callable[[LexborHTMLParser], str] | None = None
+    tree: LexborHTMLParser, html: str, text: str, main_text: Callable[[LexborHTMLParser], str]
 ) -> str:
     """``text`` (extracted from ``tree``, parsed from ``html``) plus the structured-data blocks it
     lacks, and the meta description when it is about empty: JSON-LD blocks first, as the page's
@@ -225,7 +226,7 @@ def add_structured(
     ``main_text`` (the extractor's main-text step) is run on that instead."""
     # Each CSS query walks the whole tree; a scan of the source decides which are worth it.
     near_empty = len(text) < _NEAR_EMPTY_CHARS and len(set(_words(text))) < _NEAR_EMPTY_WORDS
-    if near_empty and main_text is not None and ("<noscript" in html or "<NOSCRIPT" in html) and (inner := noscript_html(tree)):
+    if near_empty and ("<noscript" in html or "<NOSCRIPT" in html) and (inner := noscript_html(tree)):
         text = main_text(LexborHTMLParser(inner))
         near_empty = len(set(_words(text))) < _NEAR_EMPTY_WORDS
     ld = ld_blocks(tree) if "ld+json" in html or "LD+JSON" in html else []

@@ -13,6 +13,8 @@ and a guard against private addresses.
 * :mod:`.sitemap`: the pages a sitemap (or an index of sitemaps) lists.
 """
 
-from .client import FetchOptions, crawl, fetch_options
+from .client import CONCURRENCY, PER_HOST, RETRIES, TIMEOUT, USER_AGENT, FetchOptions, crawl, fetch_options
 
-__all__ = ["FetchOptions", "crawl", "fetch_options"]
+__all__ = [
+    "CONCURRENCY", "PER_HOST", "RETRIES", "TIMEOUT", "USER_AGENT", "FetchOptions", "crawl", "fetch_options",
+]

@@ -58,17 +58,25 @@ class FetchOptions:
     max_bytes: int
     respect_robots: bool
     cache_dir: Path | None
-    deadline: float = FETCH_DEADLINE
-    policy: AddressPolicy = AddressPolicy()
+    deadline: float
+    policy: AddressPolicy
+
+
+# Defaults of Corpus.from_urls' options, stated once for it and for from_sitemap/from_url_file.
+TIMEOUT = 20.0  # seconds to wait for the server at each step (connect, each read)
+CONCURRENCY = 8
+PER_HOST = 4
+RETRIES = 2
+USER_AGENT = "kinfuse/0.1 (+https://github.com/kinfuse)"
 
 
 def fetch_options(
     *,
-    timeout: float = 20.0,
-    concurrency: int = 8,
-    per_host: int = 4,
-    retries: int = 2,
-    user_agent: str = "kinfuse/0.1 (+https://github.com/kinfuse)",
+    timeout: float = TIMEOUT,
+    concurrency: int = CONCURRENCY,
+    per_host: int = PER_HOST,
+    retries: int = RETRIES,
+    user_agent: str = USER_AGENT,
     max_bytes: int = MAX_SOURCE_BYTES,
     respect_robots: bool = False,
     cache_dir: str | Path | None = None,

@@ -4,7 +4,7 @@ A page given by a user, a redirect from a public page or a sitemap entry can
 point at ``127.0.0.1``, ``169.254.169.254`` (cloud metadata) or an internal
 service; whatever it answers would end up in the corpus and the adapter. So by
 default every address a host name resolves to is checked, and a connection is
-only ever opened to an address that passed: :class:`GuardedTransport` resolves
+only ever opened to an address that passed: :func:`guarded_transport` resolves
 the name itself, checks every address and connects to the checked address
 (not the name), so a DNS answer that changes between the check and the
 connection (rebinding) cannot slip through. TLS still verifies the certificate

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from ..clean import normalize_text
 from ..documents import Document, SourceRecord, kept_record
-from ..extract import extract_text, extract_title
-from ..files import binary_reason, decode, mostly_undecodable
+from ..decoding import binary_reason, decode, mostly_undecodable
+from ..extract import extract
 from .response import Response
 
 
@@ -28,7 +28,7 @@ def documents_from_response(url: str, got: Response) -> tuple[list[Document], So
     if media == "text/plain":
         text, title = normalize_text(decoded), ""
     else:
-        text, title = extract_text(decoded, url), extract_title(decoded)
+        text, title = extract(decoded, url)
     notes = [f"redirected to {got.url}"] if got.url != url else []
     if note:
         notes.append(note)

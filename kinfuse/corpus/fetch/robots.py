@@ -6,7 +6,7 @@ import asyncio
 from urllib.parse import urlsplit
 from urllib.robotparser import RobotFileParser
 
-from ..files import decode
+from ..decoding import decode
 from .response import Get, Outcome
 
 _ROBOTS_MAX_BYTES = 512_000  # RFC 9309 asks parsers to read at least 500 KiB
