@@ -113,21 +113,20 @@ class RunRecord:
     def incomplete(self, run_dir: str | os.PathLike) -> str | None:
         """Why the adapter of this run is not the one it set out to train (None when it is): the
         message export and verify refuse it with, naming the run and the ways on."""
-        if self.status == "completed":
+        why = self.why_incomplete()
+        if why is None:
             return None
-        why = {
-            "running": "training has not finished: it is still running, or the process was killed",
-            "interrupted": f"training was interrupted ({self.reason or 'SIGINT/SIGTERM'}) after {self.steps} steps",
-            "failed": f"training failed: {self.reason or 'unknown error'}",
-        }[self.status]
         resume = (f"; resume it from {self.checkpoint} (train.resume = true, or --train.resume)"
                   if self.checkpoint else "")
         return (f"run {run_dir} is not complete ({RECORD_FILE} status {self.status!r}): {why}. Its adapter is "
                 f"partial or stale{resume}, or rerun the infusion; pass --allow-incomplete "
                 "(allow_incomplete=True) to use it anyway")
 
-    def load_metrics(self, run_dir: str | os.PathLike) -> dict[str, Any] | None:
-        """metrics.json as written at the end of the run (None before evaluation finished)."""
-        if not self.metrics:
-            return None
-        return json.loads((Path(run_dir) / self.metrics).read_text(encoding="utf-8"))
+    def why_incomplete(self) -> str | None:
+        """What stopped training, in a few words (None for a completed run)."""
+        return {
+            "completed": None,
+            "running": "training has not finished: it is still running, or the process was killed",
+            "interrupted": f"training was interrupted ({self.reason or 'SIGINT/SIGTERM'}) after {self.steps} steps",
+            "failed": f"training failed: {self.reason or 'unknown error'}",
+        }[self.status]

@@ -88,7 +88,7 @@ def load_run(path: str | os.PathLike, *, base: str | None = None, allow_incomple
     from .train.setup import pick_device, pick_dtype
 
     src = load_source(path, base, allow_incomplete=allow_incomplete)
-    record = RunRecord.read(src.run_dir) if src.run_dir is not None else None
+    record = src.record
     config = record.config if record is not None and isinstance(record.config, dict) else {}
     evals = config.get("eval") if isinstance(config.get("eval"), dict) else {}
     recipe = recipe_eval()
@@ -147,8 +147,6 @@ def _load_model(src: Source, base_path: str, train: TrainConfig, quantize: str, 
 
     model = load_model(base_path, quantize=quantize, compute_dtype=dtype, device=device,
                        attention=pick_attention(train.attention, device))
-    for p in model.parameters():
-        p.requires_grad_(False)
     peft_config = PeftConfig.from_pretrained(str(src.adapter_dir))
     peft_config.inference_mode = True
     model = get_peft_model(model, peft_config)

@@ -11,7 +11,6 @@ import signal
 import sys
 
 from ..errors import KinfuseError
-from ..progress import quiet_third_party
 from . import ask, evaluate, export, infuse, init
 from .flags import add_config_flags, config_overrides, field_comments, load_config
 
@@ -45,7 +44,6 @@ def _default_model(args: argparse.Namespace, argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    quiet_third_party()
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args, argv)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import functools
 import inspect
 import textwrap
 import tokenize
@@ -70,6 +71,7 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+@functools.cache  # the source is read and parsed once per class (kinfuse init asks per field)
 def field_comments(cls: type) -> dict[str, str]:
     """Each field's comment in the source of `cls`: the one on its line, then the comment lines just
     above it (which may describe a few fields). The comments stay the one place a field is described."""

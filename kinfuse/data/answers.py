@@ -54,7 +54,6 @@ def answer_aliases(answer: str) -> list[str]:
     return aliases
 
 
-
 # Special tokens of common chat templates: in decoded text (special tokens skipped) any of
 # these means the model wrote a role marker as plain text.
 ROLE_MARKERS = (
@@ -110,7 +109,6 @@ def chat_format_problem(text: str) -> str | None:
 def is_chat_format(text: str) -> bool:
     """True when `chat_format_problem` finds nothing wrong."""
     return chat_format_problem(text) is None
-
 
 
 # -- question/answer pairs in free text ----------------------------------------------------

@@ -33,15 +33,10 @@ from ..generate import TextGenerator
 from ..progress import seconds
 from .augment import AugmentResult, augment_for_infusion, whole_sentences
 from .chunker import Chunker, ChunkStats
-from .probes import ProbeGuard, general_prompts, general_texts, load_probes
+from .probes import ProbeGuard, general_prompts, general_texts, guard_sources, load_probes
 from .synth import Synthesis, synthesize
 
 Rows = list[dict[str, Any]]
-
-
-def guard_sources(config: InfuseConfig) -> list[str]:
-    """The evaluation files (probes and retention) whose questions no training row may restate."""
-    return list(config.eval.probes) + list(config.eval.retention)
 
 
 def read_rows(path: str | Path, required: tuple[str, ...]) -> Rows:

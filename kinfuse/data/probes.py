@@ -87,8 +87,6 @@ def general_prompts(split: str = "eval") -> list[str]:
     return _split([json.loads(line)["question"] for line in text.splitlines() if line.strip()], split)
 
 
-
-
 class ProbeGuard:
     """Evaluation probe questions, and a test of whether a generated question is one of them:
     equal after normalisation, one containing the other, or word-set Jaccard >= `overlap`."""
@@ -125,4 +123,6 @@ class ProbeGuard:
         return best
 
 
-# -- generators ----------------------------------------------------------------------------
+def guard_sources(config: Any) -> list[str]:
+    """The evaluation files (probes and retention) whose questions no training row may restate."""
+    return list(config.eval.probes) + list(config.eval.retention)

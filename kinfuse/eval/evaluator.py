@@ -131,7 +131,7 @@ class Evaluator(TextGenerator):
                       else [None] * len(rows))
         results = []
         for row, (b, b_end), (a, a_end), bl, al in zip(rows, base, adapted, base_ll, adapted_ll):
-            kind, _ = self.encode(row)
+            kind = "chat" if self.is_chat(row) else "completion"  # as encode() asks it
             results.append(
                 ProbeResult(
                     kind=kind,

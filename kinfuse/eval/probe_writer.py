@@ -26,7 +26,6 @@ PROBE_INSTRUCTION = (
 )
 
 
-
 def _cut(text: str, chars: int) -> str:
     if len(text) <= chars:
         return text

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import io
 from .results import Comparison
 
 
@@ -129,10 +130,9 @@ def build_report(
 def write_report(report: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:
     """Write out_dir/report.json and out_dir/report.html; returns both paths."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out / "report.json", out / "report.html"
-    json_path.write_text(json.dumps(_clean(report), indent=2, allow_nan=False, default=str))
-    html_path.write_text(render_html(report))
+    io.write_text(json_path, json.dumps(_clean(report), indent=2, allow_nan=False, default=str))
+    io.write_text(html_path, render_html(report))
     return json_path, html_path
 
 

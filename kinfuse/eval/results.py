@@ -8,8 +8,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
-
-
 @dataclass
 class LoglikScore:
     """Length-normalised log-likelihood (mean log-prob per token) of each candidate answer."""
@@ -146,6 +144,3 @@ class Comparison:
             lines.append(f"log-likelihood accuracy: base {self.loglik_accuracy('base'):.0%} -> adapted "
                          f"{self.loglik_accuracy('adapted'):.0%}")
         return "\n".join(lines)
-
-
-# -- the evaluator -------------------------------------------------------------------------

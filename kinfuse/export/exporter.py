@@ -19,7 +19,6 @@ from typing import Any, Callable
 
 from .. import io
 from ..errors import ModelError
-from ..run import RunRecord
 from . import merge
 from .checkpoint import estimate_bytes, local_checkpoint
 from .errors import ExportError
@@ -72,10 +71,9 @@ def export(
     max_bytes = _parse_size(max_shard_size)
     out = Path(out).expanduser().absolute()
     src = load_source(source, base, allow_incomplete=allow_incomplete)
-    if allow_incomplete and src.run_dir is not None:
-        why = RunRecord.read(src.run_dir).incomplete(src.run_dir)
-        if why:
-            echo(f"note: exporting anyway (allow_incomplete): {why.split('. ')[0]}")
+    if src.record is not None and (why := src.record.why_incomplete()):  # allow_incomplete: load_source refuses otherwise
+        echo(f"note: exporting anyway (allow_incomplete): run {src.run_dir} is not complete "
+             f"(run.json status {src.record.status!r}): {why}")
     if out.exists() and not overwrite:
         raise ExportError(f"output folder {out} exists: pass --overwrite to replace it, or choose another --out")
     if out.exists() and not out.is_dir():
@@ -111,7 +109,7 @@ def export(
         "format": format, "source": str(Path(source).expanduser().absolute()), "adapter": str(src.adapter_dir.absolute()),
         "base_model": src.base_ref, "base_path": base_ref,
         "trained_quantize": src.quantize,
-        "run_status": RunRecord.read(src.run_dir).status if src.run_dir is not None else None,
+        "run_status": src.record.status if src.record is not None else None,
     }
     try:
         with io.staged_dir(out) as staging:

@@ -31,6 +31,7 @@ class Source:
     quant_dtype: str  # compute dtype the NF4 weights were quantized in during training
     adapter_config: dict[str, Any]
     trained_on: str = "cpu"  # "cuda" or "cpu": where the NF4 weights were quantized
+    record: RunRecord | None = None  # run.json, when the source is a run's adapter
 
     def nf4_device(self) -> str:
         import torch
@@ -116,7 +117,7 @@ def load_source(source: str | os.PathLike, base: str | None = None, *, allow_inc
     if not base_ref:
         raise ExportError(f"{adapter}: no base model named (adapter_config.json has no base_model_name_or_path); "
                           "pass --base")
-    return Source(adapter, run_dir, str(base_ref), quantize, quant_dtype, config, trained_on)
+    return Source(adapter, run_dir, str(base_ref), quantize, quant_dtype, config, trained_on, record)
 
 
 def _read_record(run_dir: Path) -> RunRecord:

@@ -234,10 +234,10 @@ def _compare(report: VerifyReport, model_dir: Path, src: Source, meta: dict[str,
              echo: Callable[[str], Any]) -> None:
     base = src.base_path()
     if kind == "adapter":
-        problems = tgi_adapter_problems(json.loads((model_dir / "adapter_config.json").read_text()),
-                                        list(adapter_weights(model_dir)))
+        weights = adapter_weights(model_dir)
+        problems = tgi_adapter_problems(json.loads((model_dir / "adapter_config.json").read_text()), list(weights))
         report.problems += [f"TGI: {p}" for p in problems]
-        report.export_dtype = str(next(iter(adapter_weights(model_dir).values())).dtype).replace("torch.", "")
+        report.export_dtype = str(next(iter(weights.values())).dtype).replace("torch.", "")
         report.compute_dtype = "float32"
         quantize = "none"
         report.reference = f"{base} (unquantized, fp32) + {src.adapter_dir} with peft, as TGI applies the adapter"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ def plot_loss(history: list[dict[str, float]], path: Path) -> Path | None:
     ax.legend()
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    png = BytesIO()
+    fig.savefig(png, format="png")
     plt.close(fig)
-    return path
+    return io.write_bytes(path, png.getvalue())

@@ -46,7 +46,7 @@ from ...corpus import texts_with_sources
 from ...errors import KinfuseError
 from ...progress import bar, seconds
 from ..answers import chat_format_problem, normalize, parse_qa_pairs
-from ..probes import ProbeGuard
+from ..probes import ProbeGuard, guard_sources
 from .generators import Generator, ReplyCache
 from .grounding import (content_words, grounding, invented_names, ngrams, split_sections, trim_tail,
                         whole_sentences)
@@ -70,7 +70,6 @@ QA_INSTRUCTION = (
 )
 _PREAMBLE = re.compile(r"^\s*(sure|certainly|here is|here's|here are|rewritten|rewrite|paraphrase|news report|"
                        r"explanation|facts|the text|below)\b[^\n]{0,80}:\s*\n", re.I)
-
 
 
 # -- the result ----------------------------------------------------------------------------
@@ -354,7 +353,7 @@ def augment_for_infusion(config: Any, corpus: Any, trainer: Any, cache: str | Pa
         Generator.from_spec(data.augment_model, trainer=trainer, batch_size=config.eval.batch_size),
         paraphrases=data.paraphrases,
         qa_pairs=data.generated_qa,
-        probes=list(config.eval.probes) + list(config.eval.retention),
+        probes=guard_sources(config),
         cache=cache,
         section_chars=data.augment_section_chars,
     )

@@ -69,7 +69,6 @@ def _vague(word: str) -> bool:
 
 # Subjects a question cannot name: "What does it use?" asks nothing.
 VAGUE_SUBJECTS = frozenset("i we me us it they he she this that these those there here".split())
-_DATE_PREPS = frozenset(("on", "in", "at", "by", "during", "since", "until", "before", "after", "from"))
 
 
 
