@@ -23,7 +23,7 @@ LAYERS = [
     {"eval"},
     {"export"},
     {"pipeline", "session"},
-    {"cli", "__init__", "__main__", "sagemaker_entry"},
+    {"cli", "__init__", "__main__", "sagemaker_entry", "sagemaker_job", "sagemaker_aws"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 MAX_LINES = 500

@@ -1,7 +1,7 @@
-"""Command line: `kinfuse infuse`, `init`, `ask`, `chat`, `eval`, `export`, `verify` and
-`default-model`, one module per command (each registers its parser with `add(sub)` and runs
-with `handler(args, argv) -> exit status`). The infuse flags are derived from the InfuseConfig
-dataclasses (kinfuse.cli.flags).
+"""Command line: `kinfuse infuse`, `init`, `ask`, `chat`, `eval`, `export`, `verify`,
+`sagemaker-job` and `default-model`, one module per command (each registers its parser with
+`add(sub)` and runs with `handler(args, argv) -> exit status`). The infuse flags are derived
+from the InfuseConfig dataclasses (kinfuse.cli.flags).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import signal
 import sys
 
 from ..errors import KinfuseError
-from . import ask, evaluate, export, infuse, init
+from . import ask, evaluate, export, infuse, init, sagemaker
 from .flags import add_config_flags, config_overrides, field_comments, load_config
 
 __all__ = ["add_config_flags", "build_parser", "config_overrides", "field_comments", "load_config", "main"]
@@ -30,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add(sub)
     evaluate.add(sub)
     export.add(sub)
+    sagemaker.add(sub)
     d = sub.add_parser("default-model", help="convert the embedded default model if needed and print its path")
     d.set_defaults(handler=_default_model)
     return parser
