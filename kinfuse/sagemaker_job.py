@@ -163,11 +163,12 @@ class _Stager:
     def key(self, channel: str, rel: str) -> str:
         return f"{self.base}/input/{channel}/{rel}"
 
-    def add(self, what: str, value: str, channel: str, *, corpus: bool = False) -> str | None:
-        """Stage one local file or folder into `channel`; its name as the staged config gives it."""
+    def add(self, what: str, value: str, channel: str, *, corpus: bool = False, whole: bool = False) -> str | None:
+        """Stage one local file or folder into `channel` (`whole`: a folder as the channel itself,
+        as the entry takes SM_CHANNEL_MODEL for the model folder); its name in the staged config."""
         path = Path(value)
-        if not path.exists():
-            self.problems.append(f"{what}: no such file or folder: {path}")
+        if not path.exists() or (whole and not path.is_dir()):
+            self.problems.append(f"{what}: no such {'folder' if whole else 'file or folder'}: {path}")
             return None
         used = self._names.setdefault(channel, set())
         name, n = path.name or "root", 1
@@ -175,16 +176,17 @@ class _Stager:
             n += 1
             name = f"{path.stem}-{n}{path.suffix}" if path.is_file() else f"{path.name}-{n}"
         used.add(name)
+        inside = "" if whole else f"{name}/"
         if path.is_dir():
             # the corpus as kinfuse lists it (no hidden files, no symlink leading out of the folder)
             files = ([f for f in scan_paths([path]) if isinstance(f, Path)] if corpus else _files_in(path))
             if not files:
                 self.problems.append(f"{what}: the folder {path} holds no file to upload")
-            self.uploads += [Upload(f, self.key(channel, f"{name}/{f.relative_to(path).as_posix()}")) for f in files]
+            self.uploads += [Upload(f, self.key(channel, inside + f.relative_to(path).as_posix())) for f in files]
         else:
             self.uploads.append(Upload(path, self.key(channel, name)))
         self.channels[channel] = f"{self.base}/input/{channel}/"
-        return f"../{channel}/{name}"
+        return f"../{channel}" if whole else f"../{channel}/{name}"
 
 
 def _local_model(value: str) -> bool:
@@ -205,7 +207,7 @@ def stage_config(config_path: Path, base: str) -> tuple[InfuseConfig, _Stager]:
                                  (config.train, "resume_from", "resume")):
         value = getattr(owner, name)
         if value and (name == "resume_from" or _local_model(value)):
-            setattr(owner, name, stager.add(f"{name} folder", value, channel))
+            setattr(owner, name, stager.add(name, value, channel, whole=True))
     if stager.problems:
         raise KinfuseError(f"{config_path}: cannot stage the job's inputs: " + "; ".join(stager.problems)
                            + ". Fix the paths in the config (relative ones are read from its folder)")
