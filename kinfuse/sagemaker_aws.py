@@ -81,6 +81,18 @@ def session(region: str) -> Any:
     return boto3().session.Session(region_name=region)
 
 
+def check_credentials(region: str) -> None:
+    """Before anything is built or uploaded: boto3 finds credentials (no AWS call is made)."""
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        found = session(region).get_credentials()
+    except BotoCoreError as e:  # a profile that does not exist, an SSO cache that cannot be read
+        raise aws_error(e, "reading the AWS credentials") from e
+    if found is None:
+        raise KinfuseError(f"no AWS credentials found: {FIX_CREDENTIALS}")
+
+
 def configured_region() -> str | None:
     """The region boto3 would use (AWS_REGION, AWS_DEFAULT_REGION, the profile's), if any."""
     found = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
@@ -121,7 +133,7 @@ def submit(plan: JobPlan, echo: Callable[[str], Any] = print) -> str:
     total = sum(u.path.stat().st_size for u in plan.uploads)
     echo(f"uploading {len(plan.uploads)} file(s), {total / 2**20:.1f} MiB, to s3://{plan.bucket}/")
     for u in plan.uploads:
-        _calls(f"uploading {u.path} to {plan.uri(u.key)}", s3.upload_file, str(u.path), plan.bucket, u.key)
+        _calls(f"uploading {u.path.name} to {plan.uri(u.key)}", s3.upload_file, str(u.path), plan.bucket, u.key)
     created = _calls(f"creating the training job {plan.name}", sagemaker.create_training_job, **plan.request)
     echo(f"created the training job {plan.name} ({created['TrainingJobArn']})")
     return created["TrainingJobArn"]

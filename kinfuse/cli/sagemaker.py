@@ -69,8 +69,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     region = args.region or aws.configured_region()
     if not region:
         raise KinfuseError("no AWS region: pass --region (e.g. us-east-1) or set AWS_REGION")
-    if not args.dry_run:
-        aws.boto3()  # before the wheel is built: say at once that boto3 is missing
+    if not args.dry_run:  # before the wheel is built: say at once what is missing
+        aws.check_credentials(region)
     bucket = args.bucket
     if not bucket:
         if args.dry_run:  # the account id needs an AWS call
