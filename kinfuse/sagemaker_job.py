@@ -338,7 +338,8 @@ def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: 
         "HyperParameters": {k: json.dumps(v) for k, v in hyper.items()},  # the SDK's encoding
         "InputDataConfig": [
             {"ChannelName": channel, "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/{key}", "S3DataDistributionType": "FullyReplicated"}}}
+                "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/{key}",
+                "S3DataDistributionType": "FullyReplicated"}}}  # each instance gets every file
             for channel, key in channels.items()],
         "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/{prefix.strip('/')}"},  # + <job>/output/model.tar.gz
         "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": instance_count, "VolumeSizeInGB": volume_gb},

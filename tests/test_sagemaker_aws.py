@@ -75,7 +75,8 @@ def test_submission_uploads_the_job_and_creates_it(aws, wheel, tmp_path, capsys)
     s3.create_bucket(Bucket="infusions")
     config = _project(tmp_path)
     code = main(_args(config, wheel, "--bucket", "infusions", "--prefix", "runs", "--job-name", "zephyr-7",
-                      "--volume-size", "100", "--max-run", "7200", "--env", "HF_TOKEN=hf_x", "--wait", "--poll", "0.01"))
+                      "--volume-size", "100", "--max-run", "7200", "--env", "HF_TOKEN=hf_x", "--wait",
+                      "--poll", "0.01"))
     out, err = capsys.readouterr()
     assert code == 0, err
     assert out.splitlines() == ["zephyr-7", "s3://infusions/runs/zephyr-7/output/model.tar.gz"]
