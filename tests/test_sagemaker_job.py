@@ -166,7 +166,7 @@ def test_bad_inputs_are_refused_by_name(tmp_path, monkeypatch, capsys, flags, me
 
 def test_missing_inputs_are_named_before_anything_is_built(tmp_path, monkeypatch, capsys):
     _no_aws(monkeypatch)
-    config = _project(tmp_path, extra='resume_from = "../no-checkpoint"\n')
+    config = _project(tmp_path, model="../models/mine", extra='resume_from = "../no-checkpoint"\n')
     shutil.rmtree(tmp_path / "docs")
     (tmp_path / "probes.jsonl").unlink()
     assert main(["sagemaker-job", str(config), "--role", ROLE, "--instance-type", "ml.g5.2xlarge", "--region",
@@ -175,9 +175,24 @@ def test_missing_inputs_are_named_before_anything_is_built(tmp_path, monkeypatch
     assert f"corpus.paths: no such file or folder: {tmp_path / 'docs'}" in err
     assert f"eval.probes: no such file or folder: {tmp_path / 'probes.jsonl'}" in err
     assert f"resume_from: no such folder: {tmp_path / 'no-checkpoint'}" in err
+    assert f"model: no such folder: {tmp_path / 'models/mine'}" in err
     assert not (tmp_path / "stage").exists()
     assert main(["sagemaker-job", str(config), "--role", ROLE, "--instance-type", "ml.g5.2xlarge", "--dry-run"]) == 2
     assert "no AWS region: pass --region" in capsys.readouterr().err
+
+
+def test_a_dry_run_without_a_bucket_shows_the_default_buckets_form(tmp_path, monkeypatch, capsys):
+    _no_aws(monkeypatch)
+    monkeypatch.setenv("AWS_REGION", "eu-central-1")  # the region as boto3 would find it
+    wheel = tmp_path / "kinfuse-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"stands in for the wheel")
+    assert main(["sagemaker-job", str(_project(tmp_path)), "--role", ROLE, "--instance-type", "ml.g5.xlarge",
+                 "--wheel", str(wheel), "--dry-run"]) == 0
+    out, err = capsys.readouterr()
+    request = json.loads(out)["CreateTrainingJob"]
+    assert request["OutputDataConfig"]["S3OutputPath"] == "s3://sagemaker-eu-central-1-000000000000/kinfuse"
+    assert request["TrainingJobName"].startswith("kinfuse-infuse-20")
+    assert "stands for the default bucket sagemaker-REGION-ACCOUNT" in err
 
 
 def test_names_and_images():

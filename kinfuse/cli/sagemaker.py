@@ -100,7 +100,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         print(f"kinfuse: follow it with: aws sagemaker describe-training-job --region {region} "
               f"--training-job-name {plan.name}; its model will be {model_artifact(plan)}", file=sys.stderr)
         return 0
-    job = aws.wait(plan.name, region, poll=args.poll, echo=lambda m: print(m, file=sys.stderr))
+    try:
+        job = aws.wait(plan.name, region, poll=args.poll, echo=lambda m: print(m, file=sys.stderr))
+    except KeyboardInterrupt:
+        print(f"kinfuse: stopped waiting; the job keeps running (aws sagemaker stop-training-job --region {region} "
+              f"--training-job-name {plan.name} stops it)", file=sys.stderr)
+        return 130
     if job["TrainingJobStatus"] != "Completed":
         print(f"kinfuse: error: the training job {plan.name} {job['TrainingJobStatus'].lower()}: "
               f"{job.get('FailureReason', 'no reason given')}", file=sys.stderr)
