@@ -12,6 +12,7 @@ kinfuse.data.augment checks too are constants here, so both read one number.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -399,7 +400,8 @@ class InfuseConfig:
         # a model is a Hugging Face id unless it is written as a relative path
         for owner, name in ((self, "model"), (self.data, "augment_model")):
             value = getattr(owner, name)
-            if isinstance(value, str) and Path(value).parts[:1] in ((".",), ("..",)):
+            # (Path drops a leading "./", so the written string is looked at)
+            if isinstance(value, str) and re.match(r"\.\.?(?:/|$)", value):
                 setattr(owner, name, fix(value))
 
 

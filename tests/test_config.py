@@ -1,6 +1,8 @@
 import shutil
 from pathlib import Path
 
+import os
+
 import pytest
 
 from kinfuse import ConfigError, InfuseConfig, TrainConfig
@@ -33,6 +35,16 @@ def test_toml_maps_onto_dataclasses(tmp_path):
     assert cfg.train.lora_r == 8 and cfg.train.max_steps == 3 and cfg.data.block_size == 128
     assert cfg.corpus.paths == [str(tmp_path / "pages")]  # relative to the TOML file
     assert cfg.out_dir == str(tmp_path / "run") and cfg.eval.probes == [str(tmp_path / "p.jsonl")]
+
+
+@pytest.mark.parametrize("written, resolved", [("./local-model", "local-model"), ("../up/model", "../up/model"),
+                                               ("HuggingFaceTB/SmolLM2-135M", None), ("default", None)])
+def test_a_model_written_as_a_relative_path_is_relative_to_the_toml(tmp_path, written, resolved):
+    path = tmp_path / "infuse.toml"
+    path.write_text(f'model = "{written}"\n[corpus]\nurls = ["https://example.com/"]\n[data]\naugment_model = "{written}"\n')
+    cfg = InfuseConfig.from_toml(path)
+    expected = os.path.normpath(tmp_path / resolved) if resolved else written
+    assert cfg.model == expected and cfg.data.augment_model == expected
 
 
 def test_toml_unknown_keys_and_bad_values_listed_together(tmp_path):
