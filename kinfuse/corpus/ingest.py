@@ -135,7 +135,7 @@ def ingest_urls(
         allow_private=allow_private,
     )  # fmt: skip
     total: int | None
-    if isinstance(urls, (str, os.PathLike)):
+    if isinstance(urls, (str, bytes, os.PathLike)):
         text = os.fsdecode(urls)
         if "://" in text:
             raise CorpusError(f"ingest needs a list of URLs or a URL file, got the single URL {text!r}: pass [{text!r}]")
