@@ -197,4 +197,5 @@ async def _crawl(
         finally:
             for task in pending:  # an error while storing: stop the fetches still running
                 task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)  # and let them end before the client closes
             bar.close()

@@ -132,7 +132,10 @@ class CorpusStore:
                 docs = []
                 for shard, offset, length in row.get("at") or []:
                     if shard not in handles:
-                        handles[shard] = _shard(self.path, shard).open("rb")
+                        try:
+                            handles[shard] = _shard(self.path, shard).open("rb")
+                        except OSError as exc:
+                            raise CorpusError(f"cannot read {_shard(self.path, shard)} of the store: {exc}") from exc
                     f = handles[shard]
                     if f.tell() != offset:  # shards are read in order, so this rarely seeks
                         f.seek(offset)
@@ -245,11 +248,13 @@ class StoreWriter:
                 f"{self.path} holds other files and is not a corpus store (no {STORE_FILE}); "
                 "pass a new or empty folder"
             )
-        (self.path / _DOCS).mkdir(parents=True, exist_ok=True)
-        self._lock = _lock(self.path)
+        # store.json first: a run killed right after it leaves a store, never a folder it would refuse.
+        self.path.mkdir(parents=True, exist_ok=True)
         if not is_store(self.path):
             write_json(self.path / STORE_FILE, {"format": _FORMAT, "version": _VERSION})
         CorpusStore(self.path)  # checks format and version
+        (self.path / _DOCS).mkdir(exist_ok=True)
+        self._lock = _lock(self.path)
         self.seen: set[str] = set()
         self.keys: dict[str, str] = {}
         self.stored = 0  # sources found in the store when it was opened
@@ -285,6 +290,15 @@ class StoreWriter:
 
     def add(self, docs: list[Document], record: SourceRecord) -> SourceRecord:
         """Store one source: its documents (short ones and exact duplicates dropped), then its record."""
+        try:
+            return self._add(docs, record)
+        except OSError as exc:  # a full disk: what is committed stays, a rerun resumes from it
+            raise CorpusError(
+                f"cannot write to the corpus store {self.path}: {exc}; free space (or pass another folder), "
+                "then run the same ingest again to resume"
+            ) from exc
+
+    def _add(self, docs: list[Document], record: SourceRecord) -> SourceRecord:
         keys: list[str] = []
         kept: list[Document] = []
         reasons: list[str] = []
@@ -337,9 +351,12 @@ class StoreWriter:
         for name in ("docs", "status"):
             f = getattr(self, name, None)
             if f is not None and not f.closed:
-                f.flush()
-                os.fsync(f.fileno())
-                f.close()
+                try:
+                    f.flush()
+                    os.fsync(f.fileno())
+                    f.close()
+                except OSError:  # a full disk: what did not reach it was not committed
+                    pass
         if self._lock is not None:
             self._lock.close()  # closing the file releases the lock
             self._lock = None

@@ -223,3 +223,27 @@ def test_url_file_bad_lines_named_before_any_fetch(site: LocalServer, tmp_path: 
         Corpus.ingest(f"{site.base}/a/1", tmp_path / "s")
     with pytest.raises(ValueError, match="window >= 1"):
         Corpus.ingest([f"{site.base}/a/1"], tmp_path / "s", window=0)
+
+
+def test_a_write_that_fails_midway_is_named_and_the_rerun_completes(site: LocalServer, tmp_path: Path) -> None:
+    """A real failing write (the file-size limit of the ingesting process, as a full disk would):
+    a clear error naming the store, and the rerun resumes with no cut or doubled document."""
+    urls = [f"{site.base}/a/{i}" for i in range(60)]
+    store = tmp_path / "store"
+    script = (
+        "import resource, signal, sys; from kinfuse.corpus import Corpus\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (60000, 60000))\n"
+        "Corpus.ingest(sys.argv[2:], sys.argv[1], allow_private=True)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", script, str(store), *urls], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode != 0
+    assert f"CorpusError: cannot write to the corpus store {store}" in out.stderr
+    assert "run the same ingest again to resume" in out.stderr
+    assert 0 < len(status_rows(store)) < 60  # some sources committed before the write failed
+    result = Corpus.ingest(urls, store, allow_private=True)
+    docs = list(result)
+    assert sorted(d.source for d in docs) == sorted(urls)
+    assert all(d.text == extract_text(article(int(d.source.rsplit("/", 1)[1]))) for d in docs)
