@@ -63,8 +63,8 @@ def _shard(folder: Path, index: int) -> Path:
     return folder / _DOCS / f"{index:05d}.jsonl"
 
 
-def _status_rows(folder: Path) -> Iterator[tuple[dict[str, Any], int, bool]]:
-    """(row, byte offset after its line, is_last) per whole status line; a torn or unparsable last line
+def _status_rows(folder: Path) -> Iterator[tuple[dict[str, Any], int]]:
+    """(row, byte offset after its line) per whole status line; a torn or unparsable last line
     ends the stream (a run killed while writing it), one in the middle raises naming the line."""
     path = folder / _STATUS
     if not path.is_file():
@@ -85,7 +85,7 @@ def _status_rows(folder: Path) -> Iterator[tuple[dict[str, Any], int, bool]]:
                     f"{path}:{lineno}: damaged status record in the middle of the store; "
                     "a store is written by Corpus.ingest only: start a new store folder"
                 )
-            yield row, end, end >= size
+            yield row, end
 
 
 def _record(row: dict[str, Any]) -> SourceRecord:
@@ -121,14 +121,14 @@ class CorpusStore:
 
     def records(self) -> Iterator[SourceRecord]:
         """One record per source, in the order they were stored."""
-        for row, _, _ in _status_rows(self.path):
+        for row, _ in _status_rows(self.path):
             yield _record(row)
 
     def sources(self) -> Iterator[tuple[list[Document], SourceRecord]]:
         """Each source's documents (read from its shard) and record, in the order they were stored."""
         handles: dict[int, IO[bytes]] = {}
         try:
-            for row, _, _ in _status_rows(self.path):
+            for row, _ in _status_rows(self.path):
                 docs = []
                 for shard, offset, length in row.get("at") or []:
                     if shard not in handles:
@@ -257,11 +257,10 @@ class StoreWriter:
         self._lock = _lock(self.path)
         self.seen: set[str] = set()
         self.keys: dict[str, str] = {}
-        self.stored = 0  # sources found in the store when it was opened
         ends: dict[int, int] = {}  # committed bytes per shard
         committed = 0  # bytes of status.jsonl that stay
         sizes: dict[int, int] = {}
-        for row, end, _ in _status_rows(self.path):
+        for row, end in _status_rows(self.path):
             at = row.get("at") or []
             for shard, offset, length in at:
                 if shard not in sizes:
@@ -275,7 +274,6 @@ class StoreWriter:
                 self.keys.setdefault(key, row["source"])
             self.seen.add(row["source"])
             committed = end
-            self.stored += 1
         status = self.path / _STATUS
         if status.is_file() and status.stat().st_size > committed:
             os.truncate(status, committed)
