@@ -21,10 +21,13 @@ Typical use::
     print(corpus.report())
     corpus.save("corpus/")  # documents.jsonl + records.jsonl; Corpus.load("corpus/")
     dataset = corpus.to_dataset()  # columns: text, source, title, fetched_at
+    store = Corpus.ingest("urls.txt", "store/")  # 50,000 pages streamed to disk; rerun to resume
 
 Where each part lives (imports go down this list, never up):
 
 * :mod:`.corpus`: :class:`Corpus` (constructors, cleaning, save/load, report, ``+``);
+* :mod:`.ingest`: :meth:`Corpus.ingest`, a crawl streamed into a store on disk, resumable;
+* :mod:`.store`: :class:`CorpusStore`, that store (JSONL shards, a status line per source);
 * :mod:`.fetch`: web pages and sitemaps (client, cache, robots.txt, sitemaps);
 * :mod:`.files`: local files (folders listed safely, a size cap);
 * :mod:`.decoding`: bytes to text (charsets, detection, binary detection);
@@ -37,9 +40,11 @@ from .clean import normalize_text
 from .corpus import Corpus
 from .documents import Document, SourceRecord, texts_with_sources
 from .extract import extract_text, extract_title
+from .store import CorpusStore
 
 __all__ = [
     "Corpus",
+    "CorpusStore",
     "Document",
     "SourceRecord",
     "extract_text",

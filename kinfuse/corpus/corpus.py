@@ -25,6 +25,8 @@ from .documents import Document, SourceRecord, kept_record
 from . import fetch
 from .fetch import crawl, fetch_options
 from .files import SUPPORTED_SUFFIXES, load_file, scan_paths
+from .ingest import ingest_urls, url_file_lines
+from .store import CorpusStore, is_store
 
 if TYPE_CHECKING:  # datasets is heavy to import; only to_dataset() needs it
     import datasets
@@ -33,11 +35,10 @@ if TYPE_CHECKING:  # datasets is heavy to import; only to_dataset() needs it
 class Corpus:
     """Documents plus one :class:`SourceRecord` per input source.
 
-    Build one with :meth:`from_urls`, :meth:`from_url_file`, :meth:`from_sitemap`,
-    :meth:`from_paths`, :meth:`from_texts`, :meth:`from_documents`,
-    :meth:`from_dataset` or :meth:`load`, and combine them with ``+``. A corpus
-    always holds at least one document: otherwise the constructor raises
-    :class:`CorpusError` listing every source and why it was dropped.
+    Build one with :meth:`from_urls`, :meth:`from_url_file`, :meth:`from_sitemap`, :meth:`from_paths`,
+    :meth:`from_texts`, :meth:`from_documents`, :meth:`from_dataset` or :meth:`load` (a crawl too big
+    for memory: :meth:`ingest`), and combine them with ``+``. A corpus always holds at least one
+    document: otherwise the constructor raises :class:`CorpusError` listing every source and why.
 
     ``cleaning`` holds the counts of the last :meth:`clean` passes (summed over
     ``+``); it is empty when the corpus was never cleaned. ``owners`` gives,
@@ -251,14 +252,7 @@ class Corpus:
         Blank lines and lines starting with "#" are ignored. ``options`` are
         the keyword options of :meth:`from_urls`.
         """
-        path = Path(path)
-        try:
-            content = path.read_text(encoding="utf-8-sig")
-        except FileNotFoundError:
-            raise CorpusError(f"no such URL file: {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CorpusError(f"cannot read URL file {path}: {exc}") from exc
-        urls = [s for s in (line.strip() for line in content.splitlines()) if s and not s.startswith("#")]
+        urls = list(url_file_lines(path))  # read as Corpus.ingest reads one, with the same errors
         if not urls:
             raise CorpusError(f"empty corpus: {path} lists no URL (one per line; '#' starts a comment)")
         return cls.from_urls(urls, **options)
@@ -282,10 +276,15 @@ class Corpus:
         results = crawl(opts, sitemap=str(url).strip(), limit=limit)
         return cls._make(results).clean(dedup=dedup, boilerplate=dedup, min_chars=min_chars)
 
+    # Corpus.ingest(urls, store, ...): many pages streamed into a store on disk, resumable (ingest.py)
+    ingest = staticmethod(ingest_urls)
+
     @classmethod
     def load(cls, path: str | Path) -> Corpus:
-        """Read a corpus written by :meth:`save`."""
+        """Read a corpus written by :meth:`save`, or a store :meth:`ingest` wrote (all in memory)."""
         folder = Path(path)
+        if is_store(folder):  # one source at a time from its shards into the lists
+            return cls._make(CorpusStore(folder).sources())
         docs_file, records_file = folder / "documents.jsonl", folder / "records.jsonl"
         if not docs_file.is_file() or not records_file.is_file():
             raise CorpusError(f"{folder} is not a saved corpus (want documents.jsonl and records.jsonl)")

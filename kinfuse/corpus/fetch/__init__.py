@@ -1,8 +1,8 @@
 """Web pages as documents: an async crawler with retries, redirects, a cache, robots.txt, sitemaps
 and a guard against private addresses.
 
-* :mod:`.client`: :func:`crawl`, the fetcher (limits, retries, redirects,
-  the deadline per URL);
+* :mod:`.client`: :func:`crawl` and :func:`open_fetcher`, the fetcher (limits,
+  retries, redirects, the deadline per URL);
 * :mod:`.guard`: the private-address guard (loopback, link-local, private and
   reserved addresses refused after DNS unless ``allow_private``);
 * :mod:`.page`: turning a fetched page into documents;
@@ -13,8 +13,13 @@ and a guard against private addresses.
 * :mod:`.sitemap`: the pages a sitemap (or an index of sitemaps) lists.
 """
 
-from .client import CONCURRENCY, PER_HOST, RETRIES, TIMEOUT, USER_AGENT, FetchOptions, crawl, fetch_options
+from .client import (
+    CONCURRENCY, PER_HOST, RETRIES, TIMEOUT, USER_AGENT, Fetcher, FetchOptions, crawl, fetch_options, open_fetcher,
+    run_sync,
+)
+from .response import url_problem
 
 __all__ = [
-    "CONCURRENCY", "PER_HOST", "RETRIES", "TIMEOUT", "USER_AGENT", "FetchOptions", "crawl", "fetch_options",
+    "CONCURRENCY", "PER_HOST", "RETRIES", "TIMEOUT", "USER_AGENT", "Fetcher", "FetchOptions", "crawl",
+    "fetch_options", "open_fetcher", "run_sync", "url_problem",
 ]

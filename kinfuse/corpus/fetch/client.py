@@ -1,8 +1,9 @@
 """The async fetcher: concurrency limits, retries with backoff, redirects, responses to documents.
 
-:func:`crawl` is the one entry point: it fetches the given pages (or those a
-sitemap lists) with one ``httpx.AsyncClient`` and shared limits, and returns
-each source's documents and :class:`SourceRecord`, in input order. Every
+:func:`crawl` fetches the given pages (or those a sitemap lists) with one
+``httpx.AsyncClient`` and shared limits, and returns each source's documents
+and :class:`SourceRecord`, in input order; :func:`open_fetcher` gives the same
+:class:`Fetcher` to a caller that feeds it URLs as it goes (corpus/ingest.py). Every
 failure (HTTP status, timeout, DNS, TLS, refused connection, redirect loop,
 binary body, wrong content type, size, deadline, a refused private address)
 ends as that source's record, never as an exception that would lose the other
@@ -12,6 +13,7 @@ sources.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import email.utils
 import functools
@@ -22,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Coroutine, Iterable, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, AsyncIterator, Coroutine, Iterable, NamedTuple, TypeVar
 from urllib.parse import urljoin, urlsplit
 
 from ...config import FETCH_DEADLINE, MAX_SOURCE_BYTES
@@ -100,7 +102,7 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def _run(coro: Coroutine[Any, Any, T]) -> T:
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to completion from sync code, even inside a running loop."""
     try:
         asyncio.get_running_loop()
@@ -363,11 +365,14 @@ class Fetcher:
     # -- pages -------------------------------------------------------------------
 
     async def page(self, url: str) -> tuple[list[Document], SourceRecord]:
+        """One URL's documents and record; never raises (a bug or an odd server must not lose the others)."""
         try:
             got = await self.get(url, max_bytes=self.opt.max_bytes, accept=_KEPT_TYPES)
+            return documents_from_response(url, got)
         except Outcome as outcome:
             return [], SourceRecord(url, outcome.status, outcome.reason)
-        return documents_from_response(url, got)
+        except Exception as exc:
+            return [], SourceRecord(url, "failed", f"{_describe(exc)} (fetching {url})")
 
     async def pages(self, urls: list[str]) -> list[tuple[list[Document], SourceRecord]]:
         """Every URL's documents and record, in input order."""
@@ -390,11 +395,7 @@ class Fetcher:
         bar.update(len(urls) - len(todo))
 
         async def one(i: int) -> None:
-            url = urls[i]
-            try:
-                results[i] = await self.page(url)
-            except Exception as exc:  # a bug or an odd server must not lose the other sources
-                results[i] = ([], SourceRecord(url, "failed", f"{_describe(exc)} (fetching {url})"))
+            results[i] = await self.page(urls[i])
             bar.update(1)
 
         await asyncio.gather(*(one(i) for i in todo))
@@ -410,13 +411,29 @@ def crawl(
     Runs its own event loop; it works from any thread, and from inside a
     running loop (e.g. a notebook) by fetching on a helper thread.
     """
-    return _run(_crawl(opt, urls=urls, sitemap=sitemap, limit=limit))
+    return run_sync(_crawl(opt, urls=urls, sitemap=sitemap, limit=limit))
 
 
 async def _crawl(
     opt: FetchOptions, *, urls: list[str] | None = None, sitemap: str | None = None, limit: int | None = None
 ) -> list[tuple[list[Document], SourceRecord]]:
     """Fetch pages (given, or listed by a sitemap) with one client and shared limits."""
+    async with open_fetcher(opt) as fetcher:
+        results: list[tuple[list[Document], SourceRecord]] = []
+        if sitemap is not None:
+            records, listed = await read_sitemap(fetcher.get, sitemap, 0, set())
+            results.extend(([], r) for r in records)
+            # A page listed by several sitemaps is one source, not a duplicate.
+            urls = list(dict.fromkeys(listed))
+            if limit is not None:
+                urls = urls[:limit]
+        results.extend(await fetcher.pages(urls or []))
+    return results
+
+
+@contextlib.asynccontextmanager
+async def open_fetcher(opt: FetchOptions) -> AsyncIterator[Fetcher]:
+    """A :class:`Fetcher` with its own client for the block: every fetch of one crawl shares its limits."""
     import httpx  # deferred: only URL loading needs it
 
     limits = httpx.Limits(max_connections=opt.concurrency, max_keepalive_connections=opt.concurrency)
@@ -432,17 +449,7 @@ async def _crawl(
         limits=limits,
         transport=transport,
     ) as client:
-        fetcher = Fetcher(client, opt, check_hosts=through_proxy)
-        results: list[tuple[list[Document], SourceRecord]] = []
-        if sitemap is not None:
-            records, listed = await read_sitemap(fetcher.get, sitemap, 0, set())
-            results.extend(([], r) for r in records)
-            # A page listed by several sitemaps is one source, not a duplicate.
-            urls = list(dict.fromkeys(listed))
-            if limit is not None:
-                urls = urls[:limit]
-        results.extend(await fetcher.pages(urls or []))
-    return results
+        yield Fetcher(client, opt, check_hosts=through_proxy)
 
 
 def _describe(exc: BaseException) -> str:
