@@ -27,6 +27,7 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 QUANTIZE = ("nf4", "none")
 ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2", "flex_attention")
 KERNELS = ("none", "auto", "triton", "torch")
+DISTRIBUTED = ("ddp", "fsdp")
 ORDERS = ("mixed", "qa_first")
 ANSWERS = ("sentence", "span-first", "span")
 MAX_RULE_ROUNDS = 20  # most rule-written questions per fact / document variants per epoch
@@ -82,6 +83,9 @@ class TrainConfig:
     gradient_checkpointing: bool = True  # recompute activations in backward: less memory, more time
     attention: str = "auto"  # attention implementation; auto: flash-attn if importable on CUDA, else sdpa
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda[:N]"
+    # Under torchrun: "ddp" = every process holds the whole model and trains its share of each step;
+    # "fsdp" = FSDP-QLoRA, the model's weights sharded over the processes, for models too big for one card
+    distributed: str = "ddp"
     offload_activations: bool = False  # CUDA: keep checkpointed activations in CPU memory (longer blocks)
     # CPU with glibc: allocations of this many bytes or more get their own mmap and go back to the
     # OS when freed. glibc's default threshold rises during a run (up to 32 MiB), after which each
@@ -143,6 +147,7 @@ class TrainConfig:
         _choice(p, "compute_dtype", self.compute_dtype, DTYPES)
         _choice(p, "attention", self.attention, ATTENTION)
         _choice(p, "kernels", self.kernels, KERNELS)
+        _choice(p, "distributed", self.distributed, DISTRIBUTED)
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
             p.append(f"device={self.device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
         _positive(p, "log_every", self.log_every)

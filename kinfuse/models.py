@@ -126,8 +126,12 @@ def load_hint(name: str, error: Exception) -> str:
     return msg
 
 
-def load_model(name: str, *, quantize: str, compute_dtype: Any, device: Any, attention: str = "sdpa") -> Any:
-    """Load a causal LM: NF4 with double quantization (bitsandbytes) or plain weights."""
+def load_model(name: str, *, quantize: str, compute_dtype: Any, device: Any, attention: str = "sdpa",
+               quant_storage: Any = None) -> Any:
+    """Load a causal LM: NF4 with double quantization (bitsandbytes) or plain weights.
+
+    `quant_storage`: the dtype the packed NF4 bytes are stored as (uint8 unless given); FSDP
+    shards them only when it is the float dtype of the other weights (train.distributed = "fsdp")."""
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
@@ -138,7 +142,7 @@ def load_model(name: str, *, quantize: str, compute_dtype: Any, device: Any, att
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute_dtype,
-            bnb_4bit_quant_storage=torch.uint8,
+            bnb_4bit_quant_storage=quant_storage or torch.uint8,
         )
     if device.type == "cuda":
         kwargs["device_map"] = {"": device.index or 0}

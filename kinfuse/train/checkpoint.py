@@ -22,6 +22,7 @@ from typing import Any
 
 from ..config import TrainConfig
 from ..io import staged_dir
+from . import fsdp
 from .result import TrainingError
 
 
@@ -43,8 +44,9 @@ class Checkpoints:
     a checkpoint whose meta differs. `last` is the checkpoint last written or resumed from.
     """
 
-    def __init__(self, config: TrainConfig, model: Any):
+    def __init__(self, config: TrainConfig, model: Any, *, sharded: bool = False):
         self.config, self.model = config, model
+        self.sharded = sharded  # FSDP (fsdp.py): weights and optimizer state gathered whole to write
         self.last: Path | None = None
 
     @property
@@ -73,9 +75,13 @@ class Checkpoints:
         final = self.root / f"step-{run.step:07d}"
         rng = rng_state()
         ranks = dist.all_gather(rng) if dist is not None and dist.enabled else None
+        # Under FSDP every process takes part in gathering the shards; rank 0 writes the whole.
+        weights = fsdp.trainable_state(self.model) if self.sharded else None
+        opt_state = fsdp.full_optimizer_state(optimizer) if self.sharded else optimizer.state_dict()
         if dist is None or dist.main:
             try:
-                self._write(final, run, optimizer, scheduler, meta, rng if ranks is None else {**rng, "ranks": ranks})
+                self._write(final, run, opt_state, scheduler, meta, rng if ranks is None else {**rng, "ranks": ranks},
+                            weights)
             except Exception as e:  # OSError, or safetensors'/torch's own errors for the same failed write
                 before = f"the last good checkpoint is {self.last}" if self.last else "no earlier checkpoint was written"
                 raise TrainingError(f"could not write checkpoint {final} at step {run.step}: {write_failure(e)}; "
@@ -85,17 +91,17 @@ class Checkpoints:
         self.last = final
         return final
 
-    def _write(self, final: Path, run: RunState, optimizer: Any, scheduler: Any, meta: dict[str, Any],
-               rng: dict[str, Any]) -> None:
+    def _write(self, final: Path, run: RunState, opt_state: dict[str, Any], scheduler: Any, meta: dict[str, Any],
+               rng: dict[str, Any], weights: dict[str, Any] | None = None) -> None:
         import torch
 
         with staged_dir(final) as tmp:
-            self.model.save_pretrained(tmp / "adapter", safe_serialization=True)
+            self.model.save_pretrained(tmp / "adapter", safe_serialization=True, state_dict=weights)
             # Serialised in memory (optimizer state is twice the LoRA weights: small), then written
             # by Python: a full disk is then an OSError(ENOSPC), where torch's zip writer says only
             # "unexpected pos".
             buffer = io.BytesIO()
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng,
+            torch.save({"optimizer": opt_state, "scheduler": scheduler.state_dict(), "rng": rng,
                         "run": asdict(run)}, buffer)
             (tmp / "state.pt").write_bytes(buffer.getbuffer())
             # meta.json last: a checkpoint without it is incomplete and never resumed from.
@@ -126,15 +132,19 @@ class Checkpoints:
         try:
             weights = load_file(path / "adapter" / "adapter_model.safetensors")
             state = torch.load(path / "state.pt", weights_only=True)  # tensors and plain containers only: never runs code from the file
-            result = set_peft_model_state_dict(self.model, weights)
-            if getattr(result, "unexpected_keys", None):
-                raise ValueError(f"unexpected adapter weights {result.unexpected_keys[:3]}")
-            optimizer.load_state_dict(state["optimizer"])
+            if self.sharded:  # whole tensors on file, each process its shard
+                fsdp.load_trainable(self.model, weights)
+                fsdp.load_full_optimizer_state(optimizer, state["optimizer"])
+            else:
+                result = set_peft_model_state_dict(self.model, weights)
+                if getattr(result, "unexpected_keys", None):
+                    raise ValueError(f"unexpected adapter weights {result.unexpected_keys[:3]}")
+                optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
         except Exception as e:  # a truncated or foreign file fails in many ways; all mean "corrupt"
             raise TrainingError(f"checkpoint {path} is corrupt or from another model: {type(e).__name__}: {e}") from e
         for p in self.model.parameters():
-            if p.requires_grad:
+            if p.requires_grad and not self.sharded:  # the sharded ones are copied into, fp32 already
                 p.data = p.data.float()
         rng = state["rng"]["ranks"][rank] if "ranks" in state["rng"] else state["rng"]
         torch.set_rng_state(rng["torch"])

@@ -50,8 +50,10 @@ def train_loop(trainer: "QLoRATrainer", data: BlockTensors, held_out: BlockTenso
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total))
     checkpoints, meta = trainer.checkpoints, trainer.run_meta(data, total)
     resume = checkpoints.find_resume()
+    sharded = getattr(trainer, "sharded", False)  # FSDP (fsdp.py): FSDP reduces the gradients itself
     if resume is None and dist.enabled:
-        dist.sync_weights(params)
+        if not sharded:  # under FSDP rank 0's weights were copied to all before sharding
+            dist.sync_weights(params)
         # Each process draws its own dropout masks, as the micro-batches of one process do.
         torch.manual_seed(cfg.seed + 1_000_033 * dist.rank)
     run = RunState() if resume is None else checkpoints.load(resume, optimizer, scheduler, meta, rank=dist.rank)
@@ -67,8 +69,10 @@ def train_loop(trainer: "QLoRATrainer", data: BlockTensors, held_out: BlockTenso
             for step in bar:
                 micro = [data.micro_batch(k, cfg) for k in range(step * per_step, (step + 1) * per_step)]
                 mine = micro[dist.rank * cfg.grad_accum:(dist.rank + 1) * cfg.grad_accum]
-                result = forward_backward(trainer, data, mine, step_targets=_targets(data, micro))
-                dist.all_reduce_grads(params)
+                align = _pass_counts(data, micro, cfg.grad_accum, dist.world_size) if sharded else None
+                result = forward_backward(trainer, data, mine, step_targets=_targets(data, micro), align=align)
+                if not sharded:
+                    dist.all_reduce_grads(params)
                 run.tokens += result.tokens
                 run.targets += result.target_tokens
                 if not math.isfinite(result.loss):
@@ -85,7 +89,7 @@ def train_loop(trainer: "QLoRATrainer", data: BlockTensors, held_out: BlockTenso
                         raise
                     raise TrainingError(f"learning_rate {cfg.learning_rate} is too large for the optimizer at step "
                                         f"{step + 1} ({e}); lower it (the default is 2e-4)") from e
-                if not _all_finite(params):
+                if not _all_finite(params, dist if sharded else None, device):
                     # A finite loss can still take a step that overflows the weights (a huge
                     # learning rate): caught here, the step that did it is named and nothing
                     # downstream saves the adapter as if it were good.
@@ -99,7 +103,9 @@ def train_loop(trainer: "QLoRATrainer", data: BlockTensors, held_out: BlockTenso
                 run.step = step + 1
                 run.seconds = time.perf_counter() - start
                 row = _history_row(run, result, scheduler.get_last_lr()[0], peak_memory(device)[0])
-                if held_out is not None and cfg.eval_every and run.step % cfg.eval_every == 0 and dist.main:
+                # Under FSDP every process runs the sharded model's forwards together.
+                if (held_out is not None and cfg.eval_every and run.step % cfg.eval_every == 0
+                        and (dist.main or sharded)):
                     row["eval_loss"] = trainer.evaluate_loss(held_out)
                 run.history.append(row)
                 bar.set_postfix(loss=f"{result.loss:.3f}", lr=f"{row['lr']:.1e}",
@@ -142,12 +148,34 @@ def _targets(data: BlockTensors, micro: list[Any]) -> int:
     return int(sum(data.targets[m].sum() for m in micro))
 
 
+def _parts(data: BlockTensors, micro: list[Any]) -> list[tuple[Any, bool]]:
+    """(rows, is_anchor) of each forward/backward pass over the micro-batches: anchor blocks
+    (kept close to the base model) and plain blocks go in separate passes."""
+    if data.anchor is None:
+        return [(m, False) for m in micro]
+    return [(m[sel], kind) for m in micro for kind, sel in ((False, ~data.anchor[m]), (True, data.anchor[m]))
+            if sel.any()]
+
+
+def _pass_counts(data: BlockTensors, micro: list[Any], share: int, world: int) -> tuple[int, int]:
+    """The most plain and anchor passes any process makes this step (`share` micro-batches each)."""
+    counts = [[sum(kind == a for _, kind in _parts(data, micro[r * share:(r + 1) * share])) for a in (False, True)]
+              for r in range(world)]
+    return max(c[0] for c in counts), max(c[1] for c in counts)
+
+
 def forward_backward(trainer: "QLoRATrainer", data: BlockTensors, micro: list[Any],
-                     step_targets: int | None = None) -> StepResult:
+                     step_targets: int | None = None, align: tuple[int, int] | None = None) -> StepResult:
     """Forward and backward over the micro-batches (block indices) of one optimizer step;
     the gradients accumulate on the trainable weights. `step_targets`, the target tokens the
     losses are normalised by, are those of `micro` unless given (the whole step's, under
-    torchrun); the StepResult is then the whole step's, summed over the processes."""
+    torchrun); the StepResult is then the whole step's, summed over the processes.
+
+    `align` (FSDP): the plain and anchor passes every process must make. A sharded model
+    gathers each unit's weights in a collective at every forward and backward, so all
+    processes run alike passes in the same order, the plain ones first (one forward each)
+    then the anchor ones (two forwards: adapter off, then on); a process with fewer runs
+    extra passes on its first rows with their loss times zero, which adds nothing."""
     import torch
 
     step_targets = _targets(data, micro) if step_targets is None else step_targets
@@ -159,17 +187,20 @@ def forward_backward(trainer: "QLoRATrainer", data: BlockTensors, micro: list[An
         else contextlib.nullcontext()
     )
     sums, counts = [0.0, 0.0], [0, 0]  # [cross-entropy, anchor KL] and their target tokens
-    for m in micro:
-        # Anchor blocks (kept close to the base model) and plain blocks go in separate passes.
-        parts = [(m, False)] if data.anchor is None else [
-            (m[sel], kind) for kind, sel in ((False, ~data.anchor[m]), (True, data.anchor[m])) if sel.any()]
-        for rows, is_anchor in parts:
-            ids, labels, pos = (t[rows].to(trainer.device) for t in (data.ids, data.labels, data.pos))
-            with autocast(trainer.device, trainer.compute_dtype), offload:
-                part = (trainer.kl_sum if is_anchor else trainer.loss_sum)(ids, labels, pos)
-                weight = trainer.config.anchor_kl_weight if is_anchor else 1.0
-                loss = weight * part / max(1, step_targets)
-                loss.backward()
+    passes = [(rows, kind, 1.0) for rows, kind in _parts(data, micro)]
+    if align is not None:
+        filler = micro[0][:1]
+        passes = [p for kind in (False, True) for p in
+                  [q for q in passes if q[1] == kind] + [(filler, kind, 0.0)] * (align[kind] - sum(q[1] == kind
+                                                                                                  for q in passes))]
+    for rows, is_anchor, real in passes:
+        ids, labels, pos = (t[rows].to(trainer.device) for t in (data.ids, data.labels, data.pos))
+        with autocast(trainer.device, trainer.compute_dtype), offload:
+            part = (trainer.kl_sum if is_anchor else trainer.loss_sum)(ids, labels, pos) * real
+            weight = trainer.config.anchor_kl_weight if is_anchor else 1.0
+            loss = weight * part / max(1, step_targets)
+            loss.backward()
+        if real:
             sums[is_anchor] += part.item()
             counts[is_anchor] += int(data.targets[rows].sum())
             step_loss += loss.item()
@@ -181,11 +212,15 @@ def forward_backward(trainer: "QLoRATrainer", data: BlockTensors, micro: list[An
     return StepResult(loss=step_loss, target_tokens=step_targets, tokens=tokens, anchor_kl=kl, ce=ce)
 
 
-def _all_finite(params: list[Any]) -> bool:
-    """Whether every trainable weight is finite (one host sync for all of them)."""
+def _all_finite(params: list[Any], dist: Any = None, device: Any = None) -> bool:
+    """Whether every trainable weight is finite (one host sync for all of them). With `dist`
+    (FSDP) each process checks its shards and they agree, so all stop or none."""
     import torch
 
-    return bool(torch.isfinite(torch.stack([p.detach().abs().amax().float() for p in params])).all())
+    local = [p.to_local() if hasattr(p, "to_local") else p for p in params] if dist is not None else params
+    peaks = [p.detach().abs().amax().float() for p in local if p.numel()]  # a shard may be empty
+    finite = not peaks or bool(torch.isfinite(torch.stack(peaks)).all())
+    return finite if dist is None else not dist.max_int(int(not finite), device)
 
 
 def _last_good(checkpoints: Any) -> str:

@@ -101,8 +101,10 @@ def build_model(model_name: str, config: TrainConfig, device: Any, compute_dtype
     from peft import LoraConfig, get_peft_model
 
     cfg = config
+    # FSDP shards the packed NF4 weights only when they are stored in the other weights' float dtype.
+    storage = compute_dtype if cfg.distributed == "fsdp" else None
     base = load_model(model_name, quantize=cfg.quantize, compute_dtype=compute_dtype, device=device,
-                      attention=pick_attention(cfg.attention, device))
+                      attention=pick_attention(cfg.attention, device), quant_storage=storage)
     base.config.use_cache = False  # the KV cache is useless in training and costs memory
     for p in base.parameters():
         p.requires_grad_(False)

@@ -12,13 +12,14 @@ save:   the adapter as PEFT safetensors, loadable by plain peft.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..config import TrainConfig
 from ..io import staged_dir
 from ..models import load_tokenizer, resolve_model
-from . import distributed, losses
+from . import distributed, fsdp, losses
 from .blocks import BlockTensors, check_blocks
 from .checkpoint import Checkpoints, write_failure
 from .logs import plot_loss
@@ -44,15 +45,26 @@ class QLoRATrainer:
         self.model_name = resolve_model(model)
         tune_allocator(cfg, self.device)
         self.tokenizer = tokenizer or load_tokenizer(self.model_name)
+        # FSDP-QLoRA (fsdp.py): refused where it cannot run before the model loads; the stock
+        # modules in place of the Triton ops, which read weights outside the sharded forwards.
+        self.sharded = cfg.distributed == "fsdp"
+        patch_cfg = cfg
+        if self.sharded:
+            fsdp.check_config(cfg, self.dist)
+            patch_cfg = replace(cfg, kernels=fsdp.kernels_setting(cfg))
         self.model, self.full_modules = build_model(self.model_name, cfg, self.device, self.compute_dtype)
-        self.kernel_patch, self.fused_ce = patch_forwards(self.model, cfg, self.device, self.compute_dtype,
+        self.kernel_patch, self.fused_ce = patch_forwards(self.model, patch_cfg, self.device, self.compute_dtype,
                                                           full_modules=bool(self.full_modules))
+        if self.sharded:
+            # Rank 0's LoRA init on every process while the weights are whole; each keeps its shard.
+            self.dist.sync_weights([p for p in self.model.parameters() if p.requires_grad])
+            fsdp.shard(self.model, self.dist, self.device)
         base = self.model.get_base_model()
         self.plain_head = losses.has_plain_head(base)
         self.max_length = getattr(base.config, "max_position_embeddings", None)
         # On a CPU the saved tensors are in host memory already: offloading would only copy them.
         self.offload_activations = cfg.offload_activations and self.device.type == "cuda"
-        self.checkpoints = Checkpoints(cfg, self.model)
+        self.checkpoints = Checkpoints(cfg, self.model, sharded=self.sharded)
 
     @property
     def last_checkpoint(self) -> Path | None:
@@ -127,13 +139,15 @@ class QLoRATrainer:
 
         The folder is filled beside `path` and swapped in whole (kinfuse.io.staged_dir): a full
         disk or a crash leaves the previous adapter or none, never a truncated file. Under
-        torchrun rank 0 alone writes it (the weights are alike on every process)."""
+        torchrun rank 0 alone writes it (the weights are alike on every process; under FSDP every
+        process calls this, to gather the sharded weights for rank 0)."""
         path = Path(path)
+        weights = fsdp.trainable_state(self.model) if self.sharded else None
         if not self.dist.main:
             return path
         try:
             with staged_dir(path) as tmp:
-                self.model.save_pretrained(tmp, safe_serialization=True)
+                self.model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
                 self.tokenizer.save_pretrained(tmp)
         except Exception as e:  # OSError, or safetensors'/the tokenizer's own errors for the same failed write
             raise TrainingError(f"could not save the adapter to {path}: {write_failure(e)}; nothing partial was "
