@@ -1,0 +1,222 @@
+"""kinfuse.train.fsdp: FSDP-QLoRA (train.distributed = "fsdp") under `torchrun --nproc-per-node 2`
+on the CPU (gloo): the NF4 weights really are sharded (each process holds half of every packed
+weight, stored in the compute dtype), and the run is the single process with grad_accum=2 (adapter
+to float tolerance, the same loss curve), anchor blocks (the adapter-off forward) included;
+rank 0 alone writes; SIGTERM to one rank leaves a complete checkpoint that resumes, on 2
+processes, to the uninterrupted run; the checkpoint is refused by one process, and FSDP mode
+without torchrun or through `kinfuse infuse` is refused with the way on."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from kinfuse import ConfigError, TrainingError
+
+ROOT = Path(__file__).resolve().parents[2]
+# NF4 base (the QLoRA case), fp32 compute so that the comparison is at float precision
+RUN = dict(max_steps=6, micro_batch_size=1, max_grad_norm=1.0, lora_dropout=0.0, learning_rate=5e-3,
+           lr_schedule="constant", quantize="nf4", compute_dtype="float32", kernels="none")
+
+# One rank of a torchrun launch: trains the tiny model on the sample blocks with RUN (plus the
+# JSON overrides in argv[3]); every rank reports what its train() returned and how the first
+# quantized projection is held (sharded or not, its local and whole sizes, its dtype).
+WORKER = """
+import json, os, sys, time
+from pathlib import Path
+from kinfuse import Chunker, QLoRATrainer, TrainConfig
+from transformers import AutoTokenizer
+model, out, overrides = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
+rank = int(os.environ["RANK"])
+(out / f"pid-{rank}").write_text(str(os.getpid()))
+tok = AutoTokenizer.from_pretrained(model)
+blocks = Chunker(tok, block_size=64)([{"text": t} for t in Path(sys.argv[4]).read_text().splitlines()])
+if overrides.pop("anchors", False):  # every third block an anchor: the processes' passes differ
+    blocks = blocks.add_column("anchor", [i % 3 == 0 for i in range(len(blocks))])
+slow = overrides.pop("slow", 0)
+trainer = QLoRATrainer(model, TrainConfig(progress=False, output_dir=str(out), **overrides))
+if slow:  # time to signal a run mid-way; the numbers are unchanged
+    loss_sum = trainer.loss_sum
+    trainer.loss_sum = lambda *a: (time.sleep(slow), loss_sum(*a))[1]
+w = trainer.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight
+held = {"sharded": type(w).__name__ == "DTensor", "dtype": str(w.dtype),
+        "local": (w.to_local() if hasattr(w, "to_local") else w).numel(), "whole": w.numel()}
+result = trainer.train(blocks, log_path=out / f"log-{rank}.jsonl")
+trainer.save_adapter(out / "adapter")
+(out / f"result-{rank}.json").write_text(json.dumps(
+    {"world": trainer.dist.world_size, "steps": result.steps, "interrupted": result.interrupted, "held": held,
+     "signal": result.stop_signal, "checkpoint": result.checkpoint, "history": result.history}))
+"""
+
+
+def _launch(tmp_path, tiny_model, sample_text, out, **overrides):
+    """Start `torchrun --standalone --nproc-per-node 2` of WORKER in FSDP mode, writing to `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    script, text = tmp_path / "worker.py", tmp_path / "text.txt"
+    script.write_text(WORKER)
+    text.write_text(sample_text)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
+           tiny_model, str(out), json.dumps({**RUN, "distributed": "fsdp", **overrides}), str(text)]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(child):
+    out, err = child.communicate(timeout=240)
+    assert child.returncode == 0, (out + err)[-3000:]
+
+
+def _results(out):
+    return [json.loads((out / f"result-{r}.json").read_text()) for r in (0, 1)]
+
+
+def _adapter(path):
+    from safetensors.torch import load_file
+
+    return load_file(Path(path) / "adapter_model.safetensors")
+
+
+def _single(make_trainer, blocks, out, **overrides):
+    """The one-process run with grad_accum=2 that two processes must reproduce."""
+    one = make_trainer(grad_accum=2, output_dir=str(out), **{**RUN, **overrides})
+    result = one.train(blocks)
+    one.save_adapter(out / "adapter")
+    return result
+
+
+def _assert_same_run(two_out, one_out, one_result):
+    # The same loss curve: every step's loss is the whole global batch's, on every rank.
+    for r in _results(two_out):
+        assert r["world"] == 2 and r["steps"] == one_result.steps
+        assert [h["loss"] for h in r["history"]] == pytest.approx([h["loss"] for h in one_result.history], rel=1e-5)
+    a, b = _adapter(one_out / "adapter"), _adapter(two_out / "adapter")
+    assert a.keys() == b.keys() and a
+    # As for DDP: the two ranks' gradients are summed in another order than accumulation adds
+    # them, and Adam divides by sqrt(v), so a near-zero gradient's rounding moves its weight by
+    # ~1e-5 over six steps. FSDP averaging instead of summing (or a shard missing) moves every
+    # weight by far more, and the losses diverge above.
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=2e-5)
+
+
+@pytest.fixture(scope="module")
+def fsdp_run(tiny_model, sample_text, tmp_path_factory):
+    """The uninterrupted 2-process FSDP run (save_every=3)."""
+    tmp = tmp_path_factory.mktemp("fsdp")
+    _finish(_launch(tmp, tiny_model, sample_text, tmp / "straight", save_every=3))
+    return tmp / "straight"
+
+
+def test_fsdp_shards_nf4_and_equals_one_process_with_grad_accum_2(fsdp_run, make_trainer, blocks, tmp_path):
+    results = _results(fsdp_run)
+    for r in results:
+        # The packed NF4 bytes, stored as float32 (the compute dtype) so that FSDP splits them:
+        # each process holds half.
+        held = r["held"]
+        assert held["sharded"] and held["dtype"] == "torch.float32" and held["local"] * 2 == held["whole"]
+    _assert_same_run(fsdp_run, tmp_path, _single(make_trainer, blocks, tmp_path))
+    # rank 0 alone logs and checkpoints; the checkpoint records the world size
+    assert (fsdp_run / "log-0.jsonl").is_file() and not (fsdp_run / "log-1.jsonl").exists()
+    assert len((fsdp_run / "log-0.jsonl").read_text().splitlines()) == 6
+    meta = json.loads((fsdp_run / "checkpoints/step-0000003/meta.json").read_text())
+    assert meta["world_size"] == 2 and meta["step"] == 3
+
+
+def test_fsdp_checkpoint_is_whole_and_one_process_refuses_it(fsdp_run, make_trainer, blocks, tmp_path):
+    ckpt = fsdp_run / "checkpoints/step-0000003"
+    # Gathered whole: the adapter has every LoRA weight at full size, the optimizer state one
+    # process's layout (integer keys, whole moments), as a single process writes them.
+    adapter = _adapter(ckpt / "adapter")
+    a_q = adapter["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]
+    assert a_q.shape == (16, 64)
+    state = torch.load(ckpt / "state.pt", weights_only=True)["optimizer"]["state"]
+    assert len(state) == len(adapter) and all(type(s["exp_avg"]) is torch.Tensor for s in state.values())
+    assert sorted(tuple(s["exp_avg"].shape) for s in state.values()) == sorted(tuple(t.shape) for t in adapter.values())
+    trainer = make_trainer(grad_accum=1, output_dir=str(tmp_path), resume_from=str(ckpt), **RUN)
+    with pytest.raises(TrainingError, match=r"written by 2 training process\(es\), this run has 1.*"
+                                            r"torchrun --nproc-per-node 2"):
+        trainer.train(blocks)
+
+
+def test_sigterm_on_one_rank_checkpoints_and_fsdp_resume_is_uninterrupted(fsdp_run, tiny_model, sample_text,
+                                                                          tmp_path):
+    out = tmp_path / "run"
+    child = _launch(tmp_path, tiny_model, sample_text, out, slow=0.4)
+    log = out / "log-0.jsonl"
+    deadline = time.time() + 150
+    while time.time() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= 1):
+        if child.poll() is not None:
+            break
+        time.sleep(0.1)
+    os.kill(int((out / "pid-1").read_text()), signal.SIGTERM)  # rank 1 only: the decision is collective
+    _finish(child)
+    results = _results(out)
+    steps = results[0]["steps"]
+    assert 1 <= steps < 6, "the signal came too late to interrupt the run"
+    assert all(r["interrupted"] and r["signal"] == "SIGTERM" and r["steps"] == steps for r in results)
+    ckpt = out / "checkpoints" / f"step-{steps:07d}"
+    assert results[0]["checkpoint"] == results[1]["checkpoint"] == str(ckpt) and (ckpt / "meta.json").is_file()
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]  # nothing half-written
+
+    _finish(_launch(tmp_path, tiny_model, sample_text, out, resume=True))
+    resumed, straight = _results(out)[0], _results(fsdp_run)[0]
+    assert resumed["steps"] == 6 and [h["loss"] for h in resumed["history"]] == [h["loss"] for h in
+                                                                                  straight["history"]]
+    a, b = _adapter(fsdp_run / "adapter"), _adapter(out / "adapter")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == list(range(1, 7))
+
+
+def test_fsdp_anchor_blocks_equal_one_process(make_trainer, blocks, tiny_model, sample_text, tmp_path):
+    # Anchor blocks (KL to the adapter-off model: two forwards) on one rank and plain blocks on
+    # the other in the same step: the passes are aligned, and the numbers are the single run's.
+    child = _launch(tmp_path, tiny_model, sample_text, tmp_path / "two", anchors=True, max_steps=4)
+    marked = blocks.add_column("anchor", [i % 3 == 0 for i in range(len(blocks))])
+    one = _single(make_trainer, marked, tmp_path / "one", max_steps=4)
+    _finish(child)
+    # a step whose two micro-batches (one per rank) were an anchor block and a plain one
+    assert any("anchor_kl" in h and "ce" in h for h in one.history)
+    _assert_same_run(tmp_path / "two", tmp_path / "one", one)
+    for r in _results(tmp_path / "two"):
+        assert [h.get("anchor_kl", -1.0) for h in r["history"]] == pytest.approx(
+            [h.get("anchor_kl", -1.0) for h in one.history], rel=1e-5)
+
+
+def test_fsdp_without_torchrun_says_how_to_launch(make_trainer, monkeypatch):
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(ConfigError, match=r'distributed = "fsdp" shards the model.*one process.*'
+                                          r"torchrun --nproc-per-node N"):
+        make_trainer(distributed="fsdp", **RUN)
+    with pytest.raises(ConfigError, match=r"distributed='bogus': .*ddp.*fsdp"):
+        make_trainer(distributed="bogus")
+
+
+def test_infuse_refuses_fsdp_with_the_way_on(tmp_path):
+    from kinfuse import InfuseConfig, infuse
+
+    page = tmp_path / "page.txt"
+    page.write_text("The Zephyr router has four antennas.\n")
+    config = InfuseConfig.from_dict({"model": "default", "out_dir": str(tmp_path / "out"),
+                                     "corpus": {"paths": [str(page)]}, "train": {"distributed": "fsdp"}})
+    with pytest.raises(ConfigError, match=r"kinfuse infuse builds the training mix .* rank 0 alone.*"
+                                          r'QLoRATrainer\(model, TrainConfig\(distributed="fsdp"\)\)'):
+        infuse(config)
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs (NCCL): FSDP-QLoRA on GPUs")
+def test_two_gpus_fsdp_qlora_equals_one_with_grad_accum_2(make_trainer, blocks, tiny_model, sample_text, tmp_path):
+    # bf16 compute on the GPUs (NF4 stored as bf16): the comparison is at bf16 precision.
+    gpu = dict(device="cuda", compute_dtype="bfloat16")
+    child = _launch(tmp_path, tiny_model, sample_text, tmp_path / "two", **gpu)
+    one = _single(make_trainer, blocks, tmp_path / "one", **gpu)
+    _finish(child)
+    two = _results(tmp_path / "two")[0]
+    assert two["held"]["sharded"] and two["held"]["dtype"] == "torch.bfloat16"
+    assert [h["loss"] for h in two["history"]] == pytest.approx([h["loss"] for h in one.history], rel=2e-2)
