@@ -40,10 +40,24 @@ blocks = Chunker(tok, block_size=64)([{"text": t} for t in Path(sys.argv[4]).rea
 if overrides.pop("anchors", False):  # every third block an anchor: the processes' passes differ
     blocks = blocks.add_column("anchor", [i % 3 == 0 for i in range(len(blocks))])
 slow = overrides.pop("slow", 0)
+overrides_grads = overrides.pop("grads", False)
 trainer = QLoRATrainer(model, TrainConfig(progress=False, output_dir=str(out), **overrides))
 if slow:  # time to signal a run mid-way; the numbers are unchanged
     loss_sum = trainer.loss_sum
     trainer.loss_sum = lambda *a: (time.sleep(slow), loss_sum(*a))[1]
+if overrides_grads:  # the first step's gradients, gathered whole, before training
+    import torch
+    from kinfuse.train.blocks import BlockTensors
+    from kinfuse.train.loop import forward_backward
+    data = BlockTensors(blocks)
+    micro = [data.micro_batch(k, trainer.config) for k in range(2)]
+    forward_backward(trainer, data, [micro[rank]], step_targets=int(sum(data.targets[m].sum() for m in micro)))
+    grads = {n: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).cpu()
+             for n, p in trainer.model.named_parameters() if p.requires_grad}
+    if rank == 0:
+        torch.save(grads, out / "grads.pt")
+    for p in trainer.model.parameters():
+        p.grad = None
 w = trainer.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight
 held = {"sharded": type(w).__name__ == "DTensor", "dtype": str(w.dtype),
         "local": (w.to_local() if hasattr(w, "to_local") else w).numel(), "whole": w.numel()}
@@ -109,7 +123,7 @@ def _assert_same_run(two_out, one_out, one_result):
 def fsdp_run(tiny_model, sample_text, tmp_path_factory):
     """The uninterrupted 2-process FSDP run (save_every=3)."""
     tmp = tmp_path_factory.mktemp("fsdp")
-    _finish(_launch(tmp, tiny_model, sample_text, tmp / "straight", save_every=3))
+    _finish(_launch(tmp, tiny_model, sample_text, tmp / "straight", save_every=3, grads=True))
     return tmp / "straight"
 
 
@@ -120,6 +134,20 @@ def test_fsdp_shards_nf4_and_equals_one_process_with_grad_accum_2(fsdp_run, make
         # each process holds half.
         held = r["held"]
         assert held["sharded"] and held["dtype"] == "torch.float32" and held["local"] * 2 == held["whole"]
+    # The first step's gradients, as FSDP left them (reduce-scattered, gathered whole), are the
+    # single process's accumulated over both micro-batches: summed over the ranks, not averaged.
+    # (Adam and clipping would hide a factor of 2 in the weights; the gradients show it.)
+    from kinfuse.train.blocks import BlockTensors
+    from kinfuse.train.loop import forward_backward
+
+    one = make_trainer(grad_accum=2, **RUN)
+    data = BlockTensors(blocks)
+    forward_backward(one, data, [data.micro_batch(k, one.config) for k in range(2)])
+    fsdp_grads = torch.load(fsdp_run / "grads.pt", weights_only=True)
+    single_grads = {n: p.grad for n, p in one.model.named_parameters() if p.requires_grad}
+    assert fsdp_grads.keys() == single_grads.keys()
+    for n, g in single_grads.items():
+        torch.testing.assert_close(fsdp_grads[n], g, rtol=1e-4, atol=1e-7)
     _assert_same_run(fsdp_run, tmp_path, _single(make_trainer, blocks, tmp_path))
     # rank 0 alone logs and checkpoints; the checkpoint records the world size
     assert (fsdp_run / "log-0.jsonl").is_file() and not (fsdp_run / "log-1.jsonl").exists()
