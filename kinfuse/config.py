@@ -84,7 +84,8 @@ class TrainConfig:
     attention: str = "auto"  # attention implementation; auto: flash-attn if importable on CUDA, else sdpa
     device: str = "auto"  # "auto" (CUDA when present), "cpu" or "cuda[:N]"
     # Under torchrun: "ddp" = every process holds the whole model and trains its share of each step;
-    # "fsdp" = FSDP-QLoRA, the model's weights sharded over the processes, for models too big for one card
+    # "fsdp" = FSDP-QLoRA, the model's weights sharded over the processes, for models too big for one
+    # card (QLoRATrainer in Python; kinfuse infuse needs "ddp": it evaluates on rank 0 alone)
     distributed: str = "ddp"
     offload_activations: bool = False  # CUDA: keep checkpointed activations in CPU memory (longer blocks)
     # CPU with glibc: allocations of this many bytes or more get their own mmap and go back to the
