@@ -43,13 +43,15 @@ def check_config(config: Any, dist: Any) -> None:
 
 
 def kernels_setting(config: Any) -> str:
-    """The kernels setting FSDP mode runs with: the Triton ops read NF4 weights and their
-    quantization state outside the module forwards FSDP gathers them in, so "auto" means the
-    stock modules here and an explicit "triton" is refused."""
+    """The kernels setting FSDP mode runs with. The Triton NF4 LoRA op reads the quantization
+    state from the weight, and the weight FSDP gathers for a layer is a plain tensor without it:
+    the op would fall back to the stock forward for every projection, and the rest of the Triton
+    path is untested under FSDP (no GPU here). So "auto" means the stock modules (the fused
+    output layer + cross-entropy in torch still runs) and an explicit "triton" is refused."""
     if config.kernels == "triton":
-        raise ConfigError(['kernels = "triton" with train.distributed = "fsdp": the Triton ops read the NF4 '
-                           "weights outside the module forward that FSDP gathers them in; set kernels = \"auto\" "
-                           '(stock modules under FSDP) or "none"'], "TrainConfig (train.distributed)")
+        raise ConfigError(['kernels = "triton" with distributed = "fsdp": the Triton NF4 LoRA op reads the '
+                           "quantization state from the weight, which the weight FSDP gathers does not carry; set "
+                           'kernels = "auto" (the stock modules under FSDP) or "none"'], "TrainConfig")
     return "none" if config.kernels == "auto" else config.kernels
 
 

@@ -216,13 +216,21 @@ def test_fsdp_anchor_blocks_equal_one_process(make_trainer, blocks, tiny_model, 
             [h.get("anchor_kl", -1.0) for h in one.history], rel=1e-5)
 
 
-def test_fsdp_without_torchrun_says_how_to_launch(make_trainer, monkeypatch):
+def test_fsdp_without_torchrun_or_with_what_it_cannot_shard_is_refused(make_trainer, monkeypatch):
+    from kinfuse.train.distributed import Dist
+
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(ConfigError, match=r'distributed = "fsdp" shards the model.*one process.*'
                                           r"torchrun --nproc-per-node N"):
         make_trainer(distributed="fsdp", **RUN)
     with pytest.raises(ConfigError, match=r"distributed='bogus': .*ddp.*fsdp"):
         make_trainer(distributed="bogus")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr("kinfuse.train.distributed.init", lambda device: Dist(0, 2, 0))  # a launch, not joined
+    with pytest.raises(ConfigError, match=r'kernels = "triton" with distributed = "fsdp".*set kernels = "auto"'):
+        make_trainer(distributed="fsdp", **{**RUN, "kernels": "triton"})
+    with pytest.raises(ConfigError, match=r"train_embeddings / train_lm_head .* set both False"):
+        make_trainer(distributed="fsdp", train_lm_head=True, **RUN)
 
 
 def test_infuse_refuses_fsdp_with_the_way_on(tmp_path):
