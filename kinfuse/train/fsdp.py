@@ -38,6 +38,10 @@ def check_config(config: Any, dist: Any) -> None:
     if config.train_embeddings or config.train_lm_head:
         problems.append('train_embeddings / train_lm_head with distributed = "fsdp": the full embedding and '
                         'output-layer copies are not sharded here; set both False, or use distributed = "ddp"')
+    if config.optimizer not in ("auto", "adamw"):
+        problems.append(f'optimizer = "{config.optimizer}" with distributed = "fsdp": bitsandbytes\' paged and '
+                        "8-bit optimizers update whole tensors, not the shards FSDP keeps; set optimizer = \"auto\" "
+                        "or \"adamw\" (torch AdamW: the LoRA optimizer state is small)")
     if problems:
         raise ConfigError(problems, "TrainConfig")
 

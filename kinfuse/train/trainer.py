@@ -51,6 +51,8 @@ class QLoRATrainer:
         patch_cfg = cfg
         if self.sharded:
             fsdp.check_config(cfg, self.dist)
+            if cfg.optimizer == "auto":  # torch AdamW steps sharded weights; bitsandbytes' paged one does not
+                self.config = cfg = replace(cfg, optimizer="adamw")
             patch_cfg = replace(cfg, kernels=fsdp.kernels_setting(cfg))
         self.model, self.full_modules = build_model(self.model_name, cfg, self.device, self.compute_dtype)
         self.kernel_patch, self.fused_ce = patch_forwards(self.model, patch_cfg, self.device, self.compute_dtype,

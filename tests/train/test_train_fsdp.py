@@ -231,6 +231,8 @@ def test_fsdp_without_torchrun_or_with_what_it_cannot_shard_is_refused(make_trai
         make_trainer(distributed="fsdp", **{**RUN, "kernels": "triton"})
     with pytest.raises(ConfigError, match=r"train_embeddings / train_lm_head .* set both False"):
         make_trainer(distributed="fsdp", train_lm_head=True, **RUN)
+    with pytest.raises(ConfigError, match=r'optimizer = "paged_adamw_32bit" with distributed = "fsdp".*"adamw"'):
+        make_trainer(distributed="fsdp", optimizer="paged_adamw_32bit", **RUN)
 
 
 def test_infuse_refuses_fsdp_with_the_way_on(tmp_path):
