@@ -187,12 +187,13 @@ def forward_backward(trainer: "QLoRATrainer", data: BlockTensors, micro: list[An
         else contextlib.nullcontext()
     )
     sums, counts = [0.0, 0.0], [0, 0]  # [cross-entropy, anchor KL] and their target tokens
-    passes = [(rows, kind, 1.0) for rows, kind in _parts(data, micro)]
+    passes = [(rows, kind, 1.0) for rows, kind in _parts(data, micro)]  # (rows, is_anchor, loss factor)
     if align is not None:
-        filler = micro[0][:1]
-        passes = [p for kind in (False, True) for p in
-                  [q for q in passes if q[1] == kind] + [(filler, kind, 0.0)] * (align[kind] - sum(q[1] == kind
-                                                                                                  for q in passes))]
+        aligned = []
+        for kind in (False, True):
+            mine = [q for q in passes if q[1] == kind]
+            aligned += mine + [(micro[0][:1], kind, 0.0)] * (align[kind] - len(mine))
+        passes = aligned
     for rows, is_anchor, real in passes:
         ids, labels, pos = (t[rows].to(trainer.device) for t in (data.ids, data.labels, data.pos))
         with autocast(trainer.device, trainer.compute_dtype), offload:

@@ -45,8 +45,8 @@ class QLoRATrainer:
         self.model_name = resolve_model(model)
         tune_allocator(cfg, self.device)
         self.tokenizer = tokenizer or load_tokenizer(self.model_name)
-        # FSDP-QLoRA (fsdp.py): refused where it cannot run before the model loads; the stock
-        # modules in place of the Triton ops, which read weights outside the sharded forwards.
+        # FSDP-QLoRA (fsdp.py): what it cannot run is refused before the model loads; the stock
+        # modules in place of the Triton ops (fsdp.kernels_setting says why).
         self.sharded = cfg.distributed == "fsdp"
         patch_cfg = cfg
         if self.sharded:
