@@ -21,7 +21,6 @@ from urllib.parse import urlsplit
 # Whitespace and text normalisation
 # ---------------------------------------------------------------------------
 
-_HSPACE = re.compile(r"[^\S\n]+")
 # Invisible characters that only get in the way of a tokenizer: controls,
 # BOMs and zero-width spaces (ZWJ/ZWNJ stay: some scripts and emoji need them).
 _INVISIBLE = re.compile(r"[\x00-\x08\x0e-\x1f\x7f\u200b\u2060\ufeff]")
@@ -37,7 +36,9 @@ def normalize_text(text: str) -> str:
     """
     text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
     text = _INVISIBLE.sub("", text)
-    text = "\n".join(_HSPACE.sub(" ", line).strip() for line in text.split("\n"))
+    # Within a line (no "\n"), " ".join(line.split()) is re.sub(r"[^\S\n]+", " ", line).strip(): str.split
+    # and the regex share one definition of whitespace, and the C split is several times faster.
+    text = "\n".join(" ".join(line.split()) for line in text.split("\n"))
     return _BLANKS.sub("\n\n", text).strip()
 
 

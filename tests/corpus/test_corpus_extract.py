@@ -212,3 +212,18 @@ def test_extract_service_page_keeps_every_section() -> None:
         for i in range(n):
             assert _prose(name, i) in text, (name, i)
     assert _prose("link", 0) not in text and "Copyright" not in text
+
+
+def test_extract_listing_keeps_linked_titles_but_not_link_lists() -> None:
+    cards = "".join(
+        f"<div class='card'><h3><a href='/c/{i}'>Course number {i} title</a></h3>"
+        f"<p>{_prose('card', i)}</p><a href='/c/{i}'>A practical course on subject {i} for beginners</a></div>"
+        for i in range(6)
+    )
+    links = "<ul>" + "".join(f"<li><a href='/r/{i}'>Related story number {i} of many</a></li>" for i in range(6))
+    html = f"<html><body>{_NAV}<div class='grid'>{cards}{links}</ul></div>{_FOOTER}</body></html>"
+    text = extract_text(html)
+    for i in range(6):
+        assert f"Course number {i} title" in text
+        assert f"A practical course on subject {i} for beginners" in text
+    assert "Related story number" not in text

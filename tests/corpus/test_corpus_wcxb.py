@@ -19,16 +19,16 @@ import pytest
 
 from kinfuse.corpus import extract_text
 
-# Measured 0.690 overall; by type article 0.912, collection 0.508, documentation 0.929, forum 0.703,
-# listing 0.412, product 0.571, service 0.794. 30 pages a type: one page moves a type's mean by up
+# Measured 0.696 overall; by type article 0.913, collection 0.512, documentation 0.931, forum 0.704,
+# listing 0.444, product 0.571, service 0.794 (corpus-20261130T174031Z.json). 30 pages a type: one page moves a type's mean by up
 # to 0.033, hence the wider per-type margin.
-OVERALL_BAR = 0.66
+OVERALL_BAR = 0.67
 TYPE_BARS = {
     "article": 0.87,
     "collection": 0.46,
     "documentation": 0.88,
     "forum": 0.65,
-    "listing": 0.36,
+    "listing": 0.39,
     "product": 0.52,
     "service": 0.75,
 }

@@ -7,21 +7,22 @@ lets every paragraph vote for the elements around it, as Readability does.
 
 from __future__ import annotations
 
+import functools
 import re
 
-from .tree import HEADINGS, Builder, Elem
+from .tree import HEADINGS, Builder, ClassWords, Elem
 
 # For scoring candidates: class/id words that lean towards / away from content.
-_POSITIVE = re.compile(r"article|body|content|entry|hentry|main|page|post|text|blog|story|prose", re.I)
-_NEGATIVE = re.compile(
+_POSITIVE = ClassWords(r"article|body|content|entry|hentry|main|page|post|text|blog|story|prose")
+_NEGATIVE = ClassWords(
     r"banner|combx|comment|contact|foot|footnote|masthead|media|meta|"
     r"outbrain|promo|related|scroll|share|shoutbox|sidebar|skyscraper|sponsor|"
-    r"shopping|tags|tool|widget|caption|credit",
-    re.I,
+    r"shopping|tags|tool|widget|caption|credit"
 )
 _COMMAS = re.compile(r"[,،、，]")
 
 
+@functools.lru_cache(maxsize=8192)
 def class_weight(attr: str) -> float:
     """+25 for content-like class/id words, -25 for chrome-like ones (both can apply)."""
     if not attr:

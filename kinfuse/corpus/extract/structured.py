@@ -54,8 +54,8 @@ _ELSEWHERE = frozenset(
 # Microdata item types that are posts, and the itemprops holding their text.
 _MICRO_POST = re.compile(r"schema\.org/(?:Comment|DiscussionForumPosting|SocialMediaPosting|Answer|Question)\b")
 _MICRO_TEXT = ("text", "articleBody")
-# Plain substring tests (memchr speed) decide whether a page's microdata is worth a CSS query.
-_POST_TYPES = tuple(f"schema.org/{t}" for t in ("Comment", "DiscussionForumPosting", "SocialMediaPosting", "Answer"))
+# A plain substring test decides whether a page's microdata is worth a CSS query.
+_POST_TYPES = ("Comment", "DiscussionForumPosting", "SocialMediaPosting", "Answer")
 _SKIP_TEXT_PARENTS = frozenset({"script", "style", "noscript", "template"})
 _BLOCK_TAGS = frozenset(
     "p div br li ul ol blockquote pre h1 h2 h3 h4 h5 h6 tr table section article dd dt dl".split()
@@ -215,6 +215,17 @@ def noscript_html(tree: LexborHTMLParser) -> str:
     return "".join(child.html or "" for child in best.iter(include_text=True))
 
 
+def _names_post_type(html: str) -> bool:
+    """Whether ``html`` holds "schema.org/" followed by a post type: one pass over the page,
+    where a search per type would read it once per type."""
+    at = html.find("schema.org/")
+    while at >= 0:
+        if html.startswith(_POST_TYPES, at + 11):
+            return True
+        at = html.find("schema.org/", at + 11)
+    return False
+
+
 def add_structured(
     tree: LexborHTMLParser, html: str, text: str, main_text: Callable[[LexborHTMLParser], str]
 ) -> str:
@@ -230,7 +241,7 @@ def add_structured(
         text = main_text(LexborHTMLParser(inner))
         near_empty = len(set(_words(text))) < _NEAR_EMPTY_WORDS
     ld = ld_blocks(tree) if "ld+json" in html or "LD+JSON" in html else []
-    posts = microdata_posts(tree) if any(t in html for t in _POST_TYPES) else []
+    posts = microdata_posts(tree) if _names_post_type(html) else []
     if not ld and not posts and not near_empty:
         return text
     have = set(_words(text))
