@@ -174,7 +174,11 @@ class TextGenerator:
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
                 return stop.is_set()
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        class FirstRow(TextIteratorStreamer):  # the prompt is decoded as two rows (`rows`): show the first
+            def put(self, value: Any) -> None:
+                super().put(value[:1])
+
+        streamer = FirstRow(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         failed: list[BaseException] = []
 
         def write() -> None:
@@ -182,7 +186,7 @@ class TextGenerator:
                 with self.inference(adapter) as device, torch.random.fork_rng(
                         devices=[device] if device.type == "cuda" else []):
                     torch.manual_seed(self.seed)
-                    ids = torch.tensor([self.encode(probe)[1]], device=device)
+                    ids = torch.tensor(rows([self.encode(probe)[1]]), device=device)
                     self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
                                         stopping_criteria=StoppingCriteriaList([Stop()]),
                                         **self.decoding(max_new_tokens))
