@@ -10,7 +10,7 @@ base and adapted, greedy with the run's settings:
 and how many evaluator / padded answers are identical to the lone ones, and (for the record)
 to the answers in the run's metrics.json.
 
-    python benchmarks/bench_ask.py --run DIR [--probes F --retention F] [--limit N] [--out benchmarks/results]
+    python benchmarks/bench_ask.py --run DIR [--probes F --retention F] [--limit N] [--every N] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def main() -> int:
     parser.add_argument("--probes", help="probe file (default: the run's, else the example's)")
     parser.add_argument("--retention", help="retention file (default: the run's, else the example's)")
     parser.add_argument("--limit", type=int, help="first N rows of each file only (development)")
+    parser.add_argument("--every", type=int, default=1, help="every Nth row of each file only (a spread subset)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args()
 
@@ -81,9 +82,9 @@ def main() -> int:
               "batch_size": run.batch_size, "max_new_tokens": run.max_new_tokens, "load_seconds": load_seconds,
               "files": {}}
     for key, path in files.items():
-        rows = load_probes(path)[: args.limit]
+        rows = load_probes(path)[: args.limit][:: args.every]
         recorded = {r["prompt"]: r for r in (metrics.get(key) or {}).get("results", [])}
-        entry = {"file": str(path), "n": len(rows), "chat": sum(evaluator.is_chat(r) for r in rows)}
+        entry = {"file": str(path), "every": args.every, "n": len(rows), "chat": sum(evaluator.is_chat(r) for r in rows)}
         for adapter, side in ((False, "base"), (True, "adapted")):
             t = time.perf_counter()
             new = evaluator.generate(rows, adapter=adapter)
