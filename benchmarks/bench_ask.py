@@ -1,11 +1,16 @@
-"""Does `kinfuse ask` (kinfuse.load_run) answer as the evaluation at the end of `infuse` did?
+"""Does `kinfuse ask` (kinfuse.load_run) answer as the evaluation at the end of `infuse` does?
 
-Two measures on a finished run, against the answers in its metrics.json:
-  batched: the probe file's first batch (eval.batch_size rows) generated as the evaluation
-           batched it, base and adapted: tests the loading (quantization, dtype, adapter, forwards);
-  alone:   the first N chat probes asked one at a time, as `kinfuse ask` asks them.
+On a finished run, for every probe of its probe and retention files (chat and completion),
+base and adapted, greedy with the run's settings:
+  evaluator: the answers as `Evaluator.compare` generates them (kinfuse.generate: batches of
+             one token length, up to eval.batch_size), timed;
+  padded:    the answers of the batching before it (left-padded batches of eval.batch_size in
+             file order, the same loop as kinfuse.generate had), timed: the "before";
+  alone:     each prompt on its own, as `kinfuse ask` asks it;
+and how many evaluator / padded answers are identical to the lone ones, and (for the record)
+to the answers in the run's metrics.json.
 
-    python benchmarks/bench_ask.py --run DIR [--alone 6] [--out benchmarks/results]
+    python benchmarks/bench_ask.py --run DIR [--probes F --retention F] [--limit N] [--every N] [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -20,11 +25,37 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import cpu_name, git_commit, version, write_result  # noqa: E402
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def padded(evaluator, rows, adapter):
+    """kinfuse.generate's batching before this benchmark's fix: left padding to the longest."""
+    import torch
+
+    tok, out = evaluator.tokenizer, []
+    eos = evaluator.eos_ids()
+    with evaluator.inference(adapter) as device:
+        for start in range(0, len(rows), evaluator.batch_size):
+            seqs = [evaluator.encode(p)[1] for p in rows[start : start + evaluator.batch_size]]
+            width = max(map(len, seqs))
+            ids = torch.tensor([[tok.pad_token_id] * (width - len(s)) + s for s in seqs], device=device)
+            mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
+            gen = evaluator.model.generate(input_ids=ids, attention_mask=mask, **evaluator.decoding())
+            for row in gen[:, width:].tolist():
+                ended = any(t in eos for t in row)
+                if ended:
+                    row = row[: next(i for i, t in enumerate(row) if t in eos)]
+                out.append((tok.decode(row, skip_special_tokens=True).strip(), ended))
+    return out
+
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="a completed run folder with metrics.json")
-    parser.add_argument("--alone", type=int, default=6, help="chat probes asked one at a time")
+    parser.add_argument("--probes", help="probe file (default: the run's, else the example's)")
+    parser.add_argument("--retention", help="retention file (default: the run's, else the example's)")
+    parser.add_argument("--limit", type=int, help="first N rows of each file only (development)")
+    parser.add_argument("--every", type=int, default=1, help="every Nth row of each file only (a spread subset)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args()
 
@@ -33,33 +64,52 @@ def main() -> int:
 
     run_dir = Path(args.run)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    results = metrics["probes"]["results"]
+    evals = metrics["config"]["eval"]
+    example = ROOT / "examples" / "aws-summit-2023"
+
+    def pick(given, listed, name):
+        path = Path(given or (listed[0] if listed else example / name))
+        return path if path.is_file() else example / name
+
+    files = {"probes": pick(args.probes, evals.get("probes"), "probes.jsonl"),
+             "retention": pick(args.retention, evals.get("retention"), "retention.jsonl")}
     started = time.perf_counter()
     run = kinfuse.load_run(run_dir)
     load_seconds = time.perf_counter() - started
     evaluator = run.evaluator()
-    rows = load_probes(metrics["config"]["eval"]["probes"][0])[: run.batch_size]
-    t = time.perf_counter()
-    base = [a for a, _ in evaluator.generate(rows, adapter=False)]
-    adapted = [a for a, _ in evaluator.generate(rows, adapter=True)]
-    batched = {"n": len(rows), "seconds": time.perf_counter() - t,
-               "base_identical": sum(a == r["base_answer"] for a, r in zip(base, results)),
-               "adapted_identical": sum(a == r["adapted_answer"] for a, r in zip(adapted, results))}
-    chat = [r for r in results if r["kind"] == "chat"][: args.alone]
-    t = time.perf_counter()
-    alone = {"n": len(chat),
-             "base_identical": sum(run.ask(r["prompt"], adapter=False) == r["base_answer"] for r in chat),
-             "adapted_identical": sum(run.ask(r["prompt"]) == r["adapted_answer"] for r in chat)}
-    alone["seconds"] = time.perf_counter() - t
-    report = {
-        "benchmark": "ask", "run": str(run_dir.absolute()), "model": run.base, "quantize": run.quantize,
-        "compute_dtype": run.compute_dtype, "device": run.device, "cpu": cpu_name(), "load_seconds": load_seconds,
-        "batched": batched, "alone": alone, "git_commit": git_commit(),
-        "versions": {"python": platform.python_version(), **{p: version(p) for p in
-                     ("torch", "transformers", "peft", "bitsandbytes")}},
-    }
+    report = {"benchmark": "ask", "run": str(run_dir.absolute()), "model": run.base, "quantize": run.quantize,
+              "compute_dtype": run.compute_dtype, "device": run.device, "cpu": cpu_name(),
+              "batch_size": run.batch_size, "max_new_tokens": run.max_new_tokens, "load_seconds": load_seconds,
+              "files": {}}
+    for key, path in files.items():
+        rows = load_probes(path)[: args.limit][:: args.every]
+        recorded = {r["prompt"]: r for r in (metrics.get(key) or {}).get("results", [])}
+        entry = {"file": str(path), "every": args.every, "n": len(rows), "chat": sum(evaluator.is_chat(r) for r in rows)}
+        for adapter, side in ((False, "base"), (True, "adapted")):
+            t = time.perf_counter()
+            new = evaluator.generate(rows, adapter=adapter)
+            t_new = time.perf_counter() - t
+            t = time.perf_counter()
+            old = padded(evaluator, rows, adapter)
+            t_old = time.perf_counter() - t
+            t = time.perf_counter()
+            alone = [evaluator.generate([r], adapter=adapter)[0] for r in rows]
+            t_alone = time.perf_counter() - t
+            answers = [(r.get("question") or r["prompt"]) for r in rows]
+            in_metrics = [recorded.get(q, {}).get(f"{side}_answer") for q in answers]
+            entry[side] = {
+                "evaluator_identical_to_alone": sum(a == b for a, b in zip(new, alone)),
+                "padded_identical_to_alone": sum(a == b for a, b in zip(old, alone)),
+                "metrics_json_identical_to_alone": sum(m == a for m, (a, _) in zip(in_metrics, alone)),
+                "metrics_json_identical_to_padded": sum(m == a for m, (a, _) in zip(in_metrics, old)),
+                "seconds": {"evaluator": t_new, "padded": t_old, "alone": t_alone},
+            }
+            print(key, side, json.dumps(entry[side]), flush=True)
+        report["files"][key] = entry
+    report.update(git_commit=git_commit(), versions={"python": platform.python_version(), **{
+        p: version(p) for p in ("torch", "transformers", "peft", "bitsandbytes")}})
     path = write_result(report, args.out, "ask")
-    print(json.dumps({k: report[k] for k in ("batched", "alone", "load_seconds")}, indent=2))
+    print(json.dumps(report["files"], indent=2))
     print(f"wrote {path}")
     return 0
 

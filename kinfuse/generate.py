@@ -127,7 +127,7 @@ class TextGenerator:
         tok, model = self.tokenizer, self.model
         eos = self.eos_ids()
         settings = self.decoding(max_new_tokens)
-        out: list[tuple[str, bool]] = []
+        out: list[tuple[str, bool] | None] = [None] * len(probes)
         progress = bar(len(probes), desc, unit="prompt") if desc else None
         with self.inference(adapter) as device:
             cuda = [device] if device.type == "cuda" else []
@@ -135,23 +135,31 @@ class TextGenerator:
             # the caller's random state is left as it was.
             with torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(self.seed)
-                for start in range(0, len(probes), self.batch_size):
-                    seqs = [self.encode(p)[1] for p in probes[start : start + self.batch_size]]
-                    width = max(map(len, seqs))
-                    # Left padding: every prompt ends at the same column, where generation starts.
-                    ids = torch.tensor([[tok.pad_token_id] * (width - len(s)) + s for s in seqs], device=device)
-                    mask = torch.tensor([[0] * (width - len(s)) + [1] * len(s) for s in seqs], device=device)
-                    gen = model.generate(input_ids=ids, attention_mask=mask, **settings)
-                    for row in gen[:, width:].tolist():
+                for batch in self.batches([self.encode(p)[1] for p in probes]):
+                    ids = torch.tensor(rows([s for _, s in batch]), device=device)
+                    gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **settings)
+                    for (i, _), row in zip(batch, gen[:, ids.shape[1]:].tolist()):
                         ended = any(t in eos for t in row)
                         if ended:
-                            row = row[: next(i for i, t in enumerate(row) if t in eos)]
-                        out.append((tok.decode(row, skip_special_tokens=True).strip(), ended))
+                            row = row[: next(k for k, t in enumerate(row) if t in eos)]
+                        out[i] = (tok.decode(row, skip_special_tokens=True).strip(), ended)
                     if progress is not None:
-                        progress.update(len(seqs))
+                        progress.update(len(batch))
         if progress is not None:
             progress.close()
-        return out
+        return [o for o in out if o is not None]
+
+    def batches(self, seqs: list[list[int]]) -> list[list[tuple[int, list[int]]]]:
+        """(index, ids) of the prompts in decoding batches of at most `batch_size`, each of
+        prompts of one token length, longest first. With no padding a row computes what it
+        computes alone (`kinfuse ask`, `stream`): padded rows attend over longer key rows, whose
+        sums round differently, and greedy decoding flips on near-ties (benchmarks/README.md,
+        "Batched answers = lone answers")."""
+        by_length: dict[int, list[tuple[int, list[int]]]] = {}
+        for i, s in enumerate(seqs):
+            by_length.setdefault(len(s), []).append((i, s))
+        return [group[k : k + self.batch_size] for _, group in sorted(by_length.items(), reverse=True)
+                for k in range(0, len(group), self.batch_size)]
 
     def stream(self, probe: dict[str, Any], *, adapter: bool = True,
                max_new_tokens: int | None = None) -> Iterator[str]:
@@ -166,7 +174,11 @@ class TextGenerator:
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> bool:
                 return stop.is_set()
 
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        class FirstRow(TextIteratorStreamer):  # the prompt is decoded as two rows (`rows`): show the first
+            def put(self, value: Any) -> None:
+                super().put(value[:1])
+
+        streamer = FirstRow(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         failed: list[BaseException] = []
 
         def write() -> None:
@@ -174,7 +186,7 @@ class TextGenerator:
                 with self.inference(adapter) as device, torch.random.fork_rng(
                         devices=[device] if device.type == "cuda" else []):
                     torch.manual_seed(self.seed)
-                    ids = torch.tensor([self.encode(probe)[1]], device=device)
+                    ids = torch.tensor(rows([self.encode(probe)[1]]), device=device)
                     self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
                                         stopping_criteria=StoppingCriteriaList([Stop()]),
                                         **self.decoding(max_new_tokens))
@@ -191,6 +203,14 @@ class TextGenerator:
             worker.join()
         if failed:
             raise failed[0]
+
+
+def rows(seqs: list[list[int]]) -> list[list[int]]:
+    """The rows to decode for a batch: a lone prompt twice. A matmul over one row may take
+    another kernel than over several (oneDNN's bf16 CPU gemv for a (1, 1536) input rounds some
+    outputs differently from its gemm), so a prompt is always decoded beside at least one other
+    row, and gets the same bits alone as in any batch (benchmarks/README.md)."""
+    return seqs * 2 if len(seqs) == 1 else seqs
 
 
 def _as_list(x: Any) -> list[Any]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import types
 
 import torch
+import torch.nn.functional as F
 
 from ..kernels import plain_adapter
 
@@ -63,6 +64,8 @@ def _lean_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     Anything else goes to peft's own forward."""
     name = plain_adapter(self)
     plain = not args and not kwargs and name is not None and not self.disable_adapters and not self.merged
+    if plain and _rowwise_inference(self, x, name):
+        return _inference_forward(self, x, name)
     if plain:
         a, b = self.lora_A[name], self.lora_B[name]
         if torch.is_autocast_enabled(x.device.type):  # autocast casts the weights to x's dtype
@@ -78,6 +81,28 @@ def _lean_lora_forward(self, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
     out = torch.addmm(result.reshape(-1, result.shape[-1]), mid.reshape(-1, mid.shape[-1]), b.weight.t(),
                       alpha=self.scaling[name])  # (N, out): base + scaling * mid @ B^T in one pass
     return out.view(result.shape)
+
+
+def _rowwise_inference(layer: torch.nn.Module, x: torch.Tensor, name: str) -> bool:
+    """Inference on a CPU with activations in bf16 and the adapter's fp32 weights, outside
+    autocast: how the Evaluator and `kinfuse ask` run a trained model there."""
+    return (x.device.type == "cpu" and x.dtype == torch.bfloat16 and not layer.training and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu") and layer.lora_A[name].weight.dtype == torch.float32
+            and layer.lora_B[name].bias is None)
+
+
+def _inference_forward(self, x: torch.Tensor, name: str) -> torch.Tensor:
+    """base(x) + scaling * B(A(x)) with the LoRA product in bf16, as training computed it under
+    autocast. peft would compute it in fp32 (x cast up to the weights' dtype), and torch's fp32
+    CPU matmuls (MKL) round a row differently with the number of rows beside it, while its bf16
+    F.linear gives each row the same bits however many rows are computed with it
+    (benchmarks/README.md, "Batched answers = lone answers"). So a prompt decoded in a batch of
+    32 gets the answer it gets alone (`kinfuse ask`). addmm is avoided for the same reason: in
+    bf16 it too rounds rows by batch for some shapes."""
+    result = self.base_layer(x)
+    a, b = self.lora_A[name].weight, self.lora_B[name].weight
+    lora = F.linear(F.linear(x, a.to(x.dtype)), b.to(x.dtype))
+    return result + lora * self.scaling[name]
 
 
 def use_lean_lora_forward(model: torch.nn.Module, *, bits_dropout: bool = False) -> int:

@@ -159,3 +159,30 @@ def test_lean_lora_forward_runs_under_autocast(monkeypatch):
         got = model(x)
     assert not calls and got.dtype == torch.bfloat16
     torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+
+
+def test_bf16_inference_forward_is_peft_within_bf16_and_rowwise(monkeypatch):
+    """Inference in bf16 outside autocast (the Evaluator and `kinfuse ask` on a CPU): the LoRA
+    product runs in bf16 with F.linear, not peft's fp32 matmuls. It is peft's result to bf16
+    rounding, and each row is the same bits whether computed alone or with 31 others (torch's
+    fp32 CPU matmuls, which peft uses, do not promise that)."""
+    from peft.tuners.lora import Linear as LoraLinear
+
+    model = _tiny_lora(False, dropout=0.1)
+    for i in (0, 2):
+        model.base_model.model[i].base_layer.to(torch.bfloat16)  # frozen base in bf16, LoRA in fp32
+    model.eval()
+    x = torch.randn(32, 64, dtype=torch.bfloat16)
+    with torch.no_grad():
+        want = model(x)  # peft's forward
+        use_lean_lora_forward(model)
+        calls = []
+        peft_forward = LoraLinear.forward
+        monkeypatch.setattr(LoraLinear, "forward", lambda self, *a, **k: calls.append(1) or peft_forward(self, *a, **k))
+        got = model(x)
+        assert not calls and got.dtype == torch.bfloat16
+        torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+        assert torch.equal(torch.cat([model(x[i : i + 1]) for i in range(32)]), got)
+        model.train()  # training (dropout on) and gradients keep the fp32 path
+        model(x)
+    assert calls
