@@ -10,7 +10,8 @@ base and adapted, greedy with the run's settings:
 and how many evaluator / padded answers are identical to the lone ones, and (for the record)
 to the answers in the run's metrics.json.
 
-    python benchmarks/bench_ask.py --run DIR [--probes F --retention F] [--limit N] [--every N] [--out benchmarks/results]
+    python benchmarks/bench_ask.py --run DIR [--probes F --retention F] [--limit N] [--every N] [--modes alone]
+        [--out benchmarks/results]
 """
 
 from __future__ import annotations
@@ -56,8 +57,12 @@ def main() -> int:
     parser.add_argument("--retention", help="retention file (default: the run's, else the example's)")
     parser.add_argument("--limit", type=int, help="first N rows of each file only (development)")
     parser.add_argument("--every", type=int, default=1, help="every Nth row of each file only (a spread subset)")
+    parser.add_argument("--modes", default="evaluator,padded,alone",
+                        help="which answers to generate (alone is always included): e.g. 'alone' only compares "
+                             "lone asks with the answers the run's metrics.json recorded")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args()
+    modes = set(args.modes.split(",")) | {"alone"}
 
     import kinfuse
     from kinfuse.data.probes import load_probes
@@ -86,24 +91,26 @@ def main() -> int:
         recorded = {r["prompt"]: r for r in (metrics.get(key) or {}).get("results", [])}
         entry = {"file": str(path), "every": args.every, "n": len(rows), "chat": sum(evaluator.is_chat(r) for r in rows)}
         for adapter, side in ((False, "base"), (True, "adapted")):
-            t = time.perf_counter()
-            new = evaluator.generate(rows, adapter=adapter)
-            t_new = time.perf_counter() - t
-            t = time.perf_counter()
-            old = padded(evaluator, rows, adapter)
-            t_old = time.perf_counter() - t
-            t = time.perf_counter()
-            alone = [evaluator.generate([r], adapter=adapter)[0] for r in rows]
-            t_alone = time.perf_counter() - t
-            answers = [(r.get("question") or r["prompt"]) for r in rows]
-            in_metrics = [recorded.get(q, {}).get(f"{side}_answer") for q in answers]
-            entry[side] = {
-                "evaluator_identical_to_alone": sum(a == b for a, b in zip(new, alone)),
-                "padded_identical_to_alone": sum(a == b for a, b in zip(old, alone)),
-                "metrics_json_identical_to_alone": sum(m == a for m, (a, _) in zip(in_metrics, alone)),
-                "metrics_json_identical_to_padded": sum(m == a for m, (a, _) in zip(in_metrics, old)),
-                "seconds": {"evaluator": t_new, "padded": t_old, "alone": t_alone},
-            }
+            answers: dict[str, list] = {}
+            seconds: dict[str, float] = {}
+            for mode, make in (("evaluator", lambda: evaluator.generate(rows, adapter=adapter)),
+                               ("padded", lambda: padded(evaluator, rows, adapter)),
+                               ("alone", lambda: [evaluator.generate([r], adapter=adapter)[0] for r in rows])):
+                if mode in modes:
+                    t = time.perf_counter()
+                    answers[mode] = make()
+                    seconds[mode] = time.perf_counter() - t
+            alone = answers["alone"]
+            asked = [(r.get("question") or r["prompt"]) for r in rows]
+            in_metrics = [recorded.get(q, {}).get(f"{side}_answer") for q in asked]
+            entry[side] = {"metrics_json_identical_to_alone": sum(m == a for m, (a, _) in zip(in_metrics, alone)),
+                           "seconds": seconds}
+            for mode in ("evaluator", "padded"):
+                if mode in answers:
+                    entry[side][f"{mode}_identical_to_alone"] = sum(a == b for a, b in zip(answers[mode], alone))
+            if "padded" in answers:
+                entry[side]["metrics_json_identical_to_padded"] = sum(
+                    m == a for m, (a, _) in zip(in_metrics, answers["padded"]))
             print(key, side, json.dumps(entry[side]), flush=True)
         report["files"][key] = entry
     report.update(git_commit=git_commit(), versions={"python": platform.python_version(), **{
