@@ -162,6 +162,25 @@ class TrainConfig:
         if (self.save_every or self.resume or self.tensorboard) and not self.output_dir:
             p.append("save_every / resume / tensorboard need output_dir: where checkpoints and logs go "
                      "(an infusion run uses its out_dir)")
+        if self.distributed == "fsdp":
+            p += self._fsdp_problems()
+        return p
+
+    def _fsdp_problems(self) -> list[str]:
+        """What FSDP-QLoRA (kinfuse.train.fsdp) cannot run, each with the way on."""
+        p = []
+        if self.train_embeddings or self.train_lm_head:
+            p.append('train_embeddings / train_lm_head with distributed = "fsdp": the full embedding and '
+                     'output-layer copies are not sharded here; set both False, or use distributed = "ddp"')
+        if self.optimizer not in ("auto", "adamw"):
+            p.append(f'optimizer = "{self.optimizer}" with distributed = "fsdp": bitsandbytes\' paged and '
+                     "8-bit optimizers update whole tensors, not the shards FSDP keeps; set optimizer = \"auto\" "
+                     "or \"adamw\" (torch AdamW: the LoRA optimizer state is small)")
+        if self.kernels in ("triton", "torch"):
+            # "torch" would not fail but silently run the stock forward for every projection.
+            p.append(f'kernels = "{self.kernels}" with distributed = "fsdp": the NF4 LoRA op (Triton or its '
+                     "torch twin) reads the quantization state from the weight, which the weight FSDP gathers "
+                     'does not carry; set kernels = "auto" (the stock modules under FSDP) or "none"')
         return p
 
     def validate(self) -> "TrainConfig":
@@ -334,6 +353,12 @@ class InfuseConfig:
             p.append(f"model={self.model!r}: give a Hugging Face id, a local model folder or \"default\"")
         if not str(self.out_dir).strip():
             p.append(f"out_dir={self.out_dir!r}: give the folder the run writes to (default \"out\")")
+        if getattr(self.train, "distributed", None) == "fsdp":
+            p.append('train.distributed = "fsdp": kinfuse infuse builds the training mix and evaluates with '
+                     "the model on rank 0 alone, which a model sharded over the processes cannot do; set "
+                     'distributed = "ddp" (each process holds the whole model), or train a model too big for '
+                     'one card with QLoRATrainer(model, TrainConfig(distributed="fsdp")) under torchrun '
+                     '(README, "Bigger than one GPU")')
         return p
 
     def trainer_config(self) -> TrainConfig:

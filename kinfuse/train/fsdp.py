@@ -33,34 +33,21 @@ from ..errors import ConfigError
 from .result import TrainingError
 
 
-def check_config(config: Any, dist: Any) -> None:
-    """What FSDP mode cannot do, refused before the model loads, each with the way on."""
-    problems = []
+def check_config(dist: Any) -> None:
+    """Refused before the model loads: FSDP mode in one process. What the settings cannot run
+    is TrainConfig.validate's (config.py), so a config is refused before it is launched."""
     if not dist.enabled:
-        problems.append('distributed = "fsdp" shards the model over several processes, but this is one process '
-                        "(WORLD_SIZE unset or 1): launch with torchrun --nproc-per-node N (N >= 2), or set "
-                        'distributed = "ddp" (the default) for one process')
-    if config.train_embeddings or config.train_lm_head:
-        problems.append('train_embeddings / train_lm_head with distributed = "fsdp": the full embedding and '
-                        'output-layer copies are not sharded here; set both False, or use distributed = "ddp"')
-    if config.optimizer not in ("auto", "adamw"):
-        problems.append(f'optimizer = "{config.optimizer}" with distributed = "fsdp": bitsandbytes\' paged and '
-                        "8-bit optimizers update whole tensors, not the shards FSDP keeps; set optimizer = \"auto\" "
-                        "or \"adamw\" (torch AdamW: the LoRA optimizer state is small)")
-    if problems:
-        raise ConfigError(problems, "TrainConfig")
+        raise ConfigError(['distributed = "fsdp" shards the model over several processes, but this is one process '
+                           "(WORLD_SIZE unset or 1): launch with torchrun --nproc-per-node N (N >= 2), or set "
+                           'distributed = "ddp" (the default) for one process'], "TrainConfig")
 
 
 def kernels_setting(config: Any) -> str:
-    """The kernels setting FSDP mode runs with. The Triton NF4 LoRA op reads the quantization
-    state from the weight, and the weight FSDP gathers for a layer is a plain tensor without it:
-    the op would fall back to the stock forward for every projection, and the rest of the Triton
-    path is untested under FSDP (no GPU here). So "auto" means the stock modules (the fused
-    output layer + cross-entropy in torch still runs) and an explicit "triton" is refused."""
-    if config.kernels == "triton":
-        raise ConfigError(['kernels = "triton" with distributed = "fsdp": the Triton NF4 LoRA op reads the '
-                           "quantization state from the weight, which the weight FSDP gathers does not carry; set "
-                           'kernels = "auto" (the stock modules under FSDP) or "none"'], "TrainConfig")
+    """The kernels setting FSDP mode runs with: "auto" means the stock modules (the fused output
+    layer + cross-entropy in torch still runs). The NF4 LoRA op reads the quantization state from
+    the weight, and the weight FSDP gathers for a layer is a plain tensor without it, so it would
+    fall back to the stock forward for every projection; "triton" and "torch" are refused by
+    TrainConfig.validate for that reason."""
     return "none" if config.kernels == "auto" else config.kernels
 
 
