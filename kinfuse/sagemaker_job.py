@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import __version__
 from .cli.init import config_toml
@@ -115,6 +115,12 @@ def image_uri(region: str) -> str:
     domain = ("amazonaws.com.cn" if region.startswith("cn-") else "sc2s.sgov.gov" if region.startswith("us-isob-")
               else "c2s.ic.gov" if region.startswith("us-iso-") else "amazonaws.com")
     return f"{account}.dkr.ecr.{region}.{domain}/{IMAGE_REPOSITORY}:{IMAGE_TAG}"
+
+
+def check_bucket(bucket: str) -> str:
+    if not BUCKET.fullmatch(bucket or ""):
+        raise KinfuseError(f"--bucket {bucket!r}: not an S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')")
+    return bucket
 
 
 def check_role(role: str) -> str:
@@ -294,11 +300,14 @@ def write_sourcedir(path: Path, wheel: Path, no_deps: list[str]) -> Path:
     return path
 
 
-def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: str, bucket: str, work: Path,
+def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: str,
+             bucket: str | Callable[[], str], work: Path,
              instance_count: int = 1, prefix: str = "kinfuse", name: str | None = None,
              image: str | None = None, wheel: str | None = None, volume_gb: int = VOLUME_GB,
              max_run: int = MAX_RUN_S, env: dict[str, str] | None = None) -> JobPlan:
-    """Stage the job in `work` (the config, sourcedir.tar.gz) and build its request; no AWS call."""
+    """Stage the job in `work` (the config, sourcedir.tar.gz) and build its request; no AWS call
+    but `bucket` when it is a callable (the default bucket, which it may create): called last, once
+    every argument and the config have been checked."""
     config_path = Path(config_path)
     check_role(role)
     check_instance_type(instance_type)
@@ -307,8 +316,8 @@ def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: 
         raise KinfuseError(f"--instance-count {instance_count}: the job trains on one instance, under torchrun "
                            "over its GPUs (kinfuse.sagemaker_entry); for more GPUs choose a larger instance "
                            "(ml.g5.12xlarge: 4 GPUs, ml.p4d.24xlarge: 8)")
-    if not BUCKET.fullmatch(bucket or ""):
-        raise KinfuseError(f"--bucket {bucket!r}: not an S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')")
+    if isinstance(bucket, str):
+        check_bucket(bucket)
     name = name or job_name(config_path)
     if not JOB_NAME.fullmatch(name):
         raise KinfuseError(f"--job-name {name!r}: up to 63 letters, digits and hyphens, not starting with a hyphen")
@@ -335,6 +344,8 @@ def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: 
     uploads = [Upload(work / CONFIG_FILE, stager.key(CONFIG_CHANNEL, CONFIG_FILE)),
                *stager.uploads, Upload(sourcedir, source_key)]
     channels = {CONFIG_CHANNEL: f"{base}/input/{CONFIG_CHANNEL}/", **stager.channels}
+    if not isinstance(bucket, str):
+        bucket = check_bucket(bucket())
     hyper = {"sagemaker_program": ENTRY, "sagemaker_submit_directory": f"s3://{bucket}/{source_key}",
              "sagemaker_container_log_level": 20, "sagemaker_job_name": name, "sagemaker_region": region}
     request: dict[str, Any] = {

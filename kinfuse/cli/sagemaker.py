@@ -71,14 +71,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         raise KinfuseError("no AWS region: pass --region (e.g. us-east-1) or set AWS_REGION")
     if not args.dry_run:  # before the wheel is built: say at once what is missing
         aws.check_credentials(region)
-    bucket = args.bucket
+    bucket: Any = args.bucket
     if not bucket:
         if args.dry_run:  # the account id needs an AWS call
             bucket = f"sagemaker-{region}-000000000000"
             print(f"kinfuse: --dry-run without --bucket: {bucket} stands for the default bucket "
                   "sagemaker-REGION-ACCOUNT", file=sys.stderr)
-        else:
-            bucket = aws.default_bucket(region)
+        else:  # resolved (and created if missing) by plan_job once the arguments and config are checked
+            bucket = lambda: aws.default_bucket(region)  # noqa: E731
     work = Path(args.stage_dir) if args.stage_dir else Path(tempfile.mkdtemp(prefix="kinfuse-sagemaker-"))
     try:
         plan = plan_job(args.config, role=args.role, instance_type=args.instance_type, region=region, bucket=bucket,
