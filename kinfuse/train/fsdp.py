@@ -58,10 +58,14 @@ def shard(model: Any, dist: Any, device: Any) -> list[Any]:
     from torch.distributed.device_mesh import init_device_mesh
 
     try:
-        from torch.distributed.fsdp import fully_shard
-    except ImportError:  # torch < 2.6
-        raise TrainingError(f'train.distributed = "fsdp" needs torch >= 2.6 (FSDP2 fully_shard); this is '
-                            f"torch {torch.__version__}: upgrade torch, or use distributed = \"ddp\"") from None
+        from torch.distributed.fsdp import FSDPModule, fully_shard
+    except ImportError:
+        FSDPModule = None
+    needed = ("set_gradient_divide_factor", "set_force_sum_reduction_for_comms")  # used below
+    if FSDPModule is None or not all(hasattr(FSDPModule, name) for name in needed):
+        raise TrainingError(f'train.distributed = "fsdp" needs a torch whose FSDP2 (fully_shard) has '
+                            f"{' and '.join(needed)}; this is torch {torch.__version__}: upgrade torch, or use "
+                            'distributed = "ddp"')
     base = model.get_base_model()
     decoder = base.get_decoder()
     layers = getattr(decoder, "layers", None)
