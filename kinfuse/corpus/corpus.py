@@ -25,7 +25,7 @@ from .documents import Document, SourceRecord, kept_record
 from . import fetch
 from .fetch import crawl, fetch_options
 from .files import SUPPORTED_SUFFIXES, load_file, scan_paths
-from .ingest import ingest_urls, url_file_lines
+from .ingest import ingest_urls, no_url_error, url_file_lines
 from .store import CorpusStore, is_store
 
 if TYPE_CHECKING:  # datasets is heavy to import; only to_dataset() needs it
@@ -254,7 +254,7 @@ class Corpus:
         """
         urls = list(url_file_lines(path))  # read as Corpus.ingest reads one, with the same errors
         if not urls:
-            raise CorpusError(f"empty corpus: {path} lists no URL (one per line; '#' starts a comment)")
+            raise no_url_error(path)
         return cls.from_urls(urls, **options)
 
     @classmethod
