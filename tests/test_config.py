@@ -38,6 +38,7 @@ def test_toml_maps_onto_dataclasses(tmp_path):
 
 
 @pytest.mark.parametrize("written, resolved", [("./local-model", "local-model"), ("../up/model", "../up/model"),
+                                               ("models/tiny/v1", "models/tiny/v1"),  # no hub id: a path
                                                ("HuggingFaceTB/SmolLM2-135M", None), ("default", None)])
 def test_a_model_written_as_a_relative_path_is_relative_to_the_toml(tmp_path, written, resolved):
     path = tmp_path / "infuse.toml"
