@@ -110,21 +110,31 @@ def _within(html: str, end: int, limit: int) -> bool:
         if not tag:
             continue
         if tag[0] == "/":
-            name = tag[1:]
-            if open_count.get(name):
-                while True:
-                    top = open_names.pop()
-                    open_count[top] -= 1
-                    if top == name:
-                        break
+            _close(open_names, open_count, tag[1:])
             continue
         if tag in _FLAT or tag in _RAW_TEXT:
             continue
-        open_names.append(tag)
-        open_count[tag] = open_count.get(tag, 0) + 1
+        _push(open_names, open_count, tag)
         if len(open_names) + rounds >= limit:  # not proven: the exact scan decides
             return False
     return rounds < limit
+
+
+def _push(open_names: list[str], open_count: dict[str, int], name: str) -> None:
+    """A start tag: the element is open."""
+    open_names.append(name)
+    open_count[name] = open_count.get(name, 0) + 1
+
+
+def _close(open_names: list[str], open_count: dict[str, int], name: str) -> None:
+    """An end tag: the innermost open element of its name closes, and every one inside it; with
+    none open, nothing."""
+    if open_count.get(name):
+        while True:
+            top = open_names.pop()
+            open_count[top] -= 1
+            if top == name:
+                break
 
 
 def _scan(html: str, end: int, limit: int) -> str:
@@ -155,12 +165,8 @@ def _scan(html: str, end: int, limit: int) -> str:
             if unwrapped.get(name):
                 unwrapped[name] -= 1
                 cuts.append(m.span())
-            elif open_count.get(name):
-                while True:
-                    top = open_names.pop()
-                    open_count[top] -= 1
-                    if top == name:
-                        break
+            else:
+                _close(open_names, open_count, name)
             continue
         if name in _RAW_TEXT:
             close_tag = _RAW_END[name].search(html, m.end())
@@ -172,8 +178,7 @@ def _scan(html: str, end: int, limit: int) -> str:
             unwrapped[name] = unwrapped.get(name, 0) + 1
             cuts.append(m.span())
             continue
-        open_names.append(name)
-        open_count[name] = open_count.get(name, 0) + 1
+        _push(open_names, open_count, name)
     if not cuts:
         return html
     parts: list[str] = []
