@@ -15,8 +15,6 @@ from typing import Any
 
 from ..errors import KinfuseError
 
-EXIT_FAILED = 1
-
 
 def add(sub: Any) -> None:
     from ..sagemaker_job import MAX_RUN_S, VOLUME_GB
@@ -62,6 +60,7 @@ def _env(pairs: list[str]) -> dict[str, str]:
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     from .. import sagemaker_aws as aws
+    from . import EXIT_FAILED  # the package's exit codes (imported here: the package imports this module)
     from ..sagemaker_job import model_artifact, plan_job
 
     if args.dry_run and args.wait:

@@ -21,7 +21,7 @@ from ..config import FETCH_DEADLINE, MAX_SOURCE_BYTES
 from ..errors import CorpusError
 from ..io import read_jsonl, write_json, write_jsonl
 from .clean import CLEANING_LABELS, normalize_text, plan_cleaning
-from .documents import Document, SourceRecord, kept_record
+from .documents import DATASET_COLUMNS, Document, SourceRecord, kept_record
 from . import fetch
 from .fetch import crawl, fetch_options
 from .files import SUPPORTED_SUFFIXES, load_file, scan_paths
@@ -416,14 +416,7 @@ class Corpus:
         """A ``datasets.Dataset`` with columns ``text``, ``source``, ``title`` and ``fetched_at``."""
         import datasets  # heavy import, deferred until a dataset is wanted
 
-        return datasets.Dataset.from_dict(
-            {
-                "text": [d.text for d in self.documents],
-                "source": [d.source for d in self.documents],
-                "title": [d.title for d in self.documents],
-                "fetched_at": [d.fetched_at for d in self.documents],
-            }
-        )
+        return datasets.Dataset.from_dict({n: [getattr(d, n) for d in self.documents] for n in DATASET_COLUMNS})
 
     def save(self, path: str | Path) -> Path:
         """Write the corpus to a folder: documents.jsonl, records.jsonl (and cleaning.json).

@@ -40,7 +40,7 @@ from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
 from ..errors import CorpusError
 from ..io import write_json
 from .clean import dedup_key
-from .documents import Document, SourceRecord
+from .documents import DATASET_COLUMNS, Document, SourceRecord
 
 if TYPE_CHECKING:
     import datasets
@@ -193,7 +193,7 @@ class CorpusStore:
         import datasets  # heavy imports, deferred until a dataset is wanted
         import pyarrow as pa
 
-        names = ["text", "source", "title", "fetched_at"]
+        names = list(DATASET_COLUMNS)
         schema = pa.schema([(n, pa.string()) for n in names])
         target = self.path / "dataset.arrow"
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
