@@ -94,7 +94,6 @@ class JobPlan:
     bucket: str
     request: dict[str, Any]
     uploads: list[Upload]
-    config_text: str  # the staged infuse.toml, as uploaded
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -122,6 +121,24 @@ def check_bucket(bucket: str) -> str:
     if not BUCKET.fullmatch(bucket or ""):
         raise KinfuseError(f"--bucket {bucket!r}: not an S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')")
     return bucket
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    """The job's environment from KEY=VALUE strings (the --env flags), checked."""
+    env = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise KinfuseError(f"--env {pair!r}: give KEY=VALUE")
+        env[key] = value
+    return check_env(env)
+
+
+def check_env(env: dict[str, str]) -> dict[str, str]:
+    bad = [k for k in env if not ENV_KEY.fullmatch(k)]
+    if bad:
+        raise KinfuseError(f"--env {bad[0]!r}: an environment variable name is letters, digits and '_'")
+    return env
 
 
 def check_role(role: str) -> str:
@@ -291,7 +308,7 @@ def write_sourcedir(path: Path, wheel: Path, no_deps: list[str]) -> Path:
 
 def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: str,
              bucket: str | Callable[[], str], work: Path,
-             instance_count: int = 1, prefix: str = "kinfuse", name: str | None = None,
+             prefix: str = "kinfuse", name: str | None = None,
              image: str | None = None, wheel: str | None = None, volume_gb: int = VOLUME_GB,
              max_run: int = MAX_RUN_S, env: dict[str, str] | None = None) -> JobPlan:
     """Stage the job in `work` (the config, sourcedir.tar.gz) and build its request; no AWS call
@@ -301,10 +318,6 @@ def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: 
     check_role(role)
     check_instance_type(instance_type)
     image = image or image_uri(region)
-    if instance_count != 1:
-        raise KinfuseError(f"--instance-count {instance_count}: the job trains on one instance, under torchrun "
-                           "over its GPUs (kinfuse.sagemaker_entry); for more GPUs choose a larger instance "
-                           "(ml.g5.12xlarge: 4 GPUs, ml.p4d.24xlarge: 8)")
     if isinstance(bucket, str):
         check_bucket(bucket)
     name = name or job_name(config_path)
@@ -313,9 +326,7 @@ def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: 
     for what, value in (("--volume-size", volume_gb), ("--max-run", max_run)):
         if value < 1:
             raise KinfuseError(f"{what} {value}: must be a positive number")
-    bad = [k for k in env or {} if not ENV_KEY.fullmatch(k)]
-    if bad:
-        raise KinfuseError(f"--env {bad[0]!r}: an environment variable name is letters, digits and '_'")
+    check_env(env or {})
     base = "/".join(x for x in (prefix.strip("/"), name) if x)
 
     config, stager = stage_config(config_path, base)
@@ -349,7 +360,7 @@ def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: 
                 "S3DataDistributionType": "FullyReplicated"}}}  # each instance gets every file
             for channel, key in channels.items()],
         "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/{prefix.strip('/')}"},  # + <job>/output/model.tar.gz
-        "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": instance_count, "VolumeSizeInGB": volume_gb},
+        "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": 1, "VolumeSizeInGB": volume_gb},
         "StoppingCondition": {"MaxRuntimeInSeconds": max_run},
         "EnableNetworkIsolation": False,  # the job installs the wheel's requirements and may fetch URLs
         "EnableInterContainerTrafficEncryption": False,
@@ -357,12 +368,11 @@ def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: 
     }
     if env:
         request["Environment"] = dict(env)
-    return JobPlan(name=name, region=region, bucket=bucket, request=request, uploads=uploads,
-                   config_text=(work / CONFIG_FILE).read_text(encoding="utf-8"))
+    return JobPlan(name=name, region=region, bucket=bucket, request=request, uploads=uploads)
 
 
-def model_artifact(plan_or_request: JobPlan | dict[str, Any]) -> str:
+def model_artifact(plan: JobPlan) -> str:
     """Where SageMaker writes the job's model.tar.gz."""
-    request = plan_or_request.request if isinstance(plan_or_request, JobPlan) else plan_or_request
+    request = plan.request
     return f"{request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{request['TrainingJobName']}/output/model.tar.gz"
 

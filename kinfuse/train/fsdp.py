@@ -108,28 +108,23 @@ def trainable_state(model: Any) -> dict[str, Any]:
     return {n: full(p.detach()) for n, p in model.named_parameters() if p.requires_grad}
 
 
-def load_trainable(model: Any, weights: dict[str, Any]) -> list[str]:
+def load_trainable(model: Any, weights: dict[str, Any]) -> None:
     """Put whole adapter `weights` (keys as peft saves them) into the sharded trainable
-    weights of `model`, each process its shard; returns the model's trainable names that
-    `weights` did not have. peft's own state-dict mapping names the keys, so they match
-    what set_peft_model_state_dict would load."""
+    weights of `model`, each process its shard (a weight `weights` lacks keeps its value, as
+    set_peft_model_state_dict does). peft's own state-dict mapping names the keys, so they
+    match what set_peft_model_state_dict would load."""
     import torch
     from peft import get_peft_model_state_dict
 
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     saved_name = get_peft_model_state_dict(model, state_dict=dict(params))  # saved key -> the param itself
-    by_id = {id(p): n for n, p in params.items()}
     extra = [k for k in weights if k not in saved_name]
     if extra:
         raise ValueError(f"unexpected adapter weights {extra[:3]}")
-    missing = []
     with torch.no_grad():
         for key, p in saved_name.items():
-            if key not in weights:
-                missing.append(by_id[id(p)])
-                continue
-            local_shard(p).copy_(shard_like(weights[key].to(dtype=p.dtype), p))
-    return missing
+            if key in weights:
+                local_shard(p).copy_(shard_like(weights[key].to(dtype=p.dtype), p))
 
 
 def local_shard(p: Any) -> Any:
