@@ -11,8 +11,9 @@ together with their end tags, so their text is kept, flattened into the
 element at the cap. Pages within the cap (all real pages) are returned as
 they are.
 
-That scan is a Python loop over every tag, a third of the extraction time of
-an ordinary page, so it runs only when a cheaper proof fails: :func:`_within`
+That scan is a Python loop over every tag, a large share of the extraction
+time of an ordinary page (benchmarks/README.md), so it runs only when a
+cheaper proof fails: :func:`_within`
 has the regular-expression engine list the same tags, cancels each start tag
 directly followed by its own end tag (which leaves the scan's state as it
 was, one level higher in between) round after round while the rounds shrink

@@ -39,10 +39,10 @@ class ClassWords:
     """A pattern of lowercase class/id words, searched case-insensitively.
 
     With ``re.I`` the regex engine folds case at every position for every
-    alternative: ~45 us for one long utility-CSS class list, and a page has
+    alternative, which is slow on long utility-CSS class lists, and a page has
     hundreds of distinct ones. An ASCII string (all but a handful of class
     names) is lowered once and searched with the plain pattern instead: the
-    same answer (the words are lowercase ASCII), ~10x faster.
+    same answer (the words are lowercase ASCII), much faster (benchmarks/README.md).
     """
 
     __slots__ = ("plain", "nocase")
