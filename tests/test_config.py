@@ -38,6 +38,7 @@ def test_toml_maps_onto_dataclasses(tmp_path):
 
 
 @pytest.mark.parametrize("written, resolved", [("./local-model", "local-model"), ("../up/model", "../up/model"),
+                                               ("models/tiny/v1", "models/tiny/v1"),  # no hub id: a path
                                                ("HuggingFaceTB/SmolLM2-135M", None), ("default", None)])
 def test_a_model_written_as_a_relative_path_is_relative_to_the_toml(tmp_path, written, resolved):
     path = tmp_path / "infuse.toml"
@@ -393,3 +394,17 @@ def test_corpus_limits_are_config_fields_that_reach_the_loaders(tmp_path):
     page.write_text("A sentence about nothing in particular. " * 100)
     with pytest.raises(CorpusError, match="max_bytes=1000"):
         build_corpus(InfuseConfig.from_dict({"corpus": {"paths": [str(page)], "max_bytes": 1000}}))
+
+
+def test_fsdp_rules_are_config_rules_so_a_toml_is_refused_before_any_launch(tmp_path):
+    # `kinfuse sagemaker-job` reads the config with from_toml alone: what FSDP mode cannot run must
+    # be refused there, not in the job's container.
+    with pytest.raises(ConfigError) as e:
+        TrainConfig(distributed="fsdp", train_lm_head=True, optimizer="paged_adamw_8bit", kernels="torch").validate()
+    assert [p.split(" with ")[0] for p in e.value.problems] == [
+        "train_embeddings / train_lm_head", 'optimizer = "paged_adamw_8bit"', 'kernels = "torch"']
+    TrainConfig(distributed="fsdp").validate()  # the defaults run under FSDP ("auto": adamw, stock modules)
+    path = tmp_path / "infuse.toml"
+    path.write_text('[corpus]\npaths = ["p"]\n[train]\ndistributed = "fsdp"\n')
+    with pytest.raises(ConfigError, match=r'train.distributed = "fsdp": kinfuse infuse builds the training mix'):
+        InfuseConfig.from_toml(path)

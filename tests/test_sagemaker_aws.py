@@ -132,6 +132,19 @@ def test_without_a_bucket_the_sdks_default_bucket_is_created(aws, wheel, tmp_pat
     assert job["OutputDataConfig"]["S3OutputPath"] == f"s3://{bucket}/kinfuse"
 
 
+def test_bad_arguments_or_config_create_no_default_bucket(aws, wheel, tmp_path, capsys):
+    # The default bucket is created when missing: only once everything else has been checked.
+    config = _project(tmp_path)
+    s3 = aws.client("s3")
+    before = {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    assert main(_args(config, wheel, "--job-name", "zephyr-10", "--role", "arn:aws:iam::123:role/typo")) == 2
+    assert "--role" in capsys.readouterr().err
+    (tmp_path / "qa.jsonl").unlink()
+    assert main(_args(config, wheel, "--job-name", "zephyr-10")) == 2
+    assert "qa.jsonl" in capsys.readouterr().err
+    assert {b["Name"] for b in s3.list_buckets()["Buckets"]} == before
+
+
 def test_aws_failures_are_one_readable_line(aws, wheel, tmp_path, monkeypatch, capsys):
     config = _project(tmp_path)
     assert main(_args(config, wheel, "--bucket", "no-such-bucket", "--job-name", "zephyr-9")) == 2

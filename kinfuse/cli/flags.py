@@ -8,18 +8,14 @@ flag without touching this file. A few list fields also have a short name (ALIAS
 from __future__ import annotations
 
 import argparse
-import ast
 import dataclasses
-import functools
 import inspect
-import textwrap
-import tokenize
 import types
 import typing
-from io import StringIO
 from typing import Any
 
 from ..config import InfuseConfig
+from ..configfile import field_comments
 from ..fieldtypes import WORDS
 
 # Short spellings of the flags a first run needs; each is the same flag (same type, same help).
@@ -68,29 +64,6 @@ def config_overrides(args: argparse.Namespace) -> dict[str, Any]:
             for section in sections:
                 node = node.setdefault(section, {})
             node[key] = value
-    return out
-
-
-@functools.cache  # the source is read and parsed once per class (kinfuse init asks per field)
-def field_comments(cls: type) -> dict[str, str]:
-    """Each field's comment in the source of `cls`: the one on its line, then the comment lines just
-    above it (which may describe a few fields). The comments stay the one place a field is described."""
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):  # no source shipped: flags without help text
-        return {}
-    lines = source.splitlines()
-    comments = {tok.start[0]: tok.string.lstrip("#").strip()
-                for tok in tokenize.generate_tokens(StringIO(source).readline) if tok.type == tokenize.COMMENT}
-    out = {}
-    for node in ast.parse(source).body[0].body:
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            above, n = [], node.lineno - 1
-            while n in comments and lines[n - 1].lstrip().startswith("#"):
-                above.insert(0, comments[n])
-                n -= 1
-            own = [comments[node.end_lineno]] if node.end_lineno in comments else []
-            out[node.target.id] = ". ".join(filter(None, [" ".join(own), " ".join(above)]))
     return out
 
 

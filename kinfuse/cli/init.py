@@ -6,19 +6,15 @@ same ones `kinfuse infuse --help` shows), so it never goes stale. Loaded back, i
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import inspect
-import json
 import os
-import textwrap
 from pathlib import Path
 from typing import Any
 
 from ..config import InfuseConfig
+from ..configfile import config_toml
 from ..errors import ConfigError, KinfuseError
-from .flags import add_config_flags, config_overrides, field_comments
+from .flags import add_config_flags, config_overrides
 
-WIDTH = 100
 PATH_FIELDS = {("corpus", "paths"), ("data", "qa_files"), ("data", "replay_paths"), ("eval", "probes"),
                ("eval", "retention")}
 
@@ -78,47 +74,3 @@ def _problems(config: InfuseConfig) -> list[str]:
     except ConfigError as e:
         return [p for p in e.problems if not p.startswith("corpus.urls / paths")]
     return []
-
-
-def config_toml(config: InfuseConfig | None = None) -> str:
-    """`config` (default: the recipe) as a TOML file: every field with its comment; a field whose
-    value is unset (None) is written commented out, since TOML has no null."""
-    config = config or InfuseConfig()
-    lines = [f"# kinfuse infuse config: {inspect.getdoc(InfuseConfig).splitlines()[0]}",
-             "# Every field is shown with its default; delete the ones you do not change.",
-             "# Relative paths are read from this file's folder. Run: kinfuse infuse THIS_FILE", ""]
-    sections = []
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if dataclasses.is_dataclass(value):
-            sections.append((f.name, value))
-        else:
-            lines += field_lines(type(config), f.name, value)
-    for name, section in sections:
-        lines += ["", *comment(inspect.getdoc(type(section)) or ""), f"[{name}]"]
-        for f in dataclasses.fields(section):
-            lines += field_lines(type(section), f.name, getattr(section, f.name))
-    return "\n".join(lines) + "\n"
-
-
-def field_lines(cls: type, name: str, value: Any) -> list[str]:
-    text = field_comments(cls).get(name, "")
-    if value is None:
-        return [*comment(text), f"# {name} =   (unset)"]
-    return [*comment(text), f"{name} = {toml_value(value)}"]
-
-
-def comment(text: str) -> list[str]:
-    return [f"# {line}" for line in textwrap.wrap(text, WIDTH - 2)] if text else []
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)  # JSON's string escapes are TOML's
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    raise TypeError(f"no TOML form for {value!r}")

@@ -15,8 +15,6 @@ from typing import Any
 
 from ..errors import KinfuseError
 
-EXIT_FAILED = 1
-
 
 def add(sub: Any) -> None:
     from ..sagemaker_job import MAX_RUN_S, VOLUME_GB
@@ -29,7 +27,8 @@ def add(sub: Any) -> None:
     p.add_argument("config", help="the infusion TOML (as `kinfuse infuse` reads it)")
     p.add_argument("--role", required=True, help="IAM role ARN the job runs as (arn:aws:iam::ACCOUNT:role/NAME)")
     p.add_argument("--instance-type", required=True, help="a GPU training instance, e.g. ml.g5.2xlarge")
-    p.add_argument("--instance-count", type=int, default=1, help="instances (1: the job trains on one instance's GPUs)")
+    p.add_argument("--instance-count", type=int, default=1, help="instances: only 1 (the job trains on one "
+                                                                   "instance's GPUs, under torchrun)")
     p.add_argument("--bucket", help="S3 bucket for inputs and output (default: the SDK's sagemaker-REGION-ACCOUNT)")
     p.add_argument("--prefix", default="kinfuse", help="key prefix in the bucket (default: kinfuse)")
     p.add_argument("--region", help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION / the profile's)")
@@ -50,41 +49,36 @@ def add(sub: Any) -> None:
     p.set_defaults(handler=run)
 
 
-def _env(pairs: list[str]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, eq, value = pair.partition("=")
-        if not eq or not key:
-            raise KinfuseError(f"--env {pair!r}: give KEY=VALUE")
-        env[key] = value
-    return env
-
-
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     from .. import sagemaker_aws as aws
-    from ..sagemaker_job import model_artifact, plan_job
+    from . import EXIT_FAILED  # the package's exit codes (imported here: the package imports this module)
+    from ..sagemaker_job import model_artifact, parse_env, plan_job
 
     if args.dry_run and args.wait:
         raise KinfuseError("--dry-run and --wait: a dry run starts no job to wait for; drop one of them")
+    if args.instance_count != 1:  # kept as a flag to say so: SageMaker users expect it
+        raise KinfuseError(f"--instance-count {args.instance_count}: the job trains on one instance, under torchrun "
+                           "over its GPUs (kinfuse.sagemaker_entry); for more GPUs choose a larger instance "
+                           "(ml.g5.12xlarge: 4 GPUs, ml.p4d.24xlarge: 8)")
     region = args.region or aws.configured_region()
     if not region:
         raise KinfuseError("no AWS region: pass --region (e.g. us-east-1) or set AWS_REGION")
     if not args.dry_run:  # before the wheel is built: say at once what is missing
         aws.check_credentials(region)
-    bucket = args.bucket
+    bucket: Any = args.bucket
     if not bucket:
         if args.dry_run:  # the account id needs an AWS call
             bucket = f"sagemaker-{region}-000000000000"
             print(f"kinfuse: --dry-run without --bucket: {bucket} stands for the default bucket "
                   "sagemaker-REGION-ACCOUNT", file=sys.stderr)
-        else:
-            bucket = aws.default_bucket(region)
+        else:  # resolved (and created if missing) by plan_job once the arguments and config are checked
+            bucket = lambda: aws.default_bucket(region)  # noqa: E731
     work = Path(args.stage_dir) if args.stage_dir else Path(tempfile.mkdtemp(prefix="kinfuse-sagemaker-"))
     try:
         plan = plan_job(args.config, role=args.role, instance_type=args.instance_type, region=region, bucket=bucket,
-                        work=work, instance_count=args.instance_count, prefix=args.prefix, name=args.job_name,
+                        work=work, prefix=args.prefix, name=args.job_name,
                         image=args.image_uri, wheel=args.wheel, volume_gb=args.volume_size, max_run=args.max_run,
-                        env=_env(args.env))
+                        env=parse_env(args.env))
         spec = json.dumps(plan.spec(), indent=2)
         if args.stage_dir:
             (work / "request.json").write_text(spec + "\n", encoding="utf-8")

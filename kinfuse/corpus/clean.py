@@ -37,7 +37,7 @@ def normalize_text(text: str) -> str:
     text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
     text = _INVISIBLE.sub("", text)
     # Within a line (no "\n"), " ".join(line.split()) is re.sub(r"[^\S\n]+", " ", line).strip(): str.split
-    # and the regex share one definition of whitespace, and the C split is several times faster.
+    # and the regex share one definition of whitespace, and the split is faster (benchmarks/README.md).
     text = "\n".join(" ".join(line.split()) for line in text.split("\n"))
     return _BLANKS.sub("\n\n", text).strip()
 

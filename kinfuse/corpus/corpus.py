@@ -21,11 +21,11 @@ from ..config import FETCH_DEADLINE, MAX_SOURCE_BYTES
 from ..errors import CorpusError
 from ..io import read_jsonl, write_json, write_jsonl
 from .clean import CLEANING_LABELS, normalize_text, plan_cleaning
-from .documents import Document, SourceRecord, kept_record
+from .documents import DATASET_COLUMNS, Document, SourceRecord, kept_record
 from . import fetch
 from .fetch import crawl, fetch_options
 from .files import SUPPORTED_SUFFIXES, load_file, scan_paths
-from .ingest import ingest_urls, url_file_lines
+from .ingest import ingest_urls, no_url_error, url_file_lines
 from .store import CorpusStore, is_store
 
 if TYPE_CHECKING:  # datasets is heavy to import; only to_dataset() needs it
@@ -254,7 +254,7 @@ class Corpus:
         """
         urls = list(url_file_lines(path))  # read as Corpus.ingest reads one, with the same errors
         if not urls:
-            raise CorpusError(f"empty corpus: {path} lists no URL (one per line; '#' starts a comment)")
+            raise no_url_error(path)
         return cls.from_urls(urls, **options)
 
     @classmethod
@@ -416,14 +416,7 @@ class Corpus:
         """A ``datasets.Dataset`` with columns ``text``, ``source``, ``title`` and ``fetched_at``."""
         import datasets  # heavy import, deferred until a dataset is wanted
 
-        return datasets.Dataset.from_dict(
-            {
-                "text": [d.text for d in self.documents],
-                "source": [d.source for d in self.documents],
-                "title": [d.title for d in self.documents],
-                "fetched_at": [d.fetched_at for d in self.documents],
-            }
-        )
+        return datasets.Dataset.from_dict({n: [getattr(d, n) for d in self.documents] for n in DATASET_COLUMNS})
 
     def save(self, path: str | Path) -> Path:
         """Write the corpus to a folder: documents.jsonl, records.jsonl (and cleaning.json).

@@ -22,6 +22,10 @@ class Document:
     fetched_at: str = ""  # ISO 8601 (UTC) time of the HTTP response; "" for files and strings
 
 
+# The columns of a corpus as a datasets.Dataset (Corpus.to_dataset, CorpusStore.to_dataset).
+DATASET_COLUMNS = ("text", "source", "title", "fetched_at")
+
+
 @dataclass
 class SourceRecord:
     """What happened to one input source: "kept", "skipped" or "failed", and why."""

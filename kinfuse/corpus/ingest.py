@@ -34,17 +34,10 @@ _SHOWN_PROBLEMS = 5  # bad lines of a URL file listed in its error
 
 def url_file_lines(path: str | os.PathLike) -> Iterator[str]:
     """The URLs of a file, one per line (blank lines and "#" comments skipped), read lazily."""
-    path = Path(path)
-    try:
-        with path.open("r", encoding="utf-8-sig") as f:
-            for line in f:
-                line = line.strip()
-                if line and not line.startswith("#"):
-                    yield line
-    except FileNotFoundError:
-        raise CorpusError(f"no such URL file: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CorpusError(f"cannot read URL file {path}: {exc}") from exc
+    for lineno, line in _url_lines(path):
+        if isinstance(line, UnicodeDecodeError):
+            raise CorpusError(f"cannot read URL file {path}: line {lineno}: {_not_utf8(line)}")
+        yield line
 
 
 def check_url_file(path: str | os.PathLike) -> int:
@@ -54,27 +47,16 @@ def check_url_file(path: str | os.PathLike) -> int:
     file, the line number and the problem, before anything is fetched: a typo
     at line 15,000 should not surface hours into a crawl.
     """
-    path = Path(path)
     problems: list[str] = []
     count = 0
-    try:
-        with path.open("rb") as f:
-            for lineno, raw in enumerate(f, 1):
-                try:
-                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").strip()
-                except UnicodeDecodeError as exc:
-                    problems.append(f"line {lineno}: not UTF-8 text ({exc.reason} at byte {exc.start})")
-                    continue
-                if not line or line.startswith("#"):
-                    continue
-                problem = "several words on one line" if len(line.split()) > 1 else url_problem(line)
-                if problem:
-                    problems.append(f"line {lineno}: {problem}")
-                count += 1
-    except FileNotFoundError:
-        raise CorpusError(f"no such URL file: {path}") from None
-    except OSError as exc:
-        raise CorpusError(f"cannot read URL file {path}: {exc}") from exc
+    for lineno, line in _url_lines(path):
+        if isinstance(line, UnicodeDecodeError):
+            problem: str | None = _not_utf8(line)
+        else:
+            problem = "several words on one line" if len(line.split()) > 1 else url_problem(line)
+            count += 1
+        if problem:
+            problems.append(f"line {lineno}: {problem}")
     if problems:
         shown = "\n".join(f"  - {p}" for p in problems[:_SHOWN_PROBLEMS])
         more = f"\n  ... and {len(problems) - _SHOWN_PROBLEMS} more" if len(problems) > _SHOWN_PROBLEMS else ""
@@ -83,8 +65,37 @@ def check_url_file(path: str | os.PathLike) -> int:
             "give one http(s) URL per line ('#' starts a comment); fix or remove these lines"
         )
     if not count:
-        raise CorpusError(f"empty corpus: {path} lists no URL (one per line; '#' starts a comment)")
+        raise no_url_error(path)
     return count
+
+
+def no_url_error(path: str | os.PathLike) -> CorpusError:
+    """The error for a URL file with no URL in it."""
+    return CorpusError(f"empty corpus: {path} lists no URL (one per line; '#' starts a comment)")
+
+
+def _url_lines(path: str | os.PathLike) -> Iterator[tuple[int, str | UnicodeDecodeError]]:
+    """(line number, the line stripped) per line of a URL file that is not blank or a "#" comment,
+    read lazily; a line that is not UTF-8 comes as its decoding error."""
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            for lineno, raw in enumerate(f, 1):
+                try:
+                    line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").strip()
+                except UnicodeDecodeError as exc:
+                    yield lineno, exc
+                    continue
+                if line and not line.startswith("#"):
+                    yield lineno, line
+    except FileNotFoundError:
+        raise CorpusError(f"no such URL file: {path}") from None
+    except OSError as exc:
+        raise CorpusError(f"cannot read URL file {path}: {exc}") from exc
+
+
+def _not_utf8(exc: UnicodeDecodeError) -> str:
+    return f"not UTF-8 text ({exc.reason} at byte {exc.start})"
 
 
 def ingest_urls(
@@ -159,7 +170,10 @@ async def _crawl(
     """Feed the fetcher at most ``window`` URLs at a time; store each source as its fetch ends."""
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, desc="ingesting", unit="url", disable=None if (total or 21) > 20 else True)
+    # No bar for a crawl of 1 to 20 URLs; otherwise (an unknown length included) tqdm's own rule
+    # (disable=None: shown on a terminal).
+    few = total is not None and 0 < total <= 20
+    bar = tqdm(total=total, desc="ingesting", unit="url", disable=True if few else None)
     pending: set[asyncio.Task[Any]] = set()
     fetching: set[str] = set()  # URLs taken but not stored yet (at most window of them)
 

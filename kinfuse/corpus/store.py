@@ -18,8 +18,9 @@ line names, so a run killed at any instant (SIGKILL included) leaves a store
 that resumes with no duplicate and no half-written document. Lines go to the
 OS as each source finishes (a kill loses nothing written); ``fsync`` runs
 every ``_SYNC_EVERY`` sources and at the end, and a status line whose document
-did not reach the disk before a power cut is dropped on reopening (that source
-is fetched again).
+did not reach the disk before a power cut (missing, or zeros where the shard
+kept its size) is dropped on reopening with every later one (those sources
+are fetched again).
 
 JSONL rather than an Arrow file as the log: an Arrow IPC file is only whole
 once closed, so one killed mid-shard would lose the shard, whereas a line is
@@ -31,14 +32,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections import deque
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Iterator
+from typing import IO, TYPE_CHECKING, Any, Iterable, Iterator
 
 from ..errors import CorpusError
 from ..io import write_json
 from .clean import dedup_key
-from .documents import Document, SourceRecord
+from .documents import DATASET_COLUMNS, Document, SourceRecord
 
 if TYPE_CHECKING:
     import datasets
@@ -191,7 +193,7 @@ class CorpusStore:
         import datasets  # heavy imports, deferred until a dataset is wanted
         import pyarrow as pa
 
-        names = ["text", "source", "title", "fetched_at"]
+        names = list(DATASET_COLUMNS)
         schema = pa.schema([(n, pa.string()) for n in names])
         target = self.path / "dataset.arrow"
         tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -255,12 +257,37 @@ class StoreWriter:
         CorpusStore(self.path)  # checks format and version
         (self.path / _DOCS).mkdir(exist_ok=True)
         self._lock = _lock(self.path)
+        ends, committed, recent = self._replay()
+        # The rows written since the last fsync: after a power cut a shard can have its size but
+        # zeros where their documents were. The first such row and all later ones go.
+        lost = _first_unwritten(self.path, recent)
+        if lost is not None:
+            ends, committed, _ = self._replay(stop=lost)
+        status = self.path / _STATUS
+        if status.is_file() and status.stat().st_size > committed:
+            os.truncate(status, committed)
+        shards = sorted(int(p.stem) for p in (self.path / _DOCS).glob("*.jsonl") if p.stem.isdigit())
+        for index in shards:  # document bytes no status line names: a source killed mid-write
+            if _shard(self.path, index).stat().st_size > ends.get(index, 0):
+                os.truncate(_shard(self.path, index), ends.get(index, 0))
+        self.shard = max(shards + list(ends), default=0)
+        self.docs = _shard(self.path, self.shard).open("ab")
+        self.status = status.open("ab")
+        self.unsynced = 0
+
+    def _replay(self, stop: int | None = None) -> tuple[dict[int, int], int, deque[tuple[int, list[Any]]]]:
+        """Read the committed status rows (the first ``stop`` of them, if given) into ``seen`` and
+        ``keys``. Returns the committed bytes per shard, the committed bytes of status.jsonl, and
+        (row index, ``at``) of the last ``_SYNC_EVERY`` rows."""
         self.seen: set[str] = set()
         self.keys: dict[str, str] = {}
         ends: dict[int, int] = {}  # committed bytes per shard
         committed = 0  # bytes of status.jsonl that stay
         sizes: dict[int, int] = {}
-        for row, end in _status_rows(self.path):
+        recent: deque[tuple[int, list[Any]]] = deque(maxlen=_SYNC_EVERY)
+        for index, (row, end) in enumerate(_status_rows(self.path)):
+            if index == stop:
+                break
             at = row.get("at") or []
             for shard, offset, length in at:
                 if shard not in sizes:
@@ -273,18 +300,9 @@ class StoreWriter:
             for key in row.get("keys") or []:
                 self.keys.setdefault(key, row["source"])
             self.seen.add(row["source"])
+            recent.append((index, at))
             committed = end
-        status = self.path / _STATUS
-        if status.is_file() and status.stat().st_size > committed:
-            os.truncate(status, committed)
-        shards = sorted(int(p.stem) for p in (self.path / _DOCS).glob("*.jsonl") if p.stem.isdigit())
-        for index in shards:  # document bytes no status line names: a source killed mid-write
-            if _shard(self.path, index).stat().st_size > ends.get(index, 0):
-                os.truncate(_shard(self.path, index), ends.get(index, 0))
-        self.shard = max(shards + list(ends), default=0)
-        self.docs = _shard(self.path, self.shard).open("ab")
-        self.status = status.open("ab")
-        self.unsynced = 0
+        return ends, committed, recent
 
     def add(self, docs: list[Document], record: SourceRecord) -> SourceRecord:
         """Store one source: its documents (short ones and exact duplicates dropped), then its record."""
@@ -350,14 +368,37 @@ class StoreWriter:
             f = getattr(self, name, None)
             if f is not None and not f.closed:
                 try:
-                    f.flush()
-                    os.fsync(f.fileno())
-                    f.close()
+                    try:
+                        f.flush()
+                        os.fsync(f.fileno())
+                    finally:
+                        f.close()
                 except OSError:  # a full disk: what did not reach it was not committed
                     pass
         if self._lock is not None:
             self._lock.close()  # closing the file releases the lock
             self._lock = None
+
+
+def _first_unwritten(folder: Path, rows: Iterable[tuple[int, list[Any]]]) -> int | None:
+    """The index of the first of ``rows`` (row index, ``at``) whose document bytes are not a
+    document line (first byte "{", last byte a newline), or None."""
+    handles: dict[int, IO[bytes]] = {}
+    try:
+        for index, at in rows:
+            for shard, offset, length in at:
+                if shard not in handles:
+                    handles[shard] = _shard(folder, shard).open("rb")
+                f = handles[shard]
+                f.seek(offset)
+                first = f.read(1)
+                f.seek(offset + length - 1)
+                if first != b"{" or f.read(1) != b"\n":
+                    return index
+        return None
+    finally:
+        for f in handles.values():
+            f.close()
 
 
 def _lock(folder: Path) -> IO[bytes] | None:

@@ -33,34 +33,21 @@ from ..errors import ConfigError
 from .result import TrainingError
 
 
-def check_config(config: Any, dist: Any) -> None:
-    """What FSDP mode cannot do, refused before the model loads, each with the way on."""
-    problems = []
+def check_config(dist: Any) -> None:
+    """Refused before the model loads: FSDP mode in one process. What the settings cannot run
+    is TrainConfig.validate's (config.py), so a config is refused before it is launched."""
     if not dist.enabled:
-        problems.append('distributed = "fsdp" shards the model over several processes, but this is one process '
-                        "(WORLD_SIZE unset or 1): launch with torchrun --nproc-per-node N (N >= 2), or set "
-                        'distributed = "ddp" (the default) for one process')
-    if config.train_embeddings or config.train_lm_head:
-        problems.append('train_embeddings / train_lm_head with distributed = "fsdp": the full embedding and '
-                        'output-layer copies are not sharded here; set both False, or use distributed = "ddp"')
-    if config.optimizer not in ("auto", "adamw"):
-        problems.append(f'optimizer = "{config.optimizer}" with distributed = "fsdp": bitsandbytes\' paged and '
-                        "8-bit optimizers update whole tensors, not the shards FSDP keeps; set optimizer = \"auto\" "
-                        "or \"adamw\" (torch AdamW: the LoRA optimizer state is small)")
-    if problems:
-        raise ConfigError(problems, "TrainConfig")
+        raise ConfigError(['distributed = "fsdp" shards the model over several processes, but this is one process '
+                           "(WORLD_SIZE unset or 1): launch with torchrun --nproc-per-node N (N >= 2), or set "
+                           'distributed = "ddp" (the default) for one process'], "TrainConfig")
 
 
 def kernels_setting(config: Any) -> str:
-    """The kernels setting FSDP mode runs with. The Triton NF4 LoRA op reads the quantization
-    state from the weight, and the weight FSDP gathers for a layer is a plain tensor without it:
-    the op would fall back to the stock forward for every projection, and the rest of the Triton
-    path is untested under FSDP (no GPU here). So "auto" means the stock modules (the fused
-    output layer + cross-entropy in torch still runs) and an explicit "triton" is refused."""
-    if config.kernels == "triton":
-        raise ConfigError(['kernels = "triton" with distributed = "fsdp": the Triton NF4 LoRA op reads the '
-                           "quantization state from the weight, which the weight FSDP gathers does not carry; set "
-                           'kernels = "auto" (the stock modules under FSDP) or "none"'], "TrainConfig")
+    """The kernels setting FSDP mode runs with: "auto" means the stock modules (the fused output
+    layer + cross-entropy in torch still runs). The NF4 LoRA op reads the quantization state from
+    the weight, and the weight FSDP gathers for a layer is a plain tensor without it, so it would
+    fall back to the stock forward for every projection; "triton" and "torch" are refused by
+    TrainConfig.validate for that reason."""
     return "none" if config.kernels == "auto" else config.kernels
 
 
@@ -71,10 +58,14 @@ def shard(model: Any, dist: Any, device: Any) -> list[Any]:
     from torch.distributed.device_mesh import init_device_mesh
 
     try:
-        from torch.distributed.fsdp import fully_shard
-    except ImportError:  # torch < 2.6
-        raise TrainingError(f'train.distributed = "fsdp" needs torch >= 2.6 (FSDP2 fully_shard); this is '
-                            f"torch {torch.__version__}: upgrade torch, or use distributed = \"ddp\"") from None
+        from torch.distributed.fsdp import FSDPModule, fully_shard
+    except ImportError:
+        FSDPModule = None
+    needed = ("set_gradient_divide_factor", "set_force_sum_reduction_for_comms")  # used below
+    if FSDPModule is None or not all(hasattr(FSDPModule, name) for name in needed):
+        raise TrainingError(f'train.distributed = "fsdp" needs a torch whose FSDP2 (fully_shard) has '
+                            f"{' and '.join(needed)}; this is torch {torch.__version__}: upgrade torch, or use "
+                            'distributed = "ddp"')
     base = model.get_base_model()
     decoder = base.get_decoder()
     layers = getattr(decoder, "layers", None)
@@ -117,28 +108,23 @@ def trainable_state(model: Any) -> dict[str, Any]:
     return {n: full(p.detach()) for n, p in model.named_parameters() if p.requires_grad}
 
 
-def load_trainable(model: Any, weights: dict[str, Any]) -> list[str]:
+def load_trainable(model: Any, weights: dict[str, Any]) -> None:
     """Put whole adapter `weights` (keys as peft saves them) into the sharded trainable
-    weights of `model`, each process its shard; returns the model's trainable names that
-    `weights` did not have. peft's own state-dict mapping names the keys, so they match
-    what set_peft_model_state_dict would load."""
+    weights of `model`, each process its shard (a weight `weights` lacks keeps its value, as
+    set_peft_model_state_dict does). peft's own state-dict mapping names the keys, so they
+    match what set_peft_model_state_dict would load."""
     import torch
     from peft import get_peft_model_state_dict
 
     params = {n: p for n, p in model.named_parameters() if p.requires_grad}
     saved_name = get_peft_model_state_dict(model, state_dict=dict(params))  # saved key -> the param itself
-    by_id = {id(p): n for n, p in params.items()}
     extra = [k for k in weights if k not in saved_name]
     if extra:
         raise ValueError(f"unexpected adapter weights {extra[:3]}")
-    missing = []
     with torch.no_grad():
         for key, p in saved_name.items():
-            if key not in weights:
-                missing.append(by_id[id(p)])
-                continue
-            local_shard(p).copy_(shard_like(weights[key].to(dtype=p.dtype), p))
-    return missing
+            if key in weights:
+                local_shard(p).copy_(shard_like(weights[key].to(dtype=p.dtype), p))
 
 
 def local_shard(p: Any) -> Any:

@@ -18,6 +18,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import fsdp
 from .blocks import BlockTensors
 from .checkpoint import RunState
 from .logs import StepLog
@@ -50,7 +51,7 @@ def train_loop(trainer: "QLoRATrainer", data: BlockTensors, held_out: BlockTenso
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg, total))
     checkpoints, meta = trainer.checkpoints, trainer.run_meta(data, total)
     resume = checkpoints.find_resume()
-    sharded = getattr(trainer, "sharded", False)  # FSDP (fsdp.py): FSDP reduces the gradients itself
+    sharded = trainer.sharded  # FSDP (fsdp.py): FSDP reduces the gradients itself
     if resume is None and dist.enabled:
         if not sharded:  # under FSDP rank 0's weights were copied to all before sharding
             dist.sync_weights(params)
@@ -218,7 +219,7 @@ def _all_finite(params: list[Any], dist: Any = None, device: Any = None) -> bool
     (FSDP) each process checks its shards and they agree, so all stop or none."""
     import torch
 
-    local = [p.to_local() if hasattr(p, "to_local") else p for p in params] if dist is not None else params
+    local = [fsdp.local_shard(p) for p in params] if dist is not None else params
     peaks = [p.detach().abs().amax().float() for p in local if p.numel()]  # a shard may be empty
     finite = not peaks or bool(torch.isfinite(torch.stack(peaks)).all())
     return finite if dist is None else not dist.max_int(int(not finite), device)

@@ -50,7 +50,7 @@ class QLoRATrainer:
         self.sharded = cfg.distributed == "fsdp"
         patch_cfg = cfg
         if self.sharded:
-            fsdp.check_config(cfg, self.dist)
+            fsdp.check_config(self.dist)
             if cfg.optimizer == "auto":  # torch AdamW steps sharded weights; bitsandbytes' paged one does not
                 self.config = cfg = replace(cfg, optimizer="adamw")
             patch_cfg = replace(cfg, kernels=fsdp.kernels_setting(cfg))

@@ -56,3 +56,26 @@ def test_cap_depth_deep_pages_still_cut_and_nested_pairs_counted() -> None:
     # Self-closed foreign elements stay open for the scan until an end tag pops them.
     icons = "<svg>" + "<path/>" * 20 + "</svg>"
     assert cap_depth(icons, 8) == _scan(icons, 8) != icons
+
+
+def test_the_fast_proof_gives_up_early_on_deeply_nested_pages(monkeypatch) -> None:
+    # Each cancelling round of a deep nest removes one pair: going on until the cap would read
+    # the whole tag string hundreds of times before the exact scan runs anyway.
+    passes = []
+    pair = depth._PAIR
+
+    class Counting:
+        def subn(self, repl: str, s: str):
+            passes.append(len(s))
+            return pair.subn(repl, s)
+
+    monkeypatch.setattr(depth, "_PAIR", Counting())
+    deep = "<html><body>" + '<div class="share">' * 2000 + "<p>x</p>" + "</div>" * 2000 + "</body></html>"
+    assert cap_depth(deep) == _scan(deep, depth.MAX_DEPTH) != deep
+    assert passes and sum(passes) <= (depth._ROUND_BUDGET + 1) * passes[0]  # not 512 passes
+    # A shallow page is still proven without the exact scan.
+    passes.clear()
+    shallow = "<html><body>" + "<div><section><span>a</span><b>b</b></section></div>" * 200 + "</body></html>"
+    monkeypatch.setattr(depth, "_scan", None)
+    assert cap_depth(shallow) is shallow
+    assert sum(passes) <= (depth._ROUND_BUDGET + 1) * passes[0]

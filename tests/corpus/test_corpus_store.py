@@ -87,3 +87,34 @@ def test_damage_in_the_middle_and_hand_edits_are_named(tmp_path: Path) -> None:
     (folder / "store.json").write_text('{"format": "kinfuse-corpus-store", "version": 99}')
     with pytest.raises(CorpusError, match="store version 99"):
         CorpusStore(folder)
+
+
+def test_documents_zeroed_by_a_power_cut_are_dropped_and_the_store_resumes(tmp_path: Path) -> None:
+    # The status lines reached the disk and the shard kept its size, but not its last bytes.
+    folder = tmp_path / "s"
+    write(folder, range(5))
+    shard = folder / "documents" / "00000.jsonl"
+    lines = shard.read_bytes().splitlines(keepends=True)
+    shard.write_bytes(b"".join(lines[:3]) + b"\0" * len(lines[3]) + lines[4][:5] + b"\0" * (len(lines[4]) - 5))
+    writer = StoreWriter(folder)
+    assert writer.seen == {doc(n).source for n in range(3)}  # pages 3 and 4 will be fetched again
+    writer.close()
+    assert [d.source for d in CorpusStore(folder)] == [doc(n).source for n in range(3)]
+    assert shard.read_bytes() == b"".join(lines[:3])
+    write(folder, range(3, 6))
+    assert list(CorpusStore(folder)) == [doc(n) for n in range(6)]
+
+
+def test_close_closes_the_files_when_the_disk_fails(tmp_path: Path, monkeypatch) -> None:
+    writer = StoreWriter(tmp_path / "s")
+    writer.add([doc(0)], SourceRecord(doc(0).source, "kept"))
+
+    def full(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("kinfuse.corpus.store.os.fsync", full)
+    writer.close()
+    assert writer.docs.closed and writer.status.closed
+    monkeypatch.undo()
+    write(tmp_path / "s", range(1, 2))  # the lock was released too
+    assert [d.source for d in CorpusStore(tmp_path / "s")] == [doc(0).source, doc(1).source]

@@ -233,6 +233,8 @@ def test_fsdp_without_torchrun_or_with_what_it_cannot_shard_is_refused(make_trai
         make_trainer(distributed="fsdp", train_lm_head=True, **RUN)
     with pytest.raises(ConfigError, match=r'optimizer = "paged_adamw_32bit" with distributed = "fsdp".*"adamw"'):
         make_trainer(distributed="fsdp", optimizer="paged_adamw_32bit", **RUN)
+    with pytest.raises(ConfigError, match=r'kernels = "torch" with distributed = "fsdp".*set kernels = "auto"'):
+        make_trainer(distributed="fsdp", **{**RUN, "kernels": "torch"})
 
 
 def test_infuse_refuses_fsdp_with_the_way_on(tmp_path):
@@ -240,8 +242,15 @@ def test_infuse_refuses_fsdp_with_the_way_on(tmp_path):
 
     page = tmp_path / "page.txt"
     page.write_text("The Zephyr router has four antennas.\n")
-    config = InfuseConfig.from_dict({"model": "default", "out_dir": str(tmp_path / "out"),
-                                     "corpus": {"paths": [str(page)]}, "train": {"distributed": "fsdp"}})
+    raw = {"model": "default", "out_dir": str(tmp_path / "out"), "corpus": {"paths": [str(page)]},
+           "train": {"distributed": "fsdp"}}
+    # Refused by the config's own validation (so `kinfuse sagemaker-job` refuses it before a launch)
+    with pytest.raises(ConfigError, match=r"kinfuse infuse builds the training mix .* rank 0 alone.*"
+                                          r'QLoRATrainer\(model, TrainConfig\(distributed="fsdp"\)\)'):
+        InfuseConfig.from_dict(raw)
+    # ... and by infuse() for a config changed after validation
+    config = InfuseConfig.from_dict({**raw, "train": {}})
+    config.train.distributed = "fsdp"
     with pytest.raises(ConfigError, match=r"kinfuse infuse builds the training mix .* rank 0 alone.*"
                                           r'QLoRATrainer\(model, TrainConfig\(distributed="fsdp"\)\)'):
         infuse(config)

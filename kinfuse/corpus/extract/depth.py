@@ -11,12 +11,13 @@ together with their end tags, so their text is kept, flattened into the
 element at the cap. Pages within the cap (all real pages) are returned as
 they are.
 
-That scan is a Python loop over every tag, a third of the extraction time of
-an ordinary page, so it runs only when a cheaper proof fails: :func:`_within`
+That scan is a Python loop over every tag, a large share of the extraction
+time of an ordinary page (benchmarks/README.md), so it runs only when a
+cheaper proof fails: :func:`_within`
 has the regular-expression engine list the same tags, cancels each start tag
 directly followed by its own end tag (which leaves the scan's state as it
-was, one level higher in between) until none is left, and scans the few tags
-that remain. Their deepest point plus one level per round of cancelling bounds
+was, one level higher in between) round after round while the rounds shrink
+the list fast, and scans the tags that remain. Their deepest point plus one level per round of cancelling bounds
 how deep the scan would go; under the cap, the scan would cut nothing.
 """
 
@@ -64,6 +65,9 @@ _SEP = "\x01"  # joins the tag names; no page that holds it takes the fast path
 _NO_OP = frozenset([*_FLAT, *(f"/{name}" for name in _FLAT | _RAW_TEXT)])
 # A start tag directly followed by its own end tag (ASCII names only, whose lower() is plain).
 _PAIR = re.compile(rf"{_SEP}([a-z][a-z0-9-]*){_SEP}/\1(?={_SEP})")
+# The cancelling rounds read at most this many times the tag string in all, and go on only
+# while each removes at least 1/_MIN_SHRINK of it (see _within).
+_ROUND_BUDGET, _MIN_SHRINK = 4, 16
 
 
 def cap_depth(html: str, limit: int = MAX_DEPTH) -> str:
@@ -87,34 +91,51 @@ def _within(html: str, end: int, limit: int) -> bool:
     names = _SEP.join(filter(None, _TAGS.findall(html, 0, end))).lower().split(_SEP)
     tags = _SEP + _SEP.join(itertools.filterfalse(_NO_OP.__contains__, names)) + _SEP
     rounds = 0
-    while True:  # each round hides at most one level of the scan's stack
+    # Each round hides at most one level of the scan's stack. A real page's rounds shrink the
+    # string fast; a deeply nested one's lose one pair each: the rounds stop when one removes
+    # less than 1/_MIN_SHRINK of the string, or have read it _ROUND_BUDGET times in all, and
+    # the scan below takes what is left.
+    budget = _ROUND_BUDGET * len(tags)
+    while budget > 0:
+        size = len(tags)
+        budget -= size
         tags, cancelled = _PAIR.subn("", tags)
         if not cancelled:
             break
         rounds += 1
-        if rounds >= limit:
-            return False
-    deepest = depth = 0
+        if (size - len(tags)) * _MIN_SHRINK < size:
+            break
     open_names: list[str] = []
     open_count: dict[str, int] = {}
     for tag in tags.split(_SEP):  # what is left: the scan's own steps, without cutting
         if not tag:
             continue
         if tag[0] == "/":
-            name = tag[1:]
-            if open_count.get(name):
-                while True:
-                    top = open_names.pop()
-                    open_count[top] -= 1
-                    if top == name:
-                        break
+            _close(open_names, open_count, tag[1:])
             continue
         if tag in _FLAT or tag in _RAW_TEXT:
             continue
-        open_names.append(tag)
-        open_count[tag] = open_count.get(tag, 0) + 1
-        deepest = max(deepest, len(open_names))
-    return deepest + rounds < limit
+        _push(open_names, open_count, tag)
+        if len(open_names) + rounds >= limit:  # not proven: the exact scan decides
+            return False
+    return rounds < limit
+
+
+def _push(open_names: list[str], open_count: dict[str, int], name: str) -> None:
+    """A start tag: the element is open."""
+    open_names.append(name)
+    open_count[name] = open_count.get(name, 0) + 1
+
+
+def _close(open_names: list[str], open_count: dict[str, int], name: str) -> None:
+    """An end tag: the innermost open element of its name closes, and every one inside it; with
+    none open, nothing."""
+    if open_count.get(name):
+        while True:
+            top = open_names.pop()
+            open_count[top] -= 1
+            if top == name:
+                break
 
 
 def _scan(html: str, end: int, limit: int) -> str:
@@ -145,12 +166,8 @@ def _scan(html: str, end: int, limit: int) -> str:
             if unwrapped.get(name):
                 unwrapped[name] -= 1
                 cuts.append(m.span())
-            elif open_count.get(name):
-                while True:
-                    top = open_names.pop()
-                    open_count[top] -= 1
-                    if top == name:
-                        break
+            else:
+                _close(open_names, open_count, name)
             continue
         if name in _RAW_TEXT:
             close_tag = _RAW_END[name].search(html, m.end())
@@ -162,8 +179,7 @@ def _scan(html: str, end: int, limit: int) -> str:
             unwrapped[name] = unwrapped.get(name, 0) + 1
             cuts.append(m.span())
             continue
-        open_names.append(name)
-        open_count[name] = open_count.get(name, 0) + 1
+        _push(open_names, open_count, name)
     if not cuts:
         return html
     parts: list[str] = []

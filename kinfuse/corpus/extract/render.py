@@ -28,8 +28,7 @@ def _is_heading(b: Builder, i: int) -> bool:
 def _link_title(b: Builder, i: int, line: str) -> bool:
     """A link line that names an item of the page rather than pointing elsewhere: a linked
     heading of two words or more, or a linked title of five words or more outside lists and
-    paragraphs (listing and collection cards). Chosen on WCXB dev: listing 0.441 -> 0.475,
-    collection 0.460 -> 0.472, the 61 articles 0.9825 -> 0.9822 (benchmarks/README.md)."""
+    paragraphs (listing and collection cards). Chosen on WCXB dev (the scores in benchmarks/README.md)."""
     words = len(line.split())
     if _is_heading(b, i):
         return words >= 2

@@ -39,10 +39,10 @@ class ClassWords:
     """A pattern of lowercase class/id words, searched case-insensitively.
 
     With ``re.I`` the regex engine folds case at every position for every
-    alternative: ~45 us for one long utility-CSS class list, and a page has
+    alternative, which is slow on long utility-CSS class lists, and a page has
     hundreds of distinct ones. An ASCII string (all but a handful of class
     names) is lowered once and searched with the plain pattern instead: the
-    same answer (the words are lowercase ASCII), ~10x faster.
+    same answer (the words are lowercase ASCII), much faster (benchmarks/README.md).
     """
 
     __slots__ = ("plain", "nocase")
@@ -175,6 +175,8 @@ class Builder:
 
 def _hidden_or_chrome_role(attrs: dict[str, str | None]) -> bool:
     """Hidden elements and ARIA chrome landmarks: dropped whatever they hold."""
+    if not ("hidden" in attrs or "aria-hidden" in attrs or "style" in attrs or "role" in attrs):
+        return False  # most elements: none of the attributes read below
     if "hidden" in attrs or attrs.get("aria-hidden") == "true":
         return True
     style = attrs.get("style")
@@ -312,9 +314,7 @@ def walk(root: LexborNode) -> Builder:
         in_link, in_pre, in_thread = flags
         if attrs:  # most elements have none: both checks below would say no
             attr = f"{attrs.get('class') or ''} {attrs.get('id') or ''}".strip()
-            if ("hidden" in attrs or "aria-hidden" in attrs or "style" in attrs or "role" in attrs) and (
-                _hidden_or_chrome_role(attrs)
-            ):
+            if _hidden_or_chrome_role(attrs):
                 continue
             if _chrome_class(tag, attrs, _COMMENT_WORDS.sub(" ", attr) if in_thread else attr):
                 # Comments are content only where they are all the page has (a
