@@ -18,6 +18,8 @@ import pytest
 from kinfuse.cli import main
 from kinfuse.sagemaker_job import IMAGE_TAG, image_uri, job_name, plan_job
 
+ROOT = Path(__file__).resolve().parents[1]
+
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 ARTICLE = ("<html><head><title>Quillstore release notes</title></head><body><nav>Home | Docs</nav><article>"
            "<h1>Quillstore 3</h1><p>Quillstore 3 listens on port 9410 by default and compacts its pages every "
@@ -59,6 +61,7 @@ def test_dry_run_prints_the_request_and_uploads_without_aws(tmp_path, monkeypatc
     _no_aws(monkeypatch)
     config = _project(tmp_path)
     stage = tmp_path / "stage"
+    egg_info = sorted(ROOT.glob("*.egg-info"))
     code = main(["sagemaker-job", str(config), "--role", ROLE, "--instance-type", "ml.g5.2xlarge",
                  "--region", "eu-west-1", "--bucket", "my-bucket", "--prefix", "team/kinfuse", "--job-name", "zephyr-1",
                  "--env", "HF_TOKEN=hf_x", "--dry-run", "--stage-dir", str(stage)])
@@ -107,9 +110,8 @@ def test_dry_run_prints_the_request_and_uploads_without_aws(tmp_path, monkeypatc
     assert sorted(names) == sorted(["train.py", "requirements.txt", wheel]) and wheel.startswith("kinfuse-0.1.0-")
     assert requirements == f"./{wheel}\n"
     assert "from kinfuse.sagemaker_entry import main" in entry and "NO_DEPS = []" in entry
-    # nothing of the build is left in the checkout
-    root = Path(__file__).resolve().parents[1]
-    assert not (root / "build").exists() and not list(root.glob("*.egg-info"))
+    # nothing of the build is left in the checkout (an editable install's egg-info was there before)
+    assert not (ROOT / "build").exists() and sorted(ROOT.glob("*.egg-info")) == egg_info
 
 
 def test_the_default_model_and_a_local_model_travel_with_the_job(tmp_path, tiny_model):

@@ -112,11 +112,15 @@ def _assert_same_run(two_out, one_out, one_result):
     a, b = _adapter(one_out / "adapter"), _adapter(two_out / "adapter")
     assert a.keys() == b.keys() and a
     # As for DDP: the two ranks' gradients are summed in another order than accumulation adds
-    # them, and Adam divides by sqrt(v), so a near-zero gradient's rounding moves its weight by
-    # ~1e-5 over six steps. FSDP averaging instead of summing (or a shard missing) moves every
-    # weight by far more, and the losses diverge above.
+    # them, and Adam divides by sqrt(v), so a near-zero gradient's rounding can move its weight
+    # by up to the learning rate a step (seen: one element of 1,024 off by 5.6e-4 in six steps).
+    # So: nearly every weight within rounding, none beyond the learning rate. The gradients
+    # themselves are compared exactly (test_fsdp_shards_nf4_...), and a shard missing would
+    # make the losses diverge above.
     for k in a:
-        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=2e-5)
+        off = ~torch.isclose(b[k], a[k], rtol=1e-3, atol=2e-5)
+        assert off.float().mean() <= 0.01, (k, int(off.sum()))
+        assert (b[k] - a[k]).abs().max() <= RUN["learning_rate"], k
 
 
 @pytest.fixture(scope="module")
