@@ -155,6 +155,7 @@ def main() -> None:
         server.wait(30)
     report = {
         "benchmark": "ingest",
+        "device": "cpu",  # fetching, extraction and the store run on the CPU; no accelerator is used
         "machine": {"cpu": cpu_name(), "platform": platform.platform(), "python": platform.python_version()},
         "versions": {k: version(k) for k in ("kinfuse", "httpx", "psutil")},
         "commit": git_commit(),

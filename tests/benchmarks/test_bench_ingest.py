@@ -27,3 +27,4 @@ def test_bench_ingest_writes_its_measurements(tmp_path: Path) -> None:
                                "chars": first["counts"]["chars"]}
     assert first["peak_rss_mb"] >= first["rss_after_imports_mb"] > 0 and first["pages_per_s"] > 0
     assert report["runs"][2]["counts"]["documents"] == 19 and report["commit"]
+    assert report["device"] == "cpu" and report["machine"]["cpu"] and report["versions"]["kinfuse"]
