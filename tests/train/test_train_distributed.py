@@ -5,68 +5,28 @@ resumed from it on 2 processes is the uninterrupted one; another world size is r
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
+import torchrun_run as tr
 from kinfuse import TrainingError
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = tr.ROOT
 # conftest's FAST and EXACT (steady fp32 runs), 6 steps of 2 blocks each
 RUN = dict(max_steps=6, micro_batch_size=1, max_grad_norm=1.0, lora_dropout=0.0, learning_rate=5e-3,
            lr_schedule="constant", quantize="none", compute_dtype="float32", kernels="none")
 
-# One rank of a torchrun launch: trains the tiny model on the sample blocks with RUN (plus
-# the JSON overrides in argv[3]); every rank reports what its train() returned.
-WORKER = """
-import json, os, sys, time
-from pathlib import Path
-from kinfuse import Chunker, QLoRATrainer, TrainConfig
-from transformers import AutoTokenizer
-model, out, overrides = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
-rank = int(os.environ["RANK"])
-(out / f"pid-{rank}").write_text(str(os.getpid()))
-tok = AutoTokenizer.from_pretrained(model)
-blocks = Chunker(tok, block_size=64)([{"text": t} for t in Path(sys.argv[4]).read_text().splitlines()])
-slow = overrides.pop("slow", 0)
-trainer = QLoRATrainer(model, TrainConfig(progress=False, output_dir=str(out), **overrides))
-if slow:  # time to signal a run mid-way; the numbers are unchanged
-    loss_sum = trainer.loss_sum
-    trainer.loss_sum = lambda *a: (time.sleep(slow), loss_sum(*a))[1]
-result = trainer.train(blocks, log_path=out / f"log-{rank}.jsonl")
-trainer.save_adapter(out / "adapter")
-(out / f"result-{rank}.json").write_text(json.dumps(
-    {"world": trainer.dist.world_size, "steps": result.steps, "interrupted": result.interrupted,
-     "signal": result.stop_signal, "checkpoint": result.checkpoint, "losses": [r["loss"] for r in result.history]}))
-"""
-
-
 def _launch(tmp_path, tiny_model, sample_text, out, **overrides):
-    """Start `torchrun --standalone --nproc-per-node 2` of WORKER writing to `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    script, text = tmp_path / "worker.py", tmp_path / "text.txt"
-    script.write_text(WORKER)
-    text.write_text(sample_text)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
-           tiny_model, str(out), json.dumps({**RUN, **overrides}), str(text)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """Two processes of torchrun_run.WORKER (DDP: the default `train.distributed`)."""
+    return tr.launch(tmp_path, tiny_model, sample_text, out, {**RUN, **overrides})
 
 
 def _finish(child):
-    out, err = child.communicate(timeout=180)
-    assert child.returncode == 0, (out + err)[-3000:]
-
-
-def _adapter(path):
-    from safetensors.torch import load_file
-
-    return load_file(Path(path) / "adapter_model.safetensors")
+    tr.finish(child, timeout=180)
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +47,7 @@ def test_two_processes_equal_one_with_grad_accum_2(two_process_run, make_trainer
     expected = [r["loss"] for r in single.history]
     for r in results:
         assert r["losses"] == pytest.approx(expected, rel=1e-5)
-    a, b = _adapter(tmp_path / "adapter"), _adapter(two_process_run / "adapter")
+    a, b = tr.adapter(tmp_path / "adapter"), tr.adapter(two_process_run / "adapter")
     assert a.keys() == b.keys() and a
     # The all-reduce adds the two ranks' gradients in another order than accumulation does, and
     # Adam divides by sqrt(v): a near-zero gradient's rounding can move its weight by ~1e-5 over
@@ -113,15 +73,9 @@ def test_sigterm_on_one_rank_checkpoints_both_and_resume_is_uninterrupted(two_pr
                                                                            tmp_path):
     out = tmp_path / "run"
     child = _launch(tmp_path, tiny_model, sample_text, out, slow=0.4)
-    log = out / "log-0.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= 1):
-        if child.poll() is not None:
-            break
-        time.sleep(0.1)
-    os.kill(int((out / "pid-1").read_text()), signal.SIGTERM)  # rank 1 only: the decision is collective
+    tr.sigterm_rank_1_after_first_step(child, out, timeout=120)
     _finish(child)
-    results = [json.loads((out / f"result-{r}.json").read_text()) for r in (0, 1)]
+    results = tr.results(out)
     steps = results[0]["steps"]
     assert 1 <= steps < 6, "the signal came too late to interrupt the run"
     assert all(r["interrupted"] and r["signal"] == "SIGTERM" and r["steps"] == steps for r in results)
@@ -133,9 +87,9 @@ def test_sigterm_on_one_rank_checkpoints_both_and_resume_is_uninterrupted(two_pr
     resumed = json.loads((out / "result-0.json").read_text())
     straight = json.loads((two_process_run / "result-0.json").read_text())
     assert resumed["steps"] == 6 and resumed["losses"] == straight["losses"]
-    a, b = _adapter(two_process_run / "adapter"), _adapter(out / "adapter")
+    a, b = tr.adapter(two_process_run / "adapter"), tr.adapter(out / "adapter")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == list(range(1, 7))
+    assert [json.loads(line)["step"] for line in (out / "log-0.jsonl").read_text().splitlines()] == list(range(1, 7))
 
 
 def test_infuse_cli_unchanged_under_torchrun(tiny_model, tmp_path):
@@ -172,7 +126,7 @@ def test_two_gpus_equal_one_with_grad_accum_2(make_trainer, blocks, tiny_model, 
     _finish(child)
     two = json.loads((tmp_path / "two/result-0.json").read_text())
     assert two["world"] == 2 and two["losses"] == pytest.approx([r["loss"] for r in single.history], rel=1e-4)
-    a, b = _adapter(tmp_path / "one/adapter"), _adapter(tmp_path / "two/adapter")
+    a, b = tr.adapter(tmp_path / "one/adapter"), tr.adapter(tmp_path / "two/adapter")
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-5)
 

@@ -7,93 +7,25 @@ processes, to the uninterrupted run; the checkpoint is refused by one process, a
 without torchrun or through `kinfuse infuse` is refused with the way on."""
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import torch
 
+import torchrun_run as tr
 from kinfuse import ConfigError, TrainingError
 
-ROOT = Path(__file__).resolve().parents[2]
 # NF4 base (the QLoRA case), fp32 compute so that the comparison is at float precision
 RUN = dict(max_steps=6, micro_batch_size=1, max_grad_norm=1.0, lora_dropout=0.0, learning_rate=5e-3,
            lr_schedule="constant", quantize="nf4", compute_dtype="float32", kernels="none")
 
-# One rank of a torchrun launch: trains the tiny model on the sample blocks with RUN (plus the
-# JSON overrides in argv[3]); every rank reports what its train() returned and how the first
-# quantized projection is held (sharded or not, its local and whole sizes, its dtype).
-WORKER = """
-import json, os, sys, time
-from pathlib import Path
-from kinfuse import Chunker, QLoRATrainer, TrainConfig
-from transformers import AutoTokenizer
-model, out, overrides = sys.argv[1], Path(sys.argv[2]), json.loads(sys.argv[3])
-rank = int(os.environ["RANK"])
-(out / f"pid-{rank}").write_text(str(os.getpid()))
-tok = AutoTokenizer.from_pretrained(model)
-blocks = Chunker(tok, block_size=64)([{"text": t} for t in Path(sys.argv[4]).read_text().splitlines()])
-if overrides.pop("anchors", False):  # every third block an anchor: the processes' passes differ
-    blocks = blocks.add_column("anchor", [i % 3 == 0 for i in range(len(blocks))])
-slow = overrides.pop("slow", 0)
-overrides_grads = overrides.pop("grads", False)
-trainer = QLoRATrainer(model, TrainConfig(progress=False, output_dir=str(out), **overrides))
-if slow:  # time to signal a run mid-way; the numbers are unchanged
-    loss_sum = trainer.loss_sum
-    trainer.loss_sum = lambda *a: (time.sleep(slow), loss_sum(*a))[1]
-if overrides_grads:  # the first step's gradients, gathered whole, before training
-    import torch
-    from kinfuse.train.blocks import BlockTensors
-    from kinfuse.train.loop import forward_backward
-    data = BlockTensors(blocks)
-    micro = [data.micro_batch(k, trainer.config) for k in range(2)]
-    forward_backward(trainer, data, [micro[rank]], step_targets=int(sum(data.targets[m].sum() for m in micro)))
-    grads = {n: (p.grad.full_tensor() if hasattr(p.grad, "full_tensor") else p.grad).cpu()
-             for n, p in trainer.model.named_parameters() if p.requires_grad}
-    if rank == 0:
-        torch.save(grads, out / "grads.pt")
-    for p in trainer.model.parameters():
-        p.grad = None
-w = trainer.model.get_base_model().model.layers[0].self_attn.q_proj.base_layer.weight
-held = {"sharded": type(w).__name__ == "DTensor", "dtype": str(w.dtype),
-        "local": (w.to_local() if hasattr(w, "to_local") else w).numel(), "whole": w.numel()}
-result = trainer.train(blocks, log_path=out / f"log-{rank}.jsonl")
-trainer.save_adapter(out / "adapter")
-(out / f"result-{rank}.json").write_text(json.dumps(
-    {"world": trainer.dist.world_size, "steps": result.steps, "interrupted": result.interrupted, "held": held,
-     "signal": result.stop_signal, "checkpoint": result.checkpoint, "history": result.history}))
-"""
-
 
 def _launch(tmp_path, tiny_model, sample_text, out, **overrides):
-    """Start `torchrun --standalone --nproc-per-node 2` of WORKER in FSDP mode, writing to `out`."""
-    out.mkdir(parents=True, exist_ok=True)
-    script, text = tmp_path / "worker.py", tmp_path / "text.txt"
-    script.write_text(WORKER)
-    text.write_text(sample_text)
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
-           tiny_model, str(out), json.dumps({**RUN, "distributed": "fsdp", **overrides}), str(text)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    """Two processes of torchrun_run.WORKER in FSDP mode."""
+    return tr.launch(tmp_path, tiny_model, sample_text, out, {**RUN, "distributed": "fsdp", **overrides})
 
 
 def _finish(child):
-    out, err = child.communicate(timeout=240)
-    assert child.returncode == 0, (out + err)[-3000:]
-
-
-def _results(out):
-    return [json.loads((out / f"result-{r}.json").read_text()) for r in (0, 1)]
-
-
-def _adapter(path):
-    from safetensors.torch import load_file
-
-    return load_file(Path(path) / "adapter_model.safetensors")
+    tr.finish(child, timeout=240)
 
 
 def _single(make_trainer, blocks, out, **overrides):
@@ -106,10 +38,10 @@ def _single(make_trainer, blocks, out, **overrides):
 
 def _assert_same_run(two_out, one_out, one_result):
     # The same loss curve: every step's loss is the whole global batch's, on every rank.
-    for r in _results(two_out):
+    for r in tr.results(two_out):
         assert r["world"] == 2 and r["steps"] == one_result.steps
         assert [h["loss"] for h in r["history"]] == pytest.approx([h["loss"] for h in one_result.history], rel=1e-5)
-    a, b = _adapter(one_out / "adapter"), _adapter(two_out / "adapter")
+    a, b = tr.adapter(one_out / "adapter"), tr.adapter(two_out / "adapter")
     assert a.keys() == b.keys() and a
     # As for DDP: the two ranks' gradients are summed in another order than accumulation adds
     # them, and Adam divides by sqrt(v), so a near-zero gradient's rounding can move its weight
@@ -132,7 +64,7 @@ def fsdp_run(tiny_model, sample_text, tmp_path_factory):
 
 
 def test_fsdp_shards_nf4_and_equals_one_process_with_grad_accum_2(fsdp_run, make_trainer, blocks, tmp_path):
-    results = _results(fsdp_run)
+    results = tr.results(fsdp_run)
     for r in results:
         # The packed NF4 bytes, stored as float32 (the compute dtype) so that FSDP splits them:
         # each process holds half.
@@ -164,7 +96,7 @@ def test_fsdp_checkpoint_is_whole_and_one_process_refuses_it(fsdp_run, make_trai
     ckpt = fsdp_run / "checkpoints/step-0000003"
     # Gathered whole: the adapter has every LoRA weight at full size, the optimizer state one
     # process's layout (integer keys, whole moments), as a single process writes them.
-    adapter = _adapter(ckpt / "adapter")
+    adapter = tr.adapter(ckpt / "adapter")
     a_q = adapter["base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"]
     assert a_q.shape == (16, 64)
     state = torch.load(ckpt / "state.pt", weights_only=True)["optimizer"]["state"]
@@ -180,15 +112,9 @@ def test_sigterm_on_one_rank_checkpoints_and_fsdp_resume_is_uninterrupted(fsdp_r
                                                                           tmp_path):
     out = tmp_path / "run"
     child = _launch(tmp_path, tiny_model, sample_text, out, slow=0.4)
-    log = out / "log-0.jsonl"
-    deadline = time.time() + 150
-    while time.time() < deadline and not (log.is_file() and len(log.read_text().splitlines()) >= 1):
-        if child.poll() is not None:
-            break
-        time.sleep(0.1)
-    os.kill(int((out / "pid-1").read_text()), signal.SIGTERM)  # rank 1 only: the decision is collective
+    tr.sigterm_rank_1_after_first_step(child, out, timeout=150)
     _finish(child)
-    results = _results(out)
+    results = tr.results(out)
     steps = results[0]["steps"]
     assert 1 <= steps < 6, "the signal came too late to interrupt the run"
     assert all(r["interrupted"] and r["signal"] == "SIGTERM" and r["steps"] == steps for r in results)
@@ -197,12 +123,12 @@ def test_sigterm_on_one_rank_checkpoints_and_fsdp_resume_is_uninterrupted(fsdp_r
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]  # nothing half-written
 
     _finish(_launch(tmp_path, tiny_model, sample_text, out, resume=True))
-    resumed, straight = _results(out)[0], _results(fsdp_run)[0]
+    resumed, straight = tr.results(out)[0], tr.results(fsdp_run)[0]
     assert resumed["steps"] == 6 and [h["loss"] for h in resumed["history"]] == [h["loss"] for h in
                                                                                   straight["history"]]
-    a, b = _adapter(fsdp_run / "adapter"), _adapter(out / "adapter")
+    a, b = tr.adapter(fsdp_run / "adapter"), tr.adapter(out / "adapter")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == list(range(1, 7))
+    assert [json.loads(line)["step"] for line in (out / "log-0.jsonl").read_text().splitlines()] == list(range(1, 7))
 
 
 def test_fsdp_anchor_blocks_equal_one_process(make_trainer, blocks, tiny_model, sample_text, tmp_path):
@@ -215,7 +141,7 @@ def test_fsdp_anchor_blocks_equal_one_process(make_trainer, blocks, tiny_model, 
     # a step whose two micro-batches (one per rank) were an anchor block and a plain one
     assert any("anchor_kl" in h and "ce" in h for h in one.history)
     _assert_same_run(tmp_path / "two", tmp_path / "one", one)
-    for r in _results(tmp_path / "two"):
+    for r in tr.results(tmp_path / "two"):
         assert [h.get("anchor_kl", -1.0) for h in r["history"]] == pytest.approx(
             [h.get("anchor_kl", -1.0) for h in one.history], rel=1e-5)
 
@@ -268,6 +194,6 @@ def test_two_gpus_fsdp_qlora_equals_one_with_grad_accum_2(make_trainer, blocks, 
     child = _launch(tmp_path, tiny_model, sample_text, tmp_path / "two", **gpu)
     one = _single(make_trainer, blocks, tmp_path / "one", **gpu)
     _finish(child)
-    two = _results(tmp_path / "two")[0]
+    two = tr.results(tmp_path / "two")[0]
     assert two["held"]["sharded"] and two["held"]["dtype"] == "torch.bfloat16"
     assert [h["loss"] for h in two["history"]] == pytest.approx([h["loss"] for h in one.history], rel=2e-2)
