@@ -144,21 +144,27 @@ def test_lean_lora_forward_matches_peft(quantize):
 def test_lean_lora_forward_runs_under_autocast(monkeypatch):
     """Under CPU bf16 autocast (the trainer's path on CPUs with native bf16) the lean forward
     still takes the case, rather than falling back to peft's, and gives peft's result."""
-    from peft.tuners.lora import Linear as LoraLinear
-
     model = _tiny_lora(False, dropout=0.0)
-    for i in (0, 2):
-        model.base_model.model[i].base_layer.to(torch.bfloat16)  # frozen base in bf16, LoRA in fp32
     x = torch.randn(3, 5, 64, dtype=torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        want = model(x)
-        use_lean_lora_forward(model)
-        calls = []
-        peft_forward = LoraLinear.forward
-        monkeypatch.setattr(LoraLinear, "forward", lambda self, *a, **k: calls.append(1) or peft_forward(self, *a, **k))
-        got = model(x)
+        want, got, calls = _peft_then_lean(model, x, monkeypatch)
     assert not calls and got.dtype == torch.bfloat16
     torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+
+
+def _peft_then_lean(model, x, monkeypatch):
+    """The tiny LoRA model (its frozen base put in bf16, LoRA kept in fp32) on `x`: peft's output,
+    then kinfuse's lean forward's, and the calls peft's forward got while the lean one ran."""
+    from peft.tuners.lora import Linear as LoraLinear
+
+    for i in (0, 2):
+        model.base_model.model[i].base_layer.to(torch.bfloat16)
+    want = model(x)
+    use_lean_lora_forward(model)
+    calls = []
+    peft_forward = LoraLinear.forward
+    monkeypatch.setattr(LoraLinear, "forward", lambda self, *a, **k: calls.append(1) or peft_forward(self, *a, **k))
+    return want, model(x), calls
 
 
 def test_bf16_inference_forward_is_peft_within_bf16_and_rowwise(monkeypatch):
@@ -166,20 +172,11 @@ def test_bf16_inference_forward_is_peft_within_bf16_and_rowwise(monkeypatch):
     product runs in bf16 with F.linear, not peft's fp32 matmuls. It is peft's result to bf16
     rounding, and each row is the same bits whether computed alone or with 31 others (torch's
     fp32 CPU matmuls, which peft uses, do not promise that)."""
-    from peft.tuners.lora import Linear as LoraLinear
-
     model = _tiny_lora(False, dropout=0.1)
-    for i in (0, 2):
-        model.base_model.model[i].base_layer.to(torch.bfloat16)  # frozen base in bf16, LoRA in fp32
     model.eval()
     x = torch.randn(32, 64, dtype=torch.bfloat16)
     with torch.no_grad():
-        want = model(x)  # peft's forward
-        use_lean_lora_forward(model)
-        calls = []
-        peft_forward = LoraLinear.forward
-        monkeypatch.setattr(LoraLinear, "forward", lambda self, *a, **k: calls.append(1) or peft_forward(self, *a, **k))
-        got = model(x)
+        want, got, calls = _peft_then_lean(model, x, monkeypatch)
         assert not calls and got.dtype == torch.bfloat16
         torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
         assert torch.equal(torch.cat([model(x[i : i + 1]) for i in range(32)]), got)
