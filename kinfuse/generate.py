@@ -19,6 +19,8 @@ REFERENCE_SAMPLING = {"max_new_tokens": 200, "top_p": 0.9, "temperature": 0.01}
 # Prompts decoded per batch: decoding reads the weights once per step for the whole batch, so
 # larger batches are much faster on a CPU (benchmarks/README.md).
 BATCH_SIZE = 32
+# Prompts are left-padded to a multiple of this many tokens (`padded_length`).
+PAD_MULTIPLE = 16
 SAMPLING_MODES = ("greedy", "reference")
 
 
@@ -136,8 +138,8 @@ class TextGenerator:
             with torch.random.fork_rng(devices=cuda):
                 torch.manual_seed(self.seed)
                 for batch in self.batches([self.encode(p)[1] for p in probes]):
-                    ids = torch.tensor(rows([s for _, s in batch]), device=device)
-                    gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), **settings)
+                    ids, mask = self.padded([s for _, s in batch], device)
+                    gen = model.generate(input_ids=ids, attention_mask=mask, **settings)
                     for (i, _), row in zip(batch, gen[:, ids.shape[1]:].tolist()):
                         ended = any(t in eos for t in row)
                         if ended:
@@ -151,15 +153,27 @@ class TextGenerator:
 
     def batches(self, seqs: list[list[int]]) -> list[list[tuple[int, list[int]]]]:
         """(index, ids) of the prompts in decoding batches of at most `batch_size`, each of
-        prompts of one token length, longest first. With no padding a row computes what it
-        computes alone (`kinfuse ask`, `stream`): padded rows attend over longer key rows, whose
-        sums round differently, and greedy decoding flips on near-ties (benchmarks/README.md,
-        "Batched answers = lone answers")."""
+        prompts of one padded length (`padded_length`), longest first. A prompt is always
+        left-padded to the same length, alone (`kinfuse ask`, `stream`) or in any batch, so a row
+        attends over key rows of the same length and computes the same bits: padding a prompt
+        to its batch's longest made decode sums round differently, and greedy decoding flipped
+        on near-ties (benchmarks/README.md, "Batched answers = lone answers")."""
         by_length: dict[int, list[tuple[int, list[int]]]] = {}
         for i, s in enumerate(seqs):
-            by_length.setdefault(len(s), []).append((i, s))
+            by_length.setdefault(padded_length(len(s)), []).append((i, s))
         return [group[k : k + self.batch_size] for _, group in sorted(by_length.items(), reverse=True)
                 for k in range(0, len(group), self.batch_size)]
+
+    def padded(self, seqs: list[list[int]], device: Any) -> tuple[Any, Any]:
+        """input_ids and attention_mask for one batch of `batches`: every prompt left-padded
+        to its `padded_length` (one length per batch), a lone prompt as two rows (`rows`)."""
+        import torch
+
+        pad = self.tokenizer.pad_token_id
+        width = padded_length(max(len(s) for s in seqs))
+        ids = [[pad] * (width - len(s)) + s for s in rows(seqs)]
+        mask = [[0] * (width - len(s)) + [1] * len(s) for s in rows(seqs)]
+        return torch.tensor(ids, device=device), torch.tensor(mask, device=device)
 
     def stream(self, probe: dict[str, Any], *, adapter: bool = True,
                max_new_tokens: int | None = None) -> Iterator[str]:
@@ -186,8 +200,8 @@ class TextGenerator:
                 with self.inference(adapter) as device, torch.random.fork_rng(
                         devices=[device] if device.type == "cuda" else []):
                     torch.manual_seed(self.seed)
-                    ids = torch.tensor(rows([self.encode(probe)[1]]), device=device)
-                    self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), streamer=streamer,
+                    ids, mask = self.padded([self.encode(probe)[1]], device)
+                    self.model.generate(input_ids=ids, attention_mask=mask, streamer=streamer,
                                         stopping_criteria=StoppingCriteriaList([Stop()]),
                                         **self.decoding(max_new_tokens))
             except BaseException as e:  # handed to the reading thread, which would otherwise wait forever
@@ -203,6 +217,15 @@ class TextGenerator:
             worker.join()
         if failed:
             raise failed[0]
+
+
+def padded_length(n: int) -> int:
+    """The length a prompt of `n` tokens is left-padded to: the next multiple of PAD_MULTIPLE
+    above `n`, at least one pad, so every row takes the same masked attention path (a batch
+    with no pad may skip its mask). Coarse enough that a few lengths cover an evaluation's
+    prompts (decoding reads the weights once per step for a whole batch), fine enough that
+    the pads cost little."""
+    return PAD_MULTIPLE * (n // PAD_MULTIPLE + 1)
 
 
 def rows(seqs: list[list[int]]) -> list[list[int]]:
