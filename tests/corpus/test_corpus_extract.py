@@ -67,8 +67,13 @@ def test_extract_title() -> None:
 
 
 def _dev_dir() -> Path:
-    # shared/ lies beside the repository clone (CI clones it elsewhere).
-    return Path(__file__).resolve().parents[2].parent / "shared" / "extraction"
+    # shared/ lies beside the repository clone (CI clones it elsewhere); worktrees sit one
+    # level deeper (<root>/wt/<name>), as in test_corpus_wcxb.py.
+    repo = Path(__file__).resolve().parents[2]
+    for base in (repo.parent, repo.parent.parent):
+        if (base / "shared" / "extraction" / "score.py").exists():
+            return base / "shared" / "extraction"
+    return repo.parent / "shared" / "extraction"
 
 
 def test_extract_dev_set_f1() -> None:
@@ -227,3 +232,27 @@ def test_extract_listing_keeps_linked_titles_but_not_link_lists() -> None:
         assert f"Course number {i} title" in text
         assert f"A practical course on subject {i} for beginners" in text
     assert "Related story number" not in text
+
+
+def test_extract_keeps_link_dense_item_lists_and_chrome_named_blocks_inside_the_content() -> None:
+    # A collection page: an intro, then product cards whose text is mostly their linked names
+    # (a link-dense block), and a spec table in a block named like chrome ("meta", "tools").
+    # Inside the chosen content they are the page's items and facts, not navigation.
+    items = "".join(
+        f"<li class='product'><a href='/p/{i}'>Waxed canvas field jacket model {i}</a> <span>in stock, ${40 + i}.00</span></li>"
+        for i in range(8)
+    )
+    specs = (
+        "<div class='product-meta tools'><table><tr><td>Weight</td><td>1.2 kg</td></tr>"
+        "<tr><td>Fabric</td><td>Waxed cotton canvas</td></tr></table></div>"
+    )
+    html = (
+        f"<html><body>{_NAV}<div class='collection'><h1>Jackets</h1><p>{_prose('intro', 0)}</p>"
+        f"<p>{_prose('intro', 1)}</p><ul class='grid'>{items}</ul>{specs}</div>{_FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    assert _prose("intro", 0) in text
+    for i in range(8):
+        assert f"- Waxed canvas field jacket model {i} in stock, ${40 + i}.00" in text, i
+    assert "Weight | 1.2 kg" in text and "Fabric | Waxed cotton canvas" in text
+    assert "Copyright" not in text and "Pricing" not in text
