@@ -14,6 +14,8 @@ from .tree import HEADINGS, Builder
 # Lines at least this share link text are pointers elsewhere ("Read more",
 # "Related: ...", teaser headlines), not prose of the article.
 _LINK_LINE = 0.75
+# Chosen content with more link text than this share is a list of linked items (prune_lines).
+_LINK_CONTENT = 0.5
 
 
 def _key(text: str) -> str:
@@ -47,13 +49,18 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
     """
     b = page.b
     title_key = _key(title)
+    # Content that is mostly link text is a list of items (a listing's rows, an index of
+    # pages): its link lines are the items themselves, not pointers away from an article.
+    chars = sum(page.chars[end] - page.chars[start] for start, end in ranges)
+    links = sum(page.links[end] - page.links[start] for start, end in ranges)
+    drop_links = links <= _LINK_CONTENT * chars
     out = []
     for start, end in ranges:
         for i in range(start, end):
             line = b.lines[i]
             # Lines that are (almost) all link text point elsewhere: "Read more",
             # "Related: ...", teaser headlines. They are not the article's prose.
-            if b.link_chars[i] >= len(line) * _LINK_LINE and not _link_title(b, i, line):
+            if drop_links and b.link_chars[i] >= len(line) * _LINK_LINE and not _link_title(b, i, line):
                 continue
             # The headline is the page title, kept apart in Document.title.
             if title_key and _is_heading(b, i) and len(line) > 10 and _key(line) in title_key:
