@@ -22,7 +22,7 @@ _MAIN_SHARE = 0.6
 # skipped) is one part of a page of many parts, unless it is an article: at least
 # _ARTICLE_PARAGRAPHS prose lines holding _ARTICLE_PROSE of the page's prose (select_main).
 _PAGE_OF_PARTS = 0.3
-_ARTICLE_PARAGRAPHS = 5
+_ARTICLE_CHARS = 300
 _ARTICLE_PROSE = 0.75
 
 
@@ -217,8 +217,10 @@ def select_main(page: Page) -> list[tuple[int, int]]:
         return ranges
     good = page.good
     prose = sum(good[end] - good[start] for start, end in ranges)
-    paragraphs = sum(1 for start, end in ranges for i in range(start, end) if good[i + 1] > good[i])
-    if paragraphs >= _ARTICLE_PARAGRAPHS and prose >= _ARTICLE_PROSE * good[-1]:
+    chosen = sum(page.chars[end] - page.chars[start] for start, end in ranges)
+    chosen_links = sum(page.links[end] - page.links[start] for start, end in ranges)
+    rest_plain = (total - chosen) - (page.links[-1] - chosen_links)
+    if prose >= _ARTICLE_PROSE * good[-1] and prose >= _ARTICLE_CHARS and rest_plain < prose:
         return ranges
     return [(0, len(page.b.lines))]
 
