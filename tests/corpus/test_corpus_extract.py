@@ -256,3 +256,32 @@ def test_extract_keeps_link_dense_item_lists_and_chrome_named_blocks_inside_the_
         assert f"- Waxed canvas field jacket model {i} in stock, ${40 + i}.00" in text, i
     assert "Weight | 1.2 kg" in text and "Fabric | Waxed cotton canvas" in text
     assert "Copyright" not in text and "Pricing" not in text
+
+
+def test_extract_page_of_many_parts_keeps_the_whole_page() -> None:
+    # A shop's collection page: one intro paragraph, then product cards with no prose at all
+    # (name, price, rating). The intro is the best-scored block but a small part of the page.
+    cards = "".join(
+        f"<div class='tile'><h4>Trail shoe {i}</h4><div class='price'>${90 + i}.95</div><div class='rating'>4.{i} stars</div></div>"
+        for i in range(12)
+    )
+    html = (
+        f"<html><body>{_NAV}<div class='wrap'><div class='intro'><p>{_prose('intro', 0)}</p></div>"
+        f"<div class='results'>{cards}</div></div>{_FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    assert _prose("intro", 0) in text
+    for i in range(12):
+        assert f"Trail shoe {i}" in text and f"${90 + i}.95" in text, i
+    assert "Copyright" not in text and "Pricing" not in text
+
+
+def test_extract_content_of_linked_items_keeps_them() -> None:
+    # An index page: a short heading line, then rows that are each one link (a catalogue's
+    # subject list). Content that is mostly link text is a list of items, not link chrome.
+    rows = "".join(f"<li><a href='/s/{i}'>Clocks and watches, volume {i}</a></li>" for i in range(15))
+    html = f"<html><body>{_NAV}<div class='subjects'><h2>Narrower terms:</h2><ul>{rows}</ul></div>{_FOOTER}</body></html>"
+    text = extract_text(html)
+    for i in range(15):
+        assert f"- Clocks and watches, volume {i}" in text, i
+    assert "Copyright" not in text
