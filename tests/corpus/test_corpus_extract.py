@@ -285,3 +285,17 @@ def test_extract_content_of_linked_items_keeps_them() -> None:
     for i in range(15):
         assert f"- Clocks and watches, volume {i}" in text, i
     assert "Copyright" not in text
+
+
+def test_extract_drops_a_layout_copy_of_a_long_line() -> None:
+    # Product pages render their description twice (mobile and desktop layouts, one hidden by
+    # CSS the extractor cannot see): the copy adds nothing. Short lines may repeat (prices).
+    description = (
+        "A wheel thrown stoneware mug with a matte speckled glaze outside and a clear glazed interior, "
+        "fired twice and finished by hand in our studio."
+    )
+    block = f"<div class='desc'><p>{description}</p><p>Volume: 350 ml</p><p>$60.00</p></div>"
+    html = f"<html><body>{_NAV}<div class='product'><h1>Speckle mug</h1>{block}{block}</div>{_FOOTER}</body></html>"
+    text = extract_text(html)
+    assert text.count(description) == 1
+    assert text.count("Volume: 350 ml") == 2 and text.count("$60.00") == 2
