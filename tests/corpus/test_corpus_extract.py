@@ -67,8 +67,13 @@ def test_extract_title() -> None:
 
 
 def _dev_dir() -> Path:
-    # shared/ lies beside the repository clone (CI clones it elsewhere).
-    return Path(__file__).resolve().parents[2].parent / "shared" / "extraction"
+    # shared/ lies beside the repository clone (CI clones it elsewhere); worktrees sit one
+    # level deeper (<root>/wt/<name>), as in test_corpus_wcxb.py.
+    repo = Path(__file__).resolve().parents[2]
+    for base in (repo.parent, repo.parent.parent):
+        if (base / "shared" / "extraction" / "score.py").exists():
+            return base / "shared" / "extraction"
+    return repo.parent / "shared" / "extraction"
 
 
 def test_extract_dev_set_f1() -> None:
@@ -227,3 +232,70 @@ def test_extract_listing_keeps_linked_titles_but_not_link_lists() -> None:
         assert f"Course number {i} title" in text
         assert f"A practical course on subject {i} for beginners" in text
     assert "Related story number" not in text
+
+
+def test_extract_keeps_link_dense_item_lists_and_chrome_named_blocks_inside_the_content() -> None:
+    # A collection page: an intro, then product cards whose text is mostly their linked names
+    # (a link-dense block), and a spec table in a block named like chrome ("meta", "tools").
+    # Inside the chosen content they are the page's items and facts, not navigation.
+    items = "".join(
+        f"<li class='product'><a href='/p/{i}'>Waxed canvas field jacket model {i}</a> <span>in stock, ${40 + i}.00</span></li>"
+        for i in range(8)
+    )
+    specs = (
+        "<div class='product-meta tools'><table><tr><td>Weight</td><td>1.2 kg</td></tr>"
+        "<tr><td>Fabric</td><td>Waxed cotton canvas</td></tr></table></div>"
+    )
+    html = (
+        f"<html><body>{_NAV}<div class='collection'><h1>Jackets</h1><p>{_prose('intro', 0)}</p>"
+        f"<p>{_prose('intro', 1)}</p><ul class='grid'>{items}</ul>{specs}</div>{_FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    assert _prose("intro", 0) in text
+    for i in range(8):
+        assert f"- Waxed canvas field jacket model {i} in stock, ${40 + i}.00" in text, i
+    assert "Weight | 1.2 kg" in text and "Fabric | Waxed cotton canvas" in text
+    assert "Copyright" not in text and "Pricing" not in text
+
+
+def test_extract_page_of_many_parts_keeps_the_whole_page() -> None:
+    # A shop's collection page: one intro paragraph, then product cards with no prose at all
+    # (name, price, rating). The intro is the best-scored block but a small part of the page.
+    cards = "".join(
+        f"<div class='tile'><h4>Trail shoe {i}</h4><div class='price'>${90 + i}.95</div><div class='rating'>4.{i} stars</div></div>"
+        for i in range(12)
+    )
+    html = (
+        f"<html><body>{_NAV}<div class='wrap'><div class='intro'><p>{_prose('intro', 0)}</p></div>"
+        f"<div class='results'>{cards}</div></div>{_FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    assert _prose("intro", 0) in text
+    for i in range(12):
+        assert f"Trail shoe {i}" in text and f"${90 + i}.95" in text, i
+    assert "Copyright" not in text and "Pricing" not in text
+
+
+def test_extract_content_of_linked_items_keeps_them() -> None:
+    # An index page: a short heading line, then rows that are each one link (a catalogue's
+    # subject list). Content that is mostly link text is a list of items, not link chrome.
+    rows = "".join(f"<li><a href='/s/{i}'>Clocks and watches, volume {i}</a></li>" for i in range(15))
+    html = f"<html><body>{_NAV}<div class='subjects'><h2>Narrower terms:</h2><ul>{rows}</ul></div>{_FOOTER}</body></html>"
+    text = extract_text(html)
+    for i in range(15):
+        assert f"- Clocks and watches, volume {i}" in text, i
+    assert "Copyright" not in text
+
+
+def test_extract_drops_a_layout_copy_of_a_long_line() -> None:
+    # Product pages render their description twice (mobile and desktop layouts, one hidden by
+    # CSS the extractor cannot see): the copy adds nothing. Short lines may repeat (prices).
+    description = (
+        "A wheel thrown stoneware mug with a matte speckled glaze outside and a clear glazed interior, "
+        "fired twice and finished by hand in our studio."
+    )
+    block = f"<div class='desc'><p>{description}</p><p>Volume: 350 ml</p><p>$60.00</p></div>"
+    html = f"<html><body>{_NAV}<div class='product'><h1>Speckle mug</h1>{block}{block}</div>{_FOOTER}</body></html>"
+    text = extract_text(html)
+    assert text.count(description) == 1
+    assert text.count("Volume: 350 ml") == 2 and text.count("$60.00") == 2

@@ -11,8 +11,11 @@ structural, in steps of one module each:
 * :mod:`.score`: per-element statistics (prefix sums) and paragraph votes;
 * :mod:`.select`: the main block, climbed and expanded to the whole article,
   to the container of its repeated items (cards, posts), and joined by the
-  content sections around it (service and landing pages);
-* :mod:`.render`: low-text blocks inside it dropped, lines joined into text;
+  content sections around it (service and landing pages), or the whole
+  walked page when that block is a small part of a page of many parts
+  (listings, product grids);
+* :mod:`.render`: link lines (unless the content is a list of linked items),
+  the headline and layout copies dropped, lines joined into text;
 * :mod:`.structured`: JSON-LD, microdata posts and the meta description added
   where the visible text lacks what they say.
 """

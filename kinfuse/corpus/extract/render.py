@@ -1,6 +1,6 @@
 """From the chosen line ranges to plain text: low-text blocks dropped, lines joined.
 
-Inside the main content there are still link lists, teaser lines and the
+Inside the main content there are still link lines ("Read more", teasers) and the
 headline (kept apart as the document's title): :func:`prune_lines` drops them,
 and :func:`render` joins what is left with the spacing of the page's blocks.
 """
@@ -8,12 +8,17 @@ and :func:`render` joins what is left with the spacing of the page's blocks.
 from __future__ import annotations
 
 from ..clean import WORD
-from .score import Page, class_weight
+from .score import Page
 from .tree import HEADINGS, Builder
 
 # Lines at least this share link text are pointers elsewhere ("Read more",
 # "Related: ...", teaser headlines), not prose of the article.
 _LINK_LINE = 0.75
+# Chosen content with more link text than this share is a list of linked items (prune_lines).
+_LINK_CONTENT = 0.5
+# A kept line at least this long that repeats one kept before is a layout copy (prune_lines);
+# 40 gained more on WCXB dev (forum, product) but cost the 61 articles 0.005 of F1.
+_REPEAT_CHARS = 100
 
 
 def _key(text: str) -> str:
@@ -37,54 +42,40 @@ def _link_title(b: Builder, i: int, line: str) -> bool:
 
 
 def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> list[int]:
-    """Drop link lists and other low-text blocks inside the chosen content: the lines kept."""
+    """The lines of the chosen content that are its text: link lines and the headline dropped.
+
+    Whole blocks are not dropped for their link density or their class names: inside the
+    chosen content a block of links is a listing's items, a collection's product cards or a
+    documentation page's reference list, and a "comment" or "media" class a forum's posts or a
+    product's gallery captions. Dropping them cost word F1 on every WCXB dev page type but
+    forum (benchmarks/README.md, "Page types").
+    """
     b = page.b
-    elems = b.elems
-    keep: list[int] = []
-    for start, end in ranges:
-        keep.extend(range(start, end))
-    if not keep:
-        return keep
-    lo, hi = min(keep), max(keep) + 1
-    # Dropped ranges are marked by their ends and summed in one sweep: nested
-    # blocks would otherwise mark the same lines once per level.
-    marks = [0] * (len(b.lines) + 1)
-    for e in elems:
-        if e.start < lo or e.end > hi or e.end <= e.start:
-            continue
-        if e.start == lo and e.end == hi:
-            continue  # the chosen content itself (a thread of "comments"), not a block inside it
-        if e.tag not in ("ul", "ol", "div", "section", "table", "dl", "aside", "figure"):
-            continue
-        n = page.text_len(e)
-        ld = page.link_density(e)
-        weight = class_weight(e.attr)
-        if weight < 0 and n < 1000:
-            marks[e.start] += 1
-            marks[e.end] -= 1
-        elif ld > 0.5 and e.tag != "table":
-            marks[e.start] += 1
-            marks[e.end] -= 1
-    drop = set()
-    inside = 0
-    for i in range(lo, hi):
-        inside += marks[i]
-        if inside > 0:
-            drop.add(i)
     title_key = _key(title)
+    # Content that is mostly link text is a list of items (a listing's rows, an index of
+    # pages): its link lines are the items themselves, not pointers away from an article.
+    chars = sum(page.chars[end] - page.chars[start] for start, end in ranges)
+    links = sum(page.links[end] - page.links[start] for start, end in ranges)
+    drop_links = links <= _LINK_CONTENT * chars
+    seen: set[str] = set()
     out = []
-    for i in keep:
-        if i in drop:
-            continue
-        line = b.lines[i]
-        # Lines that are (almost) all link text point elsewhere: "Read more",
-        # "Related: ...", teaser headlines. They are not the article's prose.
-        if b.link_chars[i] >= len(line) * _LINK_LINE and not _link_title(b, i, line):
-            continue
-        # The headline is the page title, kept apart in Document.title.
-        if title_key and _is_heading(b, i) and len(line) > 10 and _key(line) in title_key:
-            continue
-        out.append(i)
+    for start, end in ranges:
+        for i in range(start, end):
+            line = b.lines[i]
+            # Lines that are (almost) all link text point elsewhere: "Read more",
+            # "Related: ...", teaser headlines. They are not the article's prose.
+            if drop_links and b.link_chars[i] >= len(line) * _LINK_LINE and not _link_title(b, i, line):
+                continue
+            # The headline is the page title, kept apart in Document.title.
+            if title_key and _is_heading(b, i) and len(line) > 10 and _key(line) in title_key:
+                continue
+            # Pages repeat blocks for other screen sizes (a product's description in the
+            # mobile and the desktop layout): a long line already kept is that copy.
+            if len(line) >= _REPEAT_CHARS:
+                if line in seen:
+                    continue
+                seen.add(line)
+            out.append(i)
     return out
 
 

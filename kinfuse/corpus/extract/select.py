@@ -18,6 +18,12 @@ _SENTENCE_END = re.compile(r"\.( |$)")
 _DIGITS = re.compile(r"\d+")
 _SECTION_CHARS = 200
 _MAIN_SHARE = 0.6
+# A main block holding less than this share of the text the walk kept (chrome already
+# skipped) is one part of a page of many parts, unless it is an article: at least
+# _ARTICLE_PARAGRAPHS prose lines holding _ARTICLE_PROSE of the page's prose (select_main).
+_PAGE_OF_PARTS = 0.3
+_ARTICLE_CHARS = 300
+_ARTICLE_PROSE = 0.75
 
 
 def _is_ancestor(elems: list[Elem], anc: int, idx: int) -> bool:
@@ -194,9 +200,29 @@ def _sections(page: Page, top: int, ranges: list[tuple[int, int]], limit: int) -
 
 
 def select_main(page: Page) -> list[tuple[int, int]]:
-    """Line ranges of the main content."""
+    """Line ranges of the main content.
+
+    When the best block and what joined it hold under a third of the text the walk kept, the
+    page is not one article with chrome around it but a page of many parts (a listing's rows,
+    a shop's product grid beside its filters, a landing page's sections): the blocks scored
+    by their prose miss most of it, and the whole walked page is the better answer. A block of
+    several paragraphs holding most of the page's prose stays an article, however many link
+    teasers surround it. Chosen on WCXB dev (benchmarks/README.md, "Page types").
+    """
     ranges, top, sem = _main_ranges(page)
-    return _sections(page, top, ranges, sem) if top >= 0 else ranges
+    if top >= 0:
+        ranges = _sections(page, top, ranges, sem)
+    total = page.chars[-1]
+    if not total or sum(page.chars[end] - page.chars[start] for start, end in ranges) >= _PAGE_OF_PARTS * total:
+        return ranges
+    good = page.good
+    prose = sum(good[end] - good[start] for start, end in ranges)
+    chosen = sum(page.chars[end] - page.chars[start] for start, end in ranges)
+    chosen_links = sum(page.links[end] - page.links[start] for start, end in ranges)
+    rest_plain = (total - chosen) - (page.links[-1] - chosen_links)
+    if prose >= _ARTICLE_PROSE * good[-1] and prose >= _ARTICLE_CHARS and rest_plain < prose:
+        return ranges
+    return [(0, len(page.b.lines))]
 
 
 def _main_ranges(page: Page) -> tuple[list[tuple[int, int]], int, int]:
