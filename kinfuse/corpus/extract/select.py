@@ -213,11 +213,11 @@ def select_main(page: Page) -> list[tuple[int, int]]:
     if top >= 0:
         ranges = _sections(page, top, ranges, sem)
     total = page.chars[-1]
-    if not total or sum(page.chars[end] - page.chars[start] for start, end in ranges) >= _PAGE_OF_PARTS * total:
+    chosen = sum(page.chars[end] - page.chars[start] for start, end in ranges)
+    if not total or chosen >= _PAGE_OF_PARTS * total:
         return ranges
     good = page.good
     prose = sum(good[end] - good[start] for start, end in ranges)
-    chosen = sum(page.chars[end] - page.chars[start] for start, end in ranges)
     chosen_links = sum(page.links[end] - page.links[start] for start, end in ranges)
     rest_plain = (total - chosen) - (page.links[-1] - chosen_links)
     if prose >= _ARTICLE_PROSE * good[-1] and prose >= _ARTICLE_CHARS and rest_plain < prose:
