@@ -2,8 +2,8 @@
 
 On a finished run, for every probe of its probe and retention files (chat and completion),
 base and adapted, greedy with the run's settings:
-  evaluator: the answers as `Evaluator.compare` generates them (kinfuse.generate: batches of
-             one token length, up to eval.batch_size), timed;
+  evaluator: the answers as `Evaluator.compare` generates them (kinfuse.generate: every prompt
+             left-padded to its own padded length, batches of one padded length), timed;
   padded:    the answers of the batching before it (left-padded batches of eval.batch_size in
              file order, the same loop as kinfuse.generate had), timed: the "before";
   alone:     each prompt on its own, as `kinfuse ask` asks it;

@@ -19,8 +19,10 @@ REFERENCE_SAMPLING = {"max_new_tokens": 200, "top_p": 0.9, "temperature": 0.01}
 # Prompts decoded per batch: decoding reads the weights once per step for the whole batch, so
 # larger batches are much faster on a CPU (benchmarks/README.md).
 BATCH_SIZE = 32
-# Prompts are left-padded to a multiple of this many tokens (`padded_length`).
-PAD_MULTIPLE = 16
+# Prompts are left-padded to a multiple of this many tokens (`padded_length`): 32 puts the
+# demo's 67 self-distillation prompts in one padded length and its 109 probes in three (16:
+# two and five, and self-distillation 14% slower; benchmarks/README.md).
+PAD_MULTIPLE = 32
 SAMPLING_MODES = ("greedy", "reference")
 
 

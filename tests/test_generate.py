@@ -3,6 +3,7 @@
 import pytest
 
 from kinfuse import load_run
+from kinfuse import generate
 from kinfuse.generate import TextGenerator, padded_length, rows
 
 # Questions of many token lengths, some sharing one, and plain completions.
@@ -14,7 +15,8 @@ COMPLETIONS = ["Quillstore stores every value in", "The compactor runs every", "
                "Quillstore is"]
 
 
-def test_batches_group_prompts_of_one_padded_length_up_to_the_batch_size(tiny_tokenizer):
+def test_batches_group_prompts_of_one_padded_length_up_to_the_batch_size(tiny_tokenizer, monkeypatch):
+    monkeypatch.setattr(generate, "PAD_MULTIPLE", 16)
     gen = TextGenerator(object(), tiny_tokenizer, batch_size=2)
     assert [padded_length(n) for n in (0, 1, 15, 16, 17, 31, 32)] == [16, 16, 16, 32, 32, 32, 48]
     seqs = [[1] * 3, [2] * 20, [3] * 15, [4] * 16, [5] * 40, [6] * 31]
@@ -24,11 +26,12 @@ def test_batches_group_prompts_of_one_padded_length_up_to_the_batch_size(tiny_to
     assert rows([[1, 2]]) == [[1, 2], [1, 2]] and rows([[1], [2]]) == [[1], [2]]
 
 
-def test_a_prompt_is_padded_the_same_alone_and_in_a_batch(tiny_tokenizer):
+def test_a_prompt_is_padded_the_same_alone_and_in_a_batch(tiny_tokenizer, monkeypatch):
     """Left pads to the prompt's padded length, never to the batch's longest prompt; a lone
     prompt is two rows; every row has at least one pad, masked."""
     import torch
 
+    monkeypatch.setattr(generate, "PAD_MULTIPLE", 16)
     gen = TextGenerator(object(), tiny_tokenizer)
     pad = tiny_tokenizer.pad_token_id
     ids, mask = gen.padded([[7] * 5], torch.device("cpu"))
