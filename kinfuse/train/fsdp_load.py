@@ -58,6 +58,7 @@ def build_meta_model(model_name: str, config: Any, compute_dtype: Any) -> tuple[
         base = AutoModelForCausalLM.from_config(_plain_config(model_config), dtype=compute_dtype,
                                                 attn_implementation=pick_attention(config.attention,
                                                                                    torch.device("cpu")))
+    base.tie_weights()  # as from_pretrained does: a tied output layer is the embeddings (one tensor in the file)
     quantizer, nf4 = _quantize_skeleton(base, compute_dtype) if config.quantize == "nf4" else (None, {})
     keep_training_layout(base)
     loader = Loader(base, files, model_name, nf4)
@@ -67,6 +68,20 @@ def build_meta_model(model_name: str, config: Any, compute_dtype: Any) -> tuple[
         base.hf_quantizer = quantizer
         quantizer.postprocess_model(base)
     return model, full_modules, loader
+
+
+def shard_model(model: Any, dist: Any, device: Any, loader: "Loader | None") -> None:
+    """Shard the peft `model` over the processes (fsdp.shard), with rank 0's LoRA init on every
+    process; with a `loader` (a model from build_meta_model), then allocate and fill the shards."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if loader:
+        for p in trainable:  # made on the CPU; a GPU backend broadcasts device tensors
+            p.data = p.data.to(device)
+    dist.sync_weights(trainable)  # while the weights are whole; each process keeps its shard
+    adapter = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad} if loader else {}
+    fsdp.shard(model, dist, device)
+    if loader:
+        loader.materialize(model, device, adapter)
 
 
 def _plain_config(model_config: Any) -> Any:
@@ -167,15 +182,20 @@ class Loader:
         self.files, self.model_name, self.nf4 = files, model_name, nf4
         # Every base weight by its module and name there: peft keeps the base modules (a
         # LoRA layer holds the original as base_layer) and FSDP swaps the weights in place,
-        # so these references find the sharded weights later. A tied weight appears once.
+        # so these references find the sharded weights later. A tied weight (the output layer
+        # sharing the embeddings) is listed under each module: FSDP shards the embeddings' and
+        # leaves the output layer's whole, as after whole-model loading; the file holds it once.
         self.targets: list[tuple[str, Any, str]] = []
-        seen: set[int] = set()
+        first: dict[int, str] = {}
+        missing = []
         for mod_name, module in base.named_modules():
             for pname, p in module.named_parameters(recurse=False):
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    self.targets.append((f"{mod_name}.{pname}" if mod_name else pname, module, pname))
-        missing = [k for k, _, _ in self.targets if k not in files]
+                key = f"{mod_name}.{pname}" if mod_name else pname
+                source = key if key in files else first.get(id(p))
+                first.setdefault(id(p), key)
+                if source is None or source not in files:
+                    missing.append(key)
+                self.targets.append((source or key, module, pname))
         if missing:
             raise ModelError(f"{model_name}: the checkpoint has no tensors named {missing[:3]} "
                              f"({len(missing)} of the model's weights): its names differ from the model's "
@@ -199,8 +219,6 @@ class Loader:
             for name, p in model.named_parameters():
                 if name in trainable:
                     fsdp.local_shard(p).copy_(fsdp.shard_like(trainable[name].to(p.dtype), p))
-        if self.base.config.tie_word_embeddings and self.base.get_output_embeddings() is not None:
-            self.base.tie_weights()
 
     def _fill(self, key: str, module: Any, pname: str, device: Any) -> None:
         import bitsandbytes as bnb

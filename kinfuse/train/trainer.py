@@ -64,16 +64,7 @@ class QLoRATrainer:
         self.kernel_patch, self.fused_ce = patch_forwards(self.model, patch_cfg, self.device, self.compute_dtype,
                                                           full_modules=bool(self.full_modules))
         if self.sharded:
-            # Rank 0's LoRA init on every process while the weights are whole; each keeps its shard.
-            trainable = [p for p in self.model.parameters() if p.requires_grad]
-            if self.loader:
-                for p in trainable:  # made on the CPU; a GPU backend broadcasts device tensors
-                    p.data = p.data.to(self.device)
-            self.dist.sync_weights(trainable)
-            adapter = {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
-            fsdp.shard(self.model, self.dist, self.device)
-            if self.loader:
-                self.loader.materialize(self.model, self.device, adapter)
+            fsdp_load.shard_model(self.model, self.dist, self.device, self.loader)
         base = self.model.get_base_model()
         self.plain_head = losses.has_plain_head(base)
         self.max_length = getattr(base.config, "max_position_embeddings", None)

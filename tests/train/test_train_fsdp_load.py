@@ -21,9 +21,13 @@ def _run(tmp_path, model, sample_text, out, **overrides):
     return tr.results(out)
 
 
-def test_sharded_loading_trains_exactly_as_whole_loading(tiny_model, sample_text, tmp_path):
-    sharded = _run(tmp_path, tiny_model, sample_text, tmp_path / "sharded", fsdp_loading="sharded")
-    whole = _run(tmp_path, tiny_model, sample_text, tmp_path / "whole", fsdp_loading="whole")
+@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
+def test_sharded_loading_trains_exactly_as_whole_loading(tied, tiny_model, request, sample_text, tmp_path):
+    # tied: the output layer is the embeddings (SmolLM2, the default model): one tensor in the
+    # file, sharded as the embeddings and whole as the output layer
+    model = request.getfixturevalue("tied_model") if tied else tiny_model
+    sharded = _run(tmp_path, model, sample_text, tmp_path / "sharded", fsdp_loading="sharded")
+    whole = _run(tmp_path, model, sample_text, tmp_path / "whole", fsdp_loading="whole")
     for s, w in zip(sharded, whole):
         assert s["held"] == w["held"] and s["held"]["sharded"] and s["held"]["local"] * 2 == s["held"]["whole"]
         assert s["steps"] == w["steps"] == 4
