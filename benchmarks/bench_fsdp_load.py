@@ -74,7 +74,7 @@ def make_model(path: Path, layers: int, hidden: int, intermediate: int, vocab: i
     return path
 
 
-def worker(model: str, out: Path, mode: str, steps: int, text: str) -> None:
+def worker(model: str, out: Path, mode: str, steps: int, text: str, mmap_threshold: int) -> None:
     """One rank: build the trainer with fsdp_loading=mode, train `steps` steps, report."""
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import bitsandbytes  # noqa: F401  (imported before the baseline RSS is taken, as the rest)
@@ -106,8 +106,9 @@ def worker(model: str, out: Path, mode: str, steps: int, text: str) -> None:
     device = "cuda" if torch.cuda.is_available() and torch.cuda.device_count() >= 2 else "cpu"
     config = TrainConfig(progress=False, distributed="fsdp", fsdp_loading=mode, quantize="nf4", device=device,
                          compute_dtype="bfloat16" if device == "cuda" else "float32", kernels="none",
-                         max_steps=steps, micro_batch_size=1, lora_dropout=0.0, learning_rate=5e-3,
-                         lr_schedule="constant", output_dir=str(out))
+                         max_steps=max(1, steps), micro_batch_size=1, lora_dropout=0.0, learning_rate=5e-3,
+                         lr_schedule="constant", output_dir=str(out),
+                         cpu_mmap_threshold=mmap_threshold or None)
     start = time.perf_counter()
     trainer = QLoRATrainer(model, config)
     report["build_s"] = round(time.perf_counter() - start, 2)
@@ -128,11 +129,11 @@ def worker(model: str, out: Path, mode: str, steps: int, text: str) -> None:
     (out / f"rank-{rank}.json").write_text(json.dumps(report))
 
 
-def launch(model: Path, out: Path, mode: str, steps: int, text: Path) -> list[dict]:
+def launch(model: Path, out: Path, mode: str, steps: int, text: Path, mmap_threshold: int) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", __file__,
-           "--worker", str(model), str(out), mode, str(steps), str(text)]
+           "--worker", str(model), str(out), mode, str(steps), str(text), str(mmap_threshold)]
     start = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if done.returncode:
@@ -144,8 +145,8 @@ def launch(model: Path, out: Path, mode: str, steps: int, text: Path) -> list[di
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
-        _, _, model, out, mode, steps, text = sys.argv
-        worker(model, Path(out), mode, int(steps), Path(text).read_text())
+        _, _, model, out, mode, steps, text, threshold = sys.argv
+        worker(model, Path(out), mode, int(steps), Path(text).read_text(), int(threshold))
         return
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[1])
     ap.add_argument("--layers", type=int, default=12)
@@ -153,6 +154,9 @@ def main() -> None:
     ap.add_argument("--intermediate", type=int, default=2816)
     ap.add_argument("--vocab", type=int, default=8192)
     ap.add_argument("--steps", type=int, default=2, help="training steps after loading (0: load only)")
+    ap.add_argument("--modes", default="whole,sharded", help="fsdp_loading values to run, in order")
+    ap.add_argument("--mmap-threshold", type=int, default=0,
+                    help="TrainConfig.cpu_mmap_threshold (bytes; 0: unset, glibc's default)")
     ap.add_argument("--work", default="/tmp/kinfuse-bench-fsdp-load", help="model cache and run folders")
     ap.add_argument("--results", default=str(REPO / "benchmarks" / "results"))
     args = ap.parse_args()
@@ -167,19 +171,22 @@ def main() -> None:
     text.write_text(TEXT)
     file_mb = (model / "model.safetensors").stat().st_size / 2**20
     runs = {}
-    for mode in ("whole", "sharded"):
-        runs[mode] = launch(model, work / f"run-{mode}-{time.time_ns()}", mode, args.steps, text)
+    for mode in args.modes.split(","):
+        runs[mode] = launch(model, work / f"run-{mode}-{time.time_ns()}", mode, args.steps, text, args.mmap_threshold)
         for r in runs[mode]:
             print(f"{mode:8s} rank {r['rank']}: peak RSS {r['peak_rss_after_build_mb']:.0f} MB after build "
                   f"(imports {r['rss_after_imports_mb']:.0f} MB); weights held at the loading peak "
                   f"{r['weight_bytes_peak_loading'] / 2**20:.1f} MB, after {r['weight_bytes_after_build'] / 2**20:.1f} MB; "
                   f"build {r['build_s']} s", flush=True)
-    same = [r["losses"] for r in runs["whole"]] == [r["losses"] for r in runs["sharded"]] if args.steps else None
+    same = None
+    if args.steps and {"whole", "sharded"} <= runs.keys():
+        same = [r["losses"] for r in runs["whole"]] == [r["losses"] for r in runs["sharded"]]
     report = {
         "benchmark": "fsdp-load",
         "model": {"layers": args.layers, "hidden": args.hidden, "intermediate": args.intermediate,
                   "vocab": args.vocab, "safetensors_mb": round(file_mb, 1), "dtype_in_file": "float32"},
         "processes": 2,
+        "cpu_mmap_threshold": args.mmap_threshold or None,
         "steps": args.steps,
         "runs": runs,
         "same_losses": same,
