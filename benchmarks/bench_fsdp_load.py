@@ -102,7 +102,8 @@ def worker(model: str, out: Path, mode: str, steps: int, text: str, mmap_thresho
         load["largest_read_bytes"] = max(load["largest_read_bytes"], n)
         return t
 
-    fsdp.shard, fsdp_load.Loader.read = tracked_shard, tracked_read
+    if not os.environ.get("BENCH_NO_TRACK"):  # the tracking walks every weight at each read: a cost of its own
+        fsdp.shard, fsdp_load.Loader.read = tracked_shard, tracked_read
     device = "cuda" if torch.cuda.is_available() and torch.cuda.device_count() >= 2 else "cpu"
     config = TrainConfig(progress=False, distributed="fsdp", fsdp_loading=mode, quantize="nf4", device=device,
                          compute_dtype="bfloat16" if device == "cuda" else "float32", kernels="none",

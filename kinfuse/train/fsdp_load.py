@@ -241,7 +241,9 @@ class Loader:
         elif tuple(whole.shape) != tuple(param.shape):
             raise ModelError(f"{self.model_name}: {key} has shape {tuple(whole.shape)} in the checkpoint, the model "
                              f"built from its config {tuple(param.shape)}; {WAY_ON}")
-        fsdp.local_shard(param).copy_(fsdp.shard_like(whole.to(device=device, dtype=param.dtype), param))
+        # Cut where the tensor is (the CPU for a weight read from the file), then copy the piece
+        # over: the embeddings, read whole, never go to the device whole.
+        fsdp.local_shard(param).copy_(local_piece(whole, param))
 
     def read(self, key: str) -> Any:
         """One tensor, copied out of its file: the file is opened for it alone, so its mapped
@@ -275,3 +277,18 @@ def held_bytes(model: Any) -> int:
             total += sum(v.numel() * v.element_size() for v in state.as_dict(packed=True).values()
                          if hasattr(v, "numel"))
     return total
+
+
+def local_piece(whole: Any, like: Any) -> Any:
+    """This process's piece of the whole tensor `whole` as the sharded weight `like` holds it,
+    cut where `whole` is (FSDP's Shard(dim) is torch.chunk's split, the last pieces possibly
+    empty); `whole` itself for a weight that is not sharded."""
+    if not fsdp.is_sharded(like):
+        return whole
+    (placement,) = like.placements
+    pieces = whole.chunk(like.device_mesh.size(), dim=placement.dim)
+    rank = like.device_mesh.get_local_rank()
+    piece = pieces[rank] if rank < len(pieces) else whole.narrow(placement.dim, 0, 0)
+    if tuple(piece.shape) != tuple(like.to_local().shape):  # not the split assumed: let DTensor cut it
+        return fsdp.shard_like(whole, like)
+    return piece
