@@ -27,6 +27,7 @@ QUANTIZE = ("nf4", "none")
 ATTENTION = ("auto", "sdpa", "eager", "flash_attention_2", "flex_attention")
 KERNELS = ("none", "auto", "triton", "torch")
 DISTRIBUTED = ("ddp", "fsdp")
+FSDP_LOADING = ("sharded", "whole")
 ORDERS = ("mixed", "qa_first")
 ANSWERS = ("sentence", "span-first", "span")
 MAX_RULE_ROUNDS = 20  # most rule-written questions per fact / document variants per epoch
@@ -86,6 +87,10 @@ class TrainConfig:
     # "fsdp" = FSDP-QLoRA, the model's weights sharded over the processes, for models too big for one
     # card (QLoRATrainer in Python; kinfuse infuse needs "ddp": it evaluates on rank 0 alone)
     distributed: str = "ddp"
+    # distributed = "fsdp": "sharded" = each process builds the model empty and reads, quantizes and keeps
+    # only its shard of each weight from the safetensors files (no process holds the whole model);
+    # "whole" = each process loads the whole model, then FSDP cuts it (the NF4 model must fit one card)
+    fsdp_loading: str = "sharded"
     offload_activations: bool = False  # CUDA: keep checkpointed activations in CPU memory (longer blocks)
     # CPU with glibc: allocations of this many bytes or more get their own mmap and go back to the
     # OS when freed. glibc's default threshold rises during a run (up to 32 MiB), after which each
@@ -148,6 +153,7 @@ class TrainConfig:
         _choice(p, "attention", self.attention, ATTENTION)
         _choice(p, "kernels", self.kernels, KERNELS)
         _choice(p, "distributed", self.distributed, DISTRIBUTED)
+        _choice(p, "fsdp_loading", self.fsdp_loading, FSDP_LOADING)
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
             p.append(f"device={self.device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
         _positive(p, "log_every", self.log_every)
@@ -175,6 +181,9 @@ class TrainConfig:
             p.append(f'optimizer = "{self.optimizer}" with distributed = "fsdp": bitsandbytes\' paged and '
                      "8-bit optimizers update whole tensors, not the shards FSDP keeps; set optimizer = \"auto\" "
                      "or \"adamw\" (torch AdamW: the LoRA optimizer state is small)")
+        if self.use_dora and self.fsdp_loading == "sharded":
+            p.append('use_dora with fsdp_loading = "sharded": DoRA\'s magnitude is computed from the base weights '
+                     'when the adapter is made, before the sharded loader has read them; set fsdp_loading = "whole"')
         if self.kernels in ("triton", "torch"):
             # "torch" would not fail but silently run the stock forward for every projection.
             p.append(f'kernels = "{self.kernels}" with distributed = "fsdp": the NF4 LoRA op (Triton or its '

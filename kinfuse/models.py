@@ -143,18 +143,11 @@ def load_model(name: str, *, quantize: str, compute_dtype: Any, device: Any, att
 
     `quant_storage`: the dtype the packed NF4 bytes are stored as (uint8 unless given); FSDP
     shards them only when it is the float dtype of the other weights (train.distributed = "fsdp")."""
-    import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+    from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = {"dtype": compute_dtype, "attn_implementation": attention}
     if quantize == "nf4":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute_dtype,
-            bnb_4bit_quant_storage=quant_storage or torch.uint8,
-        )
+        kwargs["quantization_config"] = nf4_config(compute_dtype, quant_storage)
     if device.type == "cuda":
         kwargs["device_map"] = {"": device.index or 0}
     try:
@@ -167,6 +160,17 @@ def load_model(name: str, *, quantize: str, compute_dtype: Any, device: Any, att
             _own_unquantized_weights(model)
             keep_training_layout(model)
     return model
+
+
+def nf4_config(compute_dtype: Any, quant_storage: Any = None) -> Any:
+    """kinfuse's NF4: double quantization, the packed bytes stored as `quant_storage` (uint8
+    unless given)."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=compute_dtype,
+                              bnb_4bit_quant_storage=quant_storage or torch.uint8)
 
 
 def keep_training_layout(model: Any) -> None:

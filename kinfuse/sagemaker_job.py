@@ -306,17 +306,25 @@ def write_sourcedir(path: Path, wheel: Path, no_deps: list[str]) -> Path:
     return path
 
 
+def check_instance_count(count: int) -> None:
+    if not isinstance(count, int) or count < 1:
+        raise KinfuseError(f"--instance-count {count}: give 1 or more instances (with several, training runs "
+                           "under torchrun over all their GPUs)")
+
+
 def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: str,
              bucket: str | Callable[[], str], work: Path,
              prefix: str = "kinfuse", name: str | None = None,
              image: str | None = None, wheel: str | None = None, volume_gb: int = VOLUME_GB,
-             max_run: int = MAX_RUN_S, env: dict[str, str] | None = None) -> JobPlan:
+             max_run: int = MAX_RUN_S, env: dict[str, str] | None = None, instance_count: int = 1) -> JobPlan:
     """Stage the job in `work` (the config, sourcedir.tar.gz) and build its request; no AWS call
     but `bucket` when it is a callable (the default bucket, which it may create): called last, once
-    every argument and the config have been checked."""
+    every argument and the config have been checked. With `instance_count` > 1 the entry point
+    runs torchrun over every instance's GPUs (kinfuse.sagemaker_entry.launch_command)."""
     config_path = Path(config_path)
     check_role(role)
     check_instance_type(instance_type)
+    check_instance_count(instance_count)
     image = image or image_uri(region)
     if isinstance(bucket, str):
         check_bucket(bucket)
@@ -360,7 +368,8 @@ def plan_job(config_path: str | Path, *, role: str, instance_type: str, region: 
                 "S3DataDistributionType": "FullyReplicated"}}}  # each instance gets every file
             for channel, key in channels.items()],
         "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/{prefix.strip('/')}"},  # + <job>/output/model.tar.gz
-        "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": 1, "VolumeSizeInGB": volume_gb},
+        "ResourceConfig": {"InstanceType": instance_type, "InstanceCount": instance_count,
+                           "VolumeSizeInGB": volume_gb},
         "StoppingCondition": {"MaxRuntimeInSeconds": max_run},
         "EnableNetworkIsolation": False,  # the job installs the wheel's requirements and may fetch URLs
         "EnableInterContainerTrafficEncryption": False,

@@ -144,7 +144,7 @@ def test_the_default_model_and_a_local_model_travel_with_the_job(tmp_path, tiny_
     (["--instance-type", "ml.g5"], "not a SageMaker instance type; give one like ml.g5.2xlarge"),
     (["--instance-type", "ml.m5.xlarge"], "ml.m5.xlarge: no NVIDIA GPU"),
     (["--instance-type", "ml.trn1.32xlarge"], "no NVIDIA GPU"),
-    (["--instance-count", "2"], "--instance-count 2: the job trains on one instance"),
+    (["--instance-count", "0"], "--instance-count 0: give 1 or more instances"),
     (["--region", "mars-north-1"], "--region mars-north-1: no Hugging Face PyTorch training image"),
     (["--bucket", "My_Bucket"], "--bucket 'My_Bucket': not an S3 bucket name"),
     (["--job-name", "zephyr_run"], "--job-name 'zephyr_run': up to 63 letters, digits and hyphens"),
@@ -195,6 +195,21 @@ def test_a_dry_run_without_a_bucket_shows_the_default_buckets_form(tmp_path, mon
     assert request["OutputDataConfig"]["S3OutputPath"] == "s3://sagemaker-eu-central-1-000000000000/kinfuse"
     assert request["TrainingJobName"].startswith("kinfuse-infuse-20")
     assert "stands for the default bucket sagemaker-REGION-ACCOUNT" in err
+
+
+def test_several_instances_are_requested(tmp_path, monkeypatch, capsys):
+    # the entry point then runs torchrun over all of them (tests/test_sagemaker_entry.py)
+    _no_aws(monkeypatch)
+    wheel = tmp_path / "kinfuse-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"stands in for the wheel")
+    assert main(["sagemaker-job", str(_project(tmp_path)), "--role", ROLE, "--instance-type", "ml.g5.12xlarge",
+                 "--instance-count", "3", "--region", "us-east-1", "--bucket", "b-1", "--wheel", str(wheel),
+                 "--dry-run"]) == 0
+    request = json.loads(capsys.readouterr().out)["CreateTrainingJob"]
+    assert request["ResourceConfig"] == {"InstanceType": "ml.g5.12xlarge", "InstanceCount": 3, "VolumeSizeInGB": 30}
+    # every instance gets every input file
+    assert {c["DataSource"]["S3DataSource"]["S3DataDistributionType"] for c in request["InputDataConfig"]} == {
+        "FullyReplicated"}
 
 
 def test_names_and_images():

@@ -27,8 +27,8 @@ def add(sub: Any) -> None:
     p.add_argument("config", help="the infusion TOML (as `kinfuse infuse` reads it)")
     p.add_argument("--role", required=True, help="IAM role ARN the job runs as (arn:aws:iam::ACCOUNT:role/NAME)")
     p.add_argument("--instance-type", required=True, help="a GPU training instance, e.g. ml.g5.2xlarge")
-    p.add_argument("--instance-count", type=int, default=1, help="instances: only 1 (the job trains on one "
-                                                                   "instance's GPUs, under torchrun)")
+    p.add_argument("--instance-count", type=int, default=1, help="instances (default 1); with several, training "
+                                                                   "runs under torchrun over all their GPUs")
     p.add_argument("--bucket", help="S3 bucket for inputs and output (default: the SDK's sagemaker-REGION-ACCOUNT)")
     p.add_argument("--prefix", default="kinfuse", help="key prefix in the bucket (default: kinfuse)")
     p.add_argument("--region", help="AWS region (default: AWS_REGION / AWS_DEFAULT_REGION / the profile's)")
@@ -56,10 +56,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
 
     if args.dry_run and args.wait:
         raise KinfuseError("--dry-run and --wait: a dry run starts no job to wait for; drop one of them")
-    if args.instance_count != 1:  # kept as a flag to say so: SageMaker users expect it
-        raise KinfuseError(f"--instance-count {args.instance_count}: the job trains on one instance, under torchrun "
-                           "over its GPUs (kinfuse.sagemaker_entry); for more GPUs choose a larger instance "
-                           "(ml.g5.12xlarge: 4 GPUs, ml.p4d.24xlarge: 8)")
     region = args.region or aws.configured_region()
     if not region:
         raise KinfuseError("no AWS region: pass --region (e.g. us-east-1) or set AWS_REGION")
@@ -78,7 +74,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         plan = plan_job(args.config, role=args.role, instance_type=args.instance_type, region=region, bucket=bucket,
                         work=work, prefix=args.prefix, name=args.job_name,
                         image=args.image_uri, wheel=args.wheel, volume_gb=args.volume_size, max_run=args.max_run,
-                        env=parse_env(args.env))
+                        env=parse_env(args.env), instance_count=args.instance_count)
         spec = json.dumps(plan.spec(), indent=2)
         if args.stage_dir:
             (work / "request.json").write_text(spec + "\n", encoding="utf-8")

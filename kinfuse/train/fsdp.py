@@ -15,10 +15,10 @@ The output layer is not sharded: the loss takes its weight directly (the fused o
 layer + cross-entropy), outside any module's forward that FSDP could hook. It is frozen, so
 a copy per process needs no synchronisation.
 
-A limit: every process loads the whole NF4 model onto its device (load_model) before the
-shards are cut, so loading needs the NF4 weights to fit one card once; training then holds
-1/N of them plus the layers being gathered. Loading each shard straight from the files (the
-meta device, rank 0 broadcasting) is not built.
+Loading: by default (fsdp_loading = "sharded") the model is built on the meta device, sharded
+there, and each process reads, quantizes and keeps only its shard of each weight
+(fsdp_load.py), so no process ever holds the whole model; with fsdp_loading = "whole" every
+process loads the whole NF4 model onto its device (load_model) before the shards are cut.
 
 What leaves the shards: the adapter and the optimizer state of checkpoints are gathered whole
 (the LoRA weights are a few MB) in the layout one process writes, so a checkpoint and an

@@ -97,14 +97,21 @@ def build_model(model_name: str, config: TrainConfig, device: Any, compute_dtype
     peft LoRA on `config.target_modules`; returns (peft model, names of the modules trained in
     full). The adapter's trainable weights are fp32: they are tiny, and the optimizer's master
     weights. Seeds torch with `config.seed` first: LoRA A is random, so runs repeat."""
+    # FSDP shards the packed NF4 weights only when they are stored in the other weights' float dtype.
+    storage = compute_dtype if config.distributed == "fsdp" else None
+    base = load_model(model_name, quantize=config.quantize, compute_dtype=compute_dtype, device=device,
+                      attention=pick_attention(config.attention, device), quant_storage=storage)
+    return wrap_lora(base, config, model_name)
+
+
+def wrap_lora(base: Any, config: TrainConfig, model_name: str) -> tuple[Any, list[str]]:
+    """Freeze the loaded `base` and wrap it with the LoRA of `config` (see build_model). Also the
+    FSDP shard-by-shard loader's (fsdp_load.py), on a model whose base weights are not loaded yet:
+    nothing here reads them, and the LoRA init draws the same numbers either way."""
     import torch
     from peft import LoraConfig, get_peft_model
 
     cfg = config
-    # FSDP shards the packed NF4 weights only when they are stored in the other weights' float dtype.
-    storage = compute_dtype if cfg.distributed == "fsdp" else None
-    base = load_model(model_name, quantize=cfg.quantize, compute_dtype=compute_dtype, device=device,
-                      attention=pick_attention(cfg.attention, device), quant_storage=storage)
     base.config.use_cache = False  # the KV cache is useless in training and costs memory
     for p in base.parameters():
         p.requires_grad_(False)

@@ -19,7 +19,7 @@ from typing import Any
 from ..config import TrainConfig
 from ..io import staged_dir
 from ..models import load_tokenizer, resolve_model
-from . import distributed, fsdp, losses
+from . import distributed, fsdp, fsdp_load, losses
 from .blocks import BlockTensors, check_blocks
 from .checkpoint import Checkpoints, write_failure
 from .logs import plot_loss
@@ -54,13 +54,17 @@ class QLoRATrainer:
             if cfg.optimizer == "auto":  # torch AdamW steps sharded weights; bitsandbytes' paged one does not
                 self.config = cfg = replace(cfg, optimizer="adamw")
             patch_cfg = replace(cfg, kernels=fsdp.kernels_setting(cfg))
-        self.model, self.full_modules = build_model(self.model_name, cfg, self.device, self.compute_dtype)
+        # fsdp_loading = "sharded": the base weights stay on the meta device until sharded (fsdp_load.py)
+        self.loader = None
+        if self.sharded and cfg.fsdp_loading == "sharded":
+            self.model, self.full_modules, self.loader = fsdp_load.build_meta_model(self.model_name, cfg,
+                                                                                    self.compute_dtype)
+        else:
+            self.model, self.full_modules = build_model(self.model_name, cfg, self.device, self.compute_dtype)
         self.kernel_patch, self.fused_ce = patch_forwards(self.model, patch_cfg, self.device, self.compute_dtype,
                                                           full_modules=bool(self.full_modules))
         if self.sharded:
-            # Rank 0's LoRA init on every process while the weights are whole; each keeps its shard.
-            self.dist.sync_weights([p for p in self.model.parameters() if p.requires_grad])
-            fsdp.shard(self.model, self.dist, self.device)
+            fsdp_load.shard_model(self.model, self.dist, self.device, self.loader)
         base = self.model.get_base_model()
         self.plain_head = losses.has_plain_head(base)
         self.max_length = getattr(base.config, "max_position_embeddings", None)

@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 
 # One rank of a torchrun launch: trains the tiny model on the sample blocks with the TrainConfig
-# fields in argv[3] (plus "anchors", "slow", "grads" switches); every rank reports what its train() returned and how the first
+# fields in argv[3] (plus "anchors", "slow", "grads", "track_load", "build_only" switches); every rank reports what its train() returned and how the first
 # quantized projection is held (sharded or not, its local and whole sizes, its dtype).
 WORKER = """
 import json, os, sys, time
@@ -27,7 +27,29 @@ if overrides.pop("anchors", False):  # every third block an anchor: the processe
     blocks = blocks.add_column("anchor", [i % 3 == 0 for i in range(len(blocks))])
 slow = overrides.pop("slow", 0)
 overrides_grads = overrides.pop("grads", False)
+build_only = overrides.pop("build_only", False)
+load = {}
+if overrides.pop("track_load", False):  # the weight bytes this process holds while the model is built
+    from kinfuse.train import fsdp, fsdp_load
+    built, shard, read = [], fsdp.shard, fsdp_load.Loader.read
+    def tracked_shard(m, *a):  # whole-model loading: everything is loaded before this
+        built.append(m)
+        load["before_shard"] = fsdp_load.held_bytes(m)
+        return shard(m, *a)
+    def tracked_read(self, key):  # sharded loading: the shards allocated so far plus the tensor just read
+        t = read(self, key)
+        n = t.numel() * t.element_size()
+        load["peak"] = max(load.get("peak", 0), fsdp_load.held_bytes(built[0]) + n)
+        load["largest_read"] = max(load.get("largest_read", 0), n)
+        return t
+    fsdp.shard, fsdp_load.Loader.read = tracked_shard, tracked_read
 trainer = QLoRATrainer(model, TrainConfig(progress=False, output_dir=str(out), **overrides))
+if load:
+    from kinfuse.train.fsdp_load import held_bytes
+    load["after"] = held_bytes(trainer.model)
+if build_only:
+    (out / f"result-{rank}.json").write_text(json.dumps({"load": load}))
+    raise SystemExit(0)
 if slow:  # time to signal a run mid-way; the numbers are unchanged
     loss_sum = trainer.loss_sum
     trainer.loss_sum = lambda *a: (time.sleep(slow), loss_sum(*a))[1]
@@ -50,7 +72,7 @@ held = {"sharded": type(w).__name__ == "DTensor", "dtype": str(w.dtype),
 result = trainer.train(blocks, log_path=out / f"log-{rank}.jsonl")
 trainer.save_adapter(out / "adapter")
 (out / f"result-{rank}.json").write_text(json.dumps(
-    {"world": trainer.dist.world_size, "steps": result.steps, "interrupted": result.interrupted, "held": held,
+    {"world": trainer.dist.world_size, "load": load, "steps": result.steps, "interrupted": result.interrupted, "held": held,
      "signal": result.stop_signal, "checkpoint": result.checkpoint, "history": result.history,
      "losses": [r["loss"] for r in result.history]}))
 """
