@@ -61,6 +61,17 @@ def test_two_processes_equal_one_with_grad_accum_2(two_process_run, make_trainer
     assert meta["world_size"] == 2 and meta["step"] == 3
 
 
+def test_accelerate_launch_trains_as_torchrun_does(two_process_run, tiny_model, sample_text, tmp_path):
+    """`accelerate launch` sets the same process-group variables torchrun does: the same run."""
+    out = tmp_path / "accelerate"
+    _finish(tr.launch(tmp_path, tiny_model, sample_text, out, {**RUN, "save_every": 3}, launcher="accelerate"))
+    got, want = tr.results(out), tr.results(two_process_run)
+    assert [r["world"] for r in got] == [2, 2]
+    assert [r["losses"] for r in got] == [r["losses"] for r in want]
+    a, b = tr.adapter(out / "adapter"), tr.adapter(two_process_run / "adapter")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_refuses_another_world_size(two_process_run, make_trainer, blocks, tmp_path):
     ckpt = two_process_run / "checkpoints/step-0000003"
     trainer = make_trainer(grad_accum=1, output_dir=str(tmp_path), resume_from=str(ckpt), **RUN)

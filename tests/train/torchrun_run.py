@@ -79,15 +79,21 @@ trainer.save_adapter(out / "adapter")
 
 
 
-def launch(tmp_path, tiny_model, sample_text, out, config):
-    """Start `torchrun --standalone --nproc-per-node 2` of WORKER with `config`, writing to `out`."""
+def launch(tmp_path, tiny_model, sample_text, out, config, launcher="torchrun"):
+    """Start `torchrun --standalone --nproc-per-node 2` (or `accelerate launch --multi_gpu
+    --num_processes 2`, which runs torchrun's launcher; on a machine without GPUs the processes
+    join over gloo) of WORKER with `config`, writing to `out`. (accelerate's `--cpu` with several
+    processes means MPI, which kinfuse does not use.)"""
     out.mkdir(parents=True, exist_ok=True)
     script, text = tmp_path / "worker.py", tmp_path / "text.txt"
     script.write_text(WORKER)
     text.write_text(sample_text)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script),
-           tiny_model, str(out), json.dumps(config), str(text)]
+    start = {"torchrun": ["torch.distributed.run", "--standalone", "--nproc-per-node", "2"],
+             "accelerate": ["accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                            "--main_process_port", "0"]}[launcher]
+    cmd = [sys.executable, "-m", *start, str(script), tiny_model, str(out), json.dumps(config), str(text)]
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
