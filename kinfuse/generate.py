@@ -173,8 +173,9 @@ class TextGenerator:
 
         pad = self.tokenizer.pad_token_id
         width = padded_length(max(len(s) for s in seqs))
-        ids = [[pad] * (width - len(s)) + s for s in rows(seqs)]
-        mask = [[0] * (width - len(s)) + [1] * len(s) for s in rows(seqs)]
+        batch = rows(seqs)
+        ids = [[pad] * (width - len(s)) + s for s in batch]
+        mask = [[0] * (width - len(s)) + [1] * len(s) for s in batch]
         return torch.tensor(ids, device=device), torch.tensor(mask, device=device)
 
     def stream(self, probe: dict[str, Any], *, adapter: bool = True,
