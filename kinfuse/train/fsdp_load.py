@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from ..errors import ModelError
-from ..models import keep_training_layout, load_hint
+from ..models import keep_training_layout, load_hint, nf4_config
 from . import fsdp
 from .setup import pick_attention, wrap_lora
 
@@ -101,8 +101,6 @@ def _quantize_skeleton(base: Any, compute_dtype: Any) -> tuple[Any, dict[int, di
     import torch
     from transformers import BitsAndBytesConfig
     from transformers.quantizers import AutoHfQuantizer
-
-    from ..models import nf4_config
 
     quantizer = AutoHfQuantizer.from_config(nf4_config(compute_dtype, quant_storage=compute_dtype))
     quantizer.preprocess_model(model=base, dtype=compute_dtype, device_map=None, checkpoint_files=None,
