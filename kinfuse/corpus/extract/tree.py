@@ -66,7 +66,7 @@ _JUNK_SUBSTR = ClassWords(
     r"subscri|signup|sign-up|popup|modal|outbrain|taboola|recirc|recommend|"
     r"trending|masthead|skip-link|skiplink|promo|paywall|byline|author-bio|"
     r"popular|toolbar|pagination|jump-link|more-stories|read-more|readmore|"
-    r"widget|tags|overlay|banner|caption|credit"
+    r"tags|overlay|banner|caption|credit"
 )
 _JUNK_TOKENS = frozenset("nav ad ads adv tag print rss login share".split())
 # Hiding classes count only as a whole class ("hidden", not "overflow-hidden",
@@ -79,7 +79,7 @@ _GOOD = ClassWords(r"article|body|content|entry|main|post|story|text|blog|prose|
 _STRONG_JUNK = ClassWords(
     r"comment|cookie|consent|gdpr|newsletter|subscri|related|share|social|"
     r"breadcrumb|outbrain|taboola|recirc|recommend|sidebar|footer|navigation|navbar|"
-    r"menu|advert|sponsor|promo|popup|modal|banner|widget|byline|tags"
+    r"menu|advert|sponsor|promo|popup|modal|banner|byline|tags"
 )
 # A comment section ("comments", "comment-list", id="disqus_thread") can hold
 # more text than the article but never wraps it, unlike "has-comments".
