@@ -90,6 +90,7 @@ _LAYOUT_MODIFIER = re.compile(r"(?:with|no|has)[-_]?(?:sidebar|side-bar|comments
 _NOSCRIPT_CHECKS = 32
 _COMMENT_WORDS = re.compile(r"comment|disqus", re.I)
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
+_UTILITY = re.compile(r"[^\s]*[:\[][^\s]*")
 _TOKEN_SPLIT = re.compile(r"[\s_\-]+")
 # \s also matches NBSP and other Unicode spaces, which pages use as layout glue.
 _WS = re.compile(r"\s+")
@@ -198,13 +199,16 @@ def _chrome_class(tag: str, attrs: dict[str, str | None], attr: str) -> bool:
 def _chrome_words(attr: str) -> bool:
     # Cached: pages repeat the same few class strings hundreds of times.
     attr = _LAYOUT_MODIFIER.sub(" ", attr)
-    if not _JUNK_SUBSTR.search(attr):
-        tokens = {t.lower() for t in _TOKEN_SPLIT.split(attr)}
+    # Utility classes with a variant or an arbitrary value ("lg:pt-[calc(var(--banner-h))]",
+    # "hover:shadow-menu") style the element; they do not name what it is.
+    words = _UTILITY.sub(" ", attr) if (":" in attr or "[" in attr) else attr
+    if not _JUNK_SUBSTR.search(words):
+        tokens = {t.lower() for t in _TOKEN_SPLIT.split(words)}
         if not tokens & _JUNK_TOKENS:
             classes = attr.lower().split()
             return bool(_HIDING_CLASSES.intersection(classes)) and not any(":" in c for c in classes)
     # "post-content tags-visible" is the article; "comment-body" is not.
-    return not (_GOOD.search(attr) and not _STRONG_JUNK.search(attr))
+    return not (_GOOD.search(words) and not _STRONG_JUNK.search(words))
 
 
 def _skip_noscript(node: LexborNode, root: LexborNode, page_text: list[str]) -> bool:
