@@ -257,6 +257,24 @@ def _ptext_sizes(top: LexborNode, sizes: dict[int, int]) -> None:
             stack.extend((child, False) for child in node.iter(include_text=False))
 
 
+def _streamed_segment(node: LexborNode, root: LexborNode, segments: dict[str, LexborNode]) -> LexborNode | None:
+    """The streamed segment a React ``<template id="B:n">`` / ``<template id="P:n">`` stands for.
+
+    React's streaming server rendering sends each part of the page that was not ready with the
+    shell as a hidden ``<div hidden id="S:n">`` at the end of ``<body>``, and a script moves it
+    to where its template stands: what a visitor sees there (a shop's product grid, a landing
+    page's sections) is that segment, which the walk would otherwise skip as hidden. Each
+    segment is handed out once, so segments placed in each other cannot loop.
+    """
+    key = (node.attributes.get("id") or "") if node.attributes else ""
+    if len(key) < 3 or key[1] != ":" or key[0] not in "BP":
+        return None
+    if not segments:  # one query per page, on its first streamed template
+        segments.update((n.attributes.get("id") or "", n) for n in root.css('div[hidden][id^="S:"]'))
+        segments.setdefault("", root)  # marks the query done on pages without segments
+    return segments.pop("S:" + key[2:], None)
+
+
 def walk(root: LexborNode) -> Builder:
     """The single pass over the tree: skip chrome, build lines and element ranges."""
     b = Builder()
@@ -266,6 +284,7 @@ def walk(root: LexborNode) -> Builder:
     total_ptext = _ptext(root)
     page_text: list[str] = []
     ptext: dict[int, int] = {}  # node id -> _ptext, filled per chrome subtree on first need
+    segments: dict[str, LexborNode] = {}  # React's streamed segments, found on first need
 
     def holds_most_prose(node: LexborNode, share: float = 0.5) -> bool:
         key = node.mem_id
@@ -304,6 +323,13 @@ def walk(root: LexborNode) -> Builder:
         if tag is None or tag[0] == "-":  # comments, doctype
             continue
         if tag in _DROP_TAGS:
+            if tag == "template":
+                segment = _streamed_segment(node, root, segments)
+                if segment is not None:  # walked where it is shown, with this place's flags
+                    children = list(segment.iter(include_text=True))
+                    children.reverse()
+                    stack.extend(zip(children, itertools.repeat(flags)))
+                continue
             # A <form> wrapping the whole page (ASP.NET, forum moderation
             # forms) is a wrapper, not a search box or sign-up form.
             if tag != "form" or not (total_ptext and holds_most_prose(node)):
