@@ -86,7 +86,7 @@ _STRONG_JUNK = ClassWords(
 _COMMENTS = re.compile(r"(?:^|\s)(?:comments?|disqus)(?:[-_\s]|$)", re.I)
 # "p-body-main--withSidebar", "has-sidebar", "mainContainer_noSidebar": a
 # wrapper saying how the page is laid out around it, not the sidebar itself.
-_LAYOUT_MODIFIER = re.compile(r"(?:with|no|has)[-_]?(?:sidebar|side-bar|comments?)", re.I)
+_LAYOUT_MODIFIER = re.compile(r"(?:with|no|not|has)[-_]?(?:sidebar|side-bar|comments?|footer|header)", re.I)
 _NOSCRIPT_CHECKS = 32
 _COMMENT_WORDS = re.compile(r"comment|disqus", re.I)
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
