@@ -68,7 +68,7 @@ _JUNK_SUBSTR = ClassWords(
     r"popular|toolbar|pagination|jump-link|more-stories|read-more|readmore|"
     r"tags|overlay|banner|caption|credit"
 )
-_JUNK_TOKENS = frozenset("nav ad ads adv tag print rss login share".split())
+_JUNK_TOKENS = frozenset("nav ad ads tag print rss login share".split())
 # Hiding classes count only as a whole class ("hidden", not "overflow-hidden",
 # "hidden-md-down" or "md:hidden"), and not beside a breakpoint class that
 # shows the element again ("hidden lg:flex"): utility CSS hides per screen size.
