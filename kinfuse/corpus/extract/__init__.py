@@ -22,6 +22,7 @@ structural, in steps of one module each:
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 from selectolax.lexbor import LexborHTMLParser
@@ -35,6 +36,18 @@ from .structured import add_structured
 from .tree import node_text, walk
 
 __all__ = ["extract", "extract_text", "extract_title"]
+
+# "<iframe ... />" does not close in HTML: an iframe's raw text runs to "</iframe>". Inside
+# <noscript> (Google Tag Manager's snippet written with "/>") a browser, which runs scripts,
+# never parses it; a parser without scripts does, and the rest of the page becomes that
+# iframe's text. Closed here as the page's author meant.
+_SELF_CLOSED_IFRAME = re.compile(r"(<iframe\b[^>]*?)\s*/>", re.I)
+
+
+def _parse(html: str) -> LexborHTMLParser:
+    if "<iframe" in html or "<IFRAME" in html:
+        html = _SELF_CLOSED_IFRAME.sub(r"\1></iframe>", html)
+    return LexborHTMLParser(cap_depth(html))
 
 
 def extract_text(html: str, url: str | None = None) -> str:
@@ -61,7 +74,7 @@ def extract(html: str, url: str | None = None) -> tuple[str, str]:
     del url  # no per-site rules, by design
     if not html or not html.strip():
         return "", ""
-    tree = LexborHTMLParser(cap_depth(html))
+    tree = _parse(html)
     title = _title(tree)
     return normalize_text(add_structured(tree, html, _main_text(tree), _main_text)), title
 
@@ -78,7 +91,7 @@ def extract_title(html: str) -> str:
     """The page's ``<title>``, or its first ``<h1>`` when the title is missing or empty."""
     if not html or not html.strip():
         return ""
-    return _title(LexborHTMLParser(cap_depth(html)))
+    return _title(_parse(html))
 
 
 def _title(tree: LexborHTMLParser) -> str:
