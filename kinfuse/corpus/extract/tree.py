@@ -331,8 +331,15 @@ def walk(root: LexborNode) -> Builder:
                     stack.extend(zip(children, itertools.repeat(flags)))
                 continue
             # A <form> wrapping the whole page (ASP.NET, forum moderation
-            # forms) is a wrapper, not a search box or sign-up form.
-            if tag != "form" or not (total_ptext and holds_most_prose(node)):
+            # forms) is a wrapper, not a search box or sign-up form: it holds most
+            # of the page's paragraphs or, on a page without any (table layouts),
+            # most of its text.
+            if tag != "form":
+                continue
+            if total_ptext:
+                if not holds_most_prose(node):
+                    continue
+            elif len(node.text(deep=True)) <= 0.5 * len(root.text(deep=True)):
                 continue
         if tag == "br":
             b.flush()
