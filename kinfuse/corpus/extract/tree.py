@@ -33,7 +33,7 @@ _BLOCK_TAGS = frozenset(
 HEADINGS = frozenset("h1 h2 h3 h4 h5 h6".split())
 # ARIA landmarks that are page chrome rather than the main content.
 _DROP_ROLES = frozenset(
-    "navigation banner contentinfo complementary search menu menubar dialog alertdialog tablist".split()
+    "navigation banner contentinfo complementary search menu menubar dialog alertdialog".split()
 )
 class ClassWords:
     """A pattern of lowercase class/id words, searched case-insensitively.
