@@ -35,6 +35,11 @@ HEADINGS = frozenset("h1 h2 h3 h4 h5 h6".split())
 _DROP_ROLES = frozenset(
     "navigation banner contentinfo complementary search menu menubar dialog alertdialog".split()
 )
+# Disclosure panels: hidden until the visitor opens them (_hidden_or_chrome_role).
+_PANEL_ROLES = frozenset(["region"])
+_PANEL = re.compile(r"accordion|collaps", re.I)
+
+
 class ClassWords:
     """A pattern of lowercase class/id words, searched case-insensitively.
 
@@ -175,15 +180,23 @@ class Builder:
 
 
 def _hidden_or_chrome_role(attrs: dict[str, str | None]) -> bool:
-    """Hidden elements and ARIA chrome landmarks: dropped whatever they hold."""
+    """Hidden elements and ARIA chrome landmarks: dropped whatever they hold.
+
+    A collapsed accordion panel is hidden only until its header is clicked (a FAQ's answers, a
+    product's details): ARIA's accordion pattern marks it ``role=region``, and page builders
+    name it "accordion"/"collapse". What it holds is the page's content.
+    """
     if not ("hidden" in attrs or "aria-hidden" in attrs or "style" in attrs or "role" in attrs):
         return False  # most elements: none of the attributes read below
+    role = (attrs.get("role") or "").lower()
+    if role in _PANEL_ROLES or _PANEL.search(f"{attrs.get('class') or ''} {attrs.get('id') or ''}"):
+        return False
     if "hidden" in attrs or attrs.get("aria-hidden") == "true":
         return True
     style = attrs.get("style")
     if style and _HIDDEN_STYLE.search(style):
         return True
-    return (attrs.get("role") or "").lower() in _DROP_ROLES
+    return role in _DROP_ROLES
 
 
 def _chrome_class(tag: str, attrs: dict[str, str | None], attr: str) -> bool:
