@@ -37,7 +37,7 @@ _DROP_ROLES = frozenset(
 )
 # Disclosure panels: hidden until the visitor opens them (_hidden_or_chrome_role).
 _PANEL_ROLES = frozenset(["region"])
-_PANEL = re.compile(r"accordion|collaps", re.I)
+_PANEL = re.compile(r"accordion|collaps|faq", re.I)
 
 
 class ClassWords:
