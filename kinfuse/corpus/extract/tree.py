@@ -224,6 +224,15 @@ def _chrome_words(attr: str) -> bool:
     return not (_GOOD.search(words) and not _STRONG_JUNK.search(words))
 
 
+def _item_caption(node: LexborNode, attr: str) -> bool:
+    """A "caption" block holding a heading: an item card's text (a shop's product title and
+    price under its photo), not a photo's caption or credit, which holds none."""
+    lowered = attr.lower()
+    if "caption" not in lowered or _chrome_words(lowered.replace("caption", " ")):
+        return False
+    return node.css_first("h1, h2, h3, h4, h5, h6") is not None
+
+
 def _skip_noscript(node: LexborNode, root: LexborNode, page_text: list[str]) -> bool:
     """A <noscript> that only asks to enable JavaScript, or repeats text shown elsewhere.
 
@@ -370,7 +379,9 @@ def walk(root: LexborNode) -> Builder:
                 # Comments are content only where they are all the page has (a
                 # forum thread of "comments"), never beside an article.
                 comments = _COMMENTS.search(attr) is not None
-                if not (total_ptext and holds_most_prose(node, 0.85 if comments else 0.5)):
+                if not (total_ptext and holds_most_prose(node, 0.85 if comments else 0.5)) and not _item_caption(
+                    node, attr
+                ):
                     continue
                 if comments and not in_thread:
                     flags = (in_link, in_pre, True)
