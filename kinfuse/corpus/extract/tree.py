@@ -67,7 +67,7 @@ class ClassWords:
 # or "nav" as substrings would hit "header", "read", "canvas"...
 _JUNK_SUBSTR = ClassWords(
     r"navigation|navbar|menu|cookie|consent|gdpr|footer|sidebar|side-bar|sharing|"
-    r"share|social|comment|disqus|advert|sponsor|related|breadcrumb|newsletter|"
+    r"share(?!d)|social|comment|disqus|advert|sponsor|related|breadcrumb|newsletter|"
     r"subscri|signup|sign-up|popup|modal|outbrain|taboola|recirc|recommend|"
     r"trending|masthead|skip-link|skiplink|promo|paywall|byline|author-bio|"
     r"popular|toolbar|pagination|jump-link|more-stories|read-more|readmore|"
@@ -82,7 +82,7 @@ _HIDING_CLASSES = frozenset("hidden hide is-hidden d-none".split())
 # they veto a junk match unless the junk word is one of the strong ones.
 _GOOD = ClassWords(r"article|body|content|entry|main|post|story|text|blog|prose|column")
 _STRONG_JUNK = ClassWords(
-    r"comment|cookie|consent|gdpr|newsletter|subscri|related|share|social|"
+    r"comment|cookie|consent|gdpr|newsletter|subscri|related|share(?!d)|social|"
     r"breadcrumb|outbrain|taboola|recirc|recommend|sidebar|footer|navigation|navbar|"
     r"menu|advert|sponsor|promo|popup|modal|banner|byline|tags"
 )
