@@ -71,7 +71,7 @@ _JUNK_SUBSTR = ClassWords(
     r"subscri|signup|sign-up|popup|modal|outbrain|taboola|recirc|recommend|"
     r"trending|masthead|skip-link|skiplink|promo|paywall|byline|author-bio|"
     r"popular|toolbar|pagination|jump-link|more-stories|read-more|readmore|"
-    r"tags|overlay|banner|caption|credit"
+    r"tags|overlay|banner|caption|credit|reviews"
 )
 _JUNK_TOKENS = frozenset("nav ad ads tag print rss login share".split())
 # Hiding classes count only as a whole class ("hidden", not "overflow-hidden",
