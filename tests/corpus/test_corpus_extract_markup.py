@@ -1,0 +1,143 @@
+"""Tests for kinfuse.corpus.extract: how pages are built (page builders, streamed React pages,
+disclosure panels, product and listing markup) decides what is content, not the class words alone.
+
+Each test is a small handwritten page for one rule of issue 17 (benchmarks/README.md, "Page
+builders, streamed segments, panels"), checked to fail without that rule.
+"""
+
+from __future__ import annotations
+
+from kinfuse.corpus import extract_text
+
+_NAV = "<nav><a href='/'>Home</a> <a href='/a'>Products</a> <a href='/b'>Pricing</a></nav>"
+_FOOTER = "<footer><p>Copyright 2024 Example Incorporated, all rights reserved, terms apply.</p></footer>"
+
+
+def _prose(tag: str, n: int) -> str:
+    return (
+        f"The {tag} paragraph number {n} says something of its own, with a clause, another clause, "
+        "and enough words to read as the prose of a page."
+    )
+
+
+def _page(body: str) -> str:
+    return f"<html><head><title>Example</title></head><body>{_NAV}{body}{_FOOTER}</body></html>"
+
+
+def test_page_builder_widgets_are_content() -> None:
+    # Elementor (and Amazon's "celwidget") call every content block a widget: a landing page is
+    # nothing but widgets, each one text editor holding a section of the page.
+    widgets = "".join(
+        f"<div class='elementor-element elementor-widget elementor-widget-text-editor'><p>{_prose('widget', i)}</p></div>"
+        for i in range(4)
+    )
+    text = extract_text(_page(f"<div class='elementor-section'>{widgets}</div>"))
+    for i in range(4):
+        assert _prose("widget", i) in text, i
+
+
+def test_utility_classes_and_builder_words_do_not_name_chrome() -> None:
+    # Half the page's prose sits in the named block: a chrome block that size would be dropped.
+    body = "".join(f"<p>{_prose('body', i)}</p>" for i in range(3))
+    other = "".join(f"<p>{_prose('other', i)}</p>" for i in range(3))
+    wrappers = (
+        "stack lg:first:pt-[calc(var(--banner-min-height))]",  # a utility with an arbitrary value
+        "wsite-elements wsite-not-footer wsite-content",  # "not a footer"
+        "kt-adv-heading356 wp-block-kadence-advancedheading",  # "adv" = advanced, not an ad
+        "shared-wrapper",  # "shared" is not a share bar
+    )
+    for wrapper in wrappers:
+        html = _page(f"<div class='{wrapper}'>{body}</div><div class='section'>{other}</div>")
+        assert _prose("body", 1) in extract_text(html), wrapper
+    # The words themselves still mark chrome.
+    share = _page(f"<div class='post'>{body}</div><div class='share-bar'><p>{_prose('share', 0)}</p></div>")
+    assert _prose("share", 0) not in extract_text(share)
+
+
+def test_react_streamed_segments_are_walked_where_they_are_shown() -> None:
+    # React's streaming server rendering: the shell holds <template id="B:0"> where a boundary
+    # will go; the content arrives later as <div hidden id="S:0">, moved there by a script.
+    # Segments nest (a placeholder P:1 inside S:0 gets S:1).
+    html = (
+        "<html><body><main><h1>Sofas</h1><!--$?--><template id='B:0'></template>"
+        "<div class='loading'></div><!--/$--></main>"
+        f"<div hidden id='S:0'><div class='grid'><p>{_prose('streamed', 0)}</p>"
+        "<template id='P:1'></template></div></div>"
+        "<script>$RC('B:0','S:0')</script>"
+        f"<div hidden id='S:1'><p>{_prose('streamed', 1)}</p></div>"
+        f"<div hidden id='other'><p>{_prose('hidden', 0)}</p></div></body></html>"
+    )
+    text = extract_text(html)
+    assert _prose("streamed", 0) in text and _prose("streamed", 1) in text
+    assert text.index(_prose("streamed", 0)) < text.index(_prose("streamed", 1))
+    assert text.count(_prose("streamed", 0)) == 1
+    assert _prose("hidden", 0) not in text
+
+
+def test_self_closed_iframe_in_noscript_does_not_swallow_the_page() -> None:
+    # Google Tag Manager's snippet written with "/>": a parser without scripts reads the
+    # <noscript>, where the iframe's raw text would run to the end of the page.
+    body = "".join(f"<p>{_prose('after', i)}</p>" for i in range(3))
+    html = (
+        "<html><body><noscript><iframe src='https://www.googletagmanager.com/ns.html?id=GTM-X' "
+        f"height='0' width='0' style='display:none' /></noscript><div class='content'>{body}</div></body></html>"
+    )
+    text = extract_text(html)
+    for i in range(3):
+        assert _prose("after", i) in text, i
+
+
+def test_form_wrapping_a_page_without_paragraphs_is_a_wrapper() -> None:
+    # ASP.NET table layouts: one <form> around the whole page, and no <p> anywhere.
+    rows = "".join(
+        f"<tr><td>Item {i}</td><td>Electrician in Marietta, cost range {i * 10} to {i * 20} dollars a visit</td></tr>"
+        for i in range(12)
+    )
+    html = f"<html><body><form id='aspnetForm' action='/cost.aspx'><table>{rows}</table></form></body></html>"
+    text = extract_text(html)
+    assert "Item 11 | Electrician in Marietta, cost range 110 to 220 dollars a visit" in text
+
+
+def test_tab_labels_and_collapsed_accordion_panels_are_content() -> None:
+    intro = "".join(f"<p>{_prose('intro', i)}</p>" for i in range(2))
+    panels = "".join(
+        f"<h3><button aria-controls='p{i}'>Question {i}?</button></h3>"
+        f"<div id='p{i}' role='region' aria-labelledby='q{i}' hidden><p>{_prose('answer', i)}</p></div>"
+        for i in range(2)
+    )
+    styled = f"<div class='accordion-content' style='display:none'><p>{_prose('details', 0)}</p></div>"
+    faq = f"<div class='faq-answer' aria-hidden='true'><p>{_prose('faq', 0)}</p></div>"
+    tabs = "<div role='tablist'><p>Overview of the product and its specifications</p></div>"
+    hidden = f"<div class='popup' hidden><p>{_prose('hidden', 0)}</p></div>"
+    text = extract_text(_page(f"<main>{intro}{tabs}{panels}{styled}{faq}{hidden}</main>"))
+    for fragment in (_prose("answer", 0), _prose("answer", 1), _prose("details", 0), _prose("faq", 0)):
+        assert fragment in text, fragment
+    assert "Overview of the product and its specifications" in text
+    assert _prose("hidden", 0) not in text  # other hidden elements stay hidden
+
+
+def test_caption_holding_a_heading_is_an_item_card() -> None:
+    # A shop's product card: photo, then a "caption" block with the linked title and price.
+    cards = "".join(
+        f"<li class='product'><img src='{i}.jpg' alt=''><div class='product-caption'>"
+        f"<h3><a href='/p/{i}'>Canvas trail tent model {i}</a></h3><span>${100 + i}.00</span></div></li>"
+        for i in range(6)
+    )
+    photo = f"<figure><img src='a.jpg' alt=''><div class='photo-caption'>{_prose('caption', 0)}</div></figure>"
+    intro = f"<p>{_prose('intro', 0)}</p>"
+    text = extract_text(_page(f"<div class='shop'>{intro}{photo}<ul class='products'>{cards}</ul></div>"))
+    for i in range(6):
+        assert f"Canvas trail tent model {i}" in text, i
+    assert _prose("caption", 0) not in text  # a photo's caption still goes
+
+
+def test_customer_reviews_beside_a_product_are_not_its_content() -> None:
+    description = "".join(f"<p>{_prose('description', i)}</p>" for i in range(3))
+    reviews = "".join(f"<div class='review'><p>{_prose('review', i)}</p></div>" for i in range(2))
+    html = _page(
+        f"<div class='product-main'><h1>Trail 25 pack</h1>{description}"
+        f"<div id='reviews' class='product-reviews'><h2>Reviews</h2>{reviews}</div></div>"
+    )
+    text = extract_text(html)
+    assert _prose("description", 2) in text
+    assert _prose("review", 0) not in text and _prose("review", 1) not in text
