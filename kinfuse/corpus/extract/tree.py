@@ -189,13 +189,12 @@ def _hidden_or_chrome_role(attrs: dict[str, str | None]) -> bool:
     if not ("hidden" in attrs or "aria-hidden" in attrs or "style" in attrs or "role" in attrs):
         return False  # most elements: none of the attributes read below
     role = (attrs.get("role") or "").lower()
-    if role in _PANEL_ROLES or _PANEL.search(f"{attrs.get('class') or ''} {attrs.get('id') or ''}"):
-        return False
-    if "hidden" in attrs or attrs.get("aria-hidden") == "true":
-        return True
-    style = attrs.get("style")
-    if style and _HIDDEN_STYLE.search(style):
-        return True
+    hidden = "hidden" in attrs or attrs.get("aria-hidden") == "true"
+    if not hidden:
+        style = attrs.get("style")
+        hidden = bool(style) and _HIDDEN_STYLE.search(style) is not None
+    if hidden:  # the panel test only for hidden elements: most styled ones are not
+        return not (role in _PANEL_ROLES or _PANEL.search(f"{attrs.get('class') or ''} {attrs.get('id') or ''}"))
     return role in _DROP_ROLES
 
 
