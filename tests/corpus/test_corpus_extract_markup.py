@@ -141,3 +141,26 @@ def test_customer_reviews_beside_a_product_are_not_its_content() -> None:
     text = extract_text(html)
     assert _prose("description", 2) in text
     assert _prose("review", 0) not in text and _prose("review", 1) not in text
+
+
+def _post(n: int) -> str:
+    return (
+        f"<div class='message'><div class='user'>member{n}</div><blockquote class='messageText'>"
+        f"Reply number {n} of the thread gives its own advice, with a clause, another clause,<br>"
+        "and a second line after a break, as forum software writes posts.</blockquote></div>"
+    )
+
+
+def test_chrome_named_wrapper_of_a_page_without_paragraphs_is_kept() -> None:
+    # Forum software (XenForo, SMF) writes posts as <div>/<blockquote> with <br>, not <p>, inside
+    # a moderation <form> or a wrapper named for the footer it pushes down: on a page with so
+    # little paragraph text, what holds most of the page is measured by its text.
+    posts = "".join(_post(i) for i in range(6))
+    aside = "<div class='notice'><p>Welcome to the forum. Please read the rules before posting.</p></div>"
+    for wrapper in ("<form class='InlineModForm section' method='post'>{}</form>", "<div id='footerfix'>{}</div>"):
+        text = extract_text(_page(aside + wrapper.format(posts)))
+        for i in range(6):
+            assert f"Reply number {i} of the thread" in text, (wrapper, i)
+    # A small search form on such a page is still chrome.
+    search = "<form class='search'><div>Search the forum for threads about anything at all</div></form>"
+    assert "Search the forum" not in extract_text(_page(aside + search + posts))

@@ -93,6 +93,11 @@ _COMMENTS = re.compile(r"(?:^|\s)(?:comments?|disqus)(?:[-_\s]|$)", re.I)
 # wrapper saying how the page is laid out around it, not the sidebar itself.
 _LAYOUT_MODIFIER = re.compile(r"(?:with|no|not|has)[-_]?(?:sidebar|side-bar|comments?|footer|header)", re.I)
 _NOSCRIPT_CHECKS = 32
+# A page with less paragraph text than this (characters) keeps its text elsewhere (forum
+# posts as <div>s and <br>s, table layouts): what holds most of the page is measured by text.
+# 150 / 300 / 500 / 1000 tried on WCXB dev (benchmarks/README.md); a share of the page's text
+# instead (0.05 / 0.1) lost articles whose paragraphs are a small part of a long page.
+_FEW_PARAGRAPHS = 500
 _COMMENT_WORDS = re.compile(r"comment|disqus", re.I)
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 _UTILITY = re.compile(r"[^\s]*[:\[][^\s]*")
@@ -259,6 +264,11 @@ def _ptext(node: LexborNode) -> int:
     return sum(len(p.text(deep=True)) for p in node.css("p"))
 
 
+def _text_len(node: LexborNode) -> int:
+    """Characters of text under a node, its scripts' and styles' aside."""
+    return len(node.text(deep=True)) - sum(len(s.text(deep=True)) for s in node.css("script, style"))
+
+
 def _ptext_sizes(top: LexborNode, sizes: dict[int, int]) -> None:
     """Add :func:`_ptext` of ``top`` and of every element under it to ``sizes`` (by node id).
 
@@ -306,8 +316,15 @@ def walk(root: LexborNode) -> Builder:
     page_text: list[str] = []
     ptext: dict[int, int] = {}  # node id -> _ptext, filled per chrome subtree on first need
     segments: dict[str, LexborNode] = {}  # React's streamed segments, found on first need
+    total_text: list[int] = []  # the page's text length, on first need
 
     def holds_most_prose(node: LexborNode, share: float = 0.5) -> bool:
+        if total_ptext < _FEW_PARAGRAPHS:
+            # A page whose text is not in paragraphs (forum posts as <div>s and <br>s, table
+            # layouts, a form wrapping it all): its text is the measure of what holds it.
+            if not total_text:
+                total_text.append(_text_len(root))
+            return _text_len(node) > share * total_text[0]
         key = node.mem_id
         if key not in ptext:
             _ptext_sizes(node, ptext)
@@ -357,10 +374,7 @@ def walk(root: LexborNode) -> Builder:
             # most of its text.
             if tag != "form":
                 continue
-            if total_ptext:
-                if not holds_most_prose(node):
-                    continue
-            elif len(node.text(deep=True)) <= 0.5 * len(root.text(deep=True)):
+            if not holds_most_prose(node):
                 continue
         if tag == "br":
             b.flush()
@@ -378,7 +392,7 @@ def walk(root: LexborNode) -> Builder:
                 # Comments are content only where they are all the page has (a
                 # forum thread of "comments"), never beside an article.
                 comments = _COMMENTS.search(attr) is not None
-                if not (total_ptext and holds_most_prose(node, 0.85 if comments else 0.5)) and not _item_caption(
+                if not holds_most_prose(node, 0.85 if comments else 0.5) and not _item_caption(
                     node, attr
                 ):
                     continue
