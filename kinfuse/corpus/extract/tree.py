@@ -396,7 +396,7 @@ def walk(root: LexborNode) -> Builder:
                     node, attr
                 ):
                     continue
-                if comments and not in_thread:
+                if not in_thread and (comments or _COMMENT_WORDS.search(attr)):
                     flags = (in_link, in_pre, True)
         block = tag in _BLOCK_TAGS
         if tag in ("td", "th"):
