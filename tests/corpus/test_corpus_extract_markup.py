@@ -164,3 +164,43 @@ def test_chrome_named_wrapper_of_a_page_without_paragraphs_is_kept() -> None:
     # A small search form on such a page is still chrome.
     search = "<form class='search'><div>Search the forum for threads about anything at all</div></form>"
     assert "Search the forum" not in extract_text(_page(aside + search + posts))
+
+
+def test_comment_named_thread_keeps_its_comments() -> None:
+    # old.reddit: the thread is a "commentarea" holding most of the page's prose, and each reply
+    # in it a "comment" block: once the area is kept as the content, comment words inside it
+    # no longer mark chrome.
+    replies = "".join(
+        f"<div class='thing comment'><p>{_prose(f'reply{i}', i)}</p></div>" for i in range(4)
+    )
+    html = _page(f"<div class='link'><a href='/x'>A linked story</a></div><div class='commentarea'>{replies}</div>")
+    text = extract_text(html)
+    for i in range(4):
+        assert _prose(f"reply{i}", i) in text, i
+
+
+def test_forum_poster_blocks_and_signatures_are_not_the_post() -> None:
+    posts = "".join(
+        f"<div class='post message'><div class='userinfo'><span class='usertitle'>Senior Member Title{i}</span>"
+        f"<dl class='userExtras'><dt>Joined</dt><dd>Mar 2011</dd><dt>Messages</dt><dd>4,21{i}</dd></dl></div>"
+        f"<div class='post-body'><p>{_prose(f'post{i}', i)}</p></div>"
+        f"<div class='signature'><p>My rig: a very long signature line about the computer build number {i}.</p></div>"
+        f"<span class='author_flair'>Flair{i}</span></div>"
+        for i in range(4)
+    )
+    text = extract_text(_page(f"<div class='thread'>{posts}</div>"))
+    for i in range(4):
+        assert _prose(f"post{i}", i) in text, i
+    for chrome in ("Title0", "Joined", "4,213", "signature line", "Flair1"):
+        assert chrome not in text, chrome
+
+
+def test_tooltips_are_not_content() -> None:
+    body = "".join(f"<p>{_prose('product', i)}</p>" for i in range(3))
+    tip = (
+        "<div class='badge'>Star Seller<div role='tooltip' class='popover-body'><p>Star Sellers have an outstanding "
+        "track record for providing a great customer experience, shipping on time and replying quickly.</p></div></div>"
+    )
+    text = extract_text(_page(f"<div class='product'>{body}{tip}</div>"))
+    assert _prose("product", 2) in text
+    assert "outstanding track record" not in text

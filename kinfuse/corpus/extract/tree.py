@@ -31,9 +31,10 @@ _BLOCK_TAGS = frozenset(
     table tbody tfoot thead tr ul caption""".split()
 )
 HEADINGS = frozenset("h1 h2 h3 h4 h5 h6".split())
-# ARIA landmarks that are page chrome rather than the main content.
+# ARIA landmarks that are page chrome rather than the main content, and tooltips (shown on
+# hover beside what they explain: a badge's or a seller rating's fine print).
 _DROP_ROLES = frozenset(
-    "navigation banner contentinfo complementary search menu menubar dialog alertdialog".split()
+    "navigation banner contentinfo complementary search menu menubar dialog alertdialog tooltip".split()
 )
 # Disclosure panels: hidden until the visitor opens them (_hidden_or_chrome_role).
 _PANEL_ROLES = frozenset(["region"])
@@ -62,6 +63,10 @@ class ClassWords:
         return self.nocase.search(attr) is not None
 
 
+# A forum post's poster block and signature: who wrote it (title, join date, post count,
+# flair) and what they append to every post, not what the post says. Strong chrome words, as
+# they sit inside "post"/"message" blocks.
+_POSTER = r"signature|usertitle|user-title|userdetails|user-details|userextras|user-extras|userinfo|user-info|flair"
 # class/id fragments marking chrome. Long words match as substrings
 # ("sharebar", "relatedPosts"); short ones only as whole tokens, because "ad"
 # or "nav" as substrings would hit "header", "read", "canvas"...
@@ -71,7 +76,7 @@ _JUNK_SUBSTR = ClassWords(
     r"subscri|signup|sign-up|popup|modal|outbrain|taboola|recirc|recommend|"
     r"trending|masthead|skip-link|skiplink|promo|paywall|byline|author-bio|"
     r"popular|toolbar|pagination|jump-link|more-stories|read-more|readmore|"
-    r"tags|overlay|banner|caption|credit|reviews"
+    r"tags|overlay|banner|caption|credit|reviews|" + _POSTER
 )
 _JUNK_TOKENS = frozenset("nav ad ads tag print rss login share".split())
 # Hiding classes count only as a whole class ("hidden", not "overflow-hidden",
@@ -84,7 +89,7 @@ _GOOD = ClassWords(r"article|body|content|entry|main|post|story|text|blog|prose|
 _STRONG_JUNK = ClassWords(
     r"comment|cookie|consent|gdpr|newsletter|subscri|related|share(?!d)|social|"
     r"breadcrumb|outbrain|taboola|recirc|recommend|sidebar|footer|navigation|navbar|"
-    r"menu|advert|sponsor|promo|popup|modal|banner|byline|tags"
+    r"menu|advert|sponsor|promo|popup|modal|banner|byline|tags|" + _POSTER
 )
 # A comment section ("comments", "comment-list", id="disqus_thread") can hold
 # more text than the article but never wraps it, unlike "has-comments".
