@@ -141,6 +141,16 @@ def test_customer_reviews_beside_a_product_are_not_its_content() -> None:
     text = extract_text(html)
     assert _prose("description", 2) in text
     assert _prose("review", 0) not in text and _prose("review", 1) not in text
+    # Reviews holding most of the prose (a short description, many long reviews) are still
+    # reviews: like comments, they are kept only where they are about all the page has.
+    many = "".join(f"<div class='review'><p>{_prose('review', i)} {_prose('more', i)}</p></div>" for i in range(3))
+    html = _page(
+        f"<div class='product-main'><h1>Trail 25 pack</h1><p>{_prose('description', 0)}</p>"
+        f"<div id='reviews' class='product-reviews'><h2>Reviews</h2>{many}</div></div>"
+    )
+    text = extract_text(html)
+    assert _prose("description", 0) in text
+    assert _prose("review", 0) not in text and _prose("review", 2) not in text
 
 
 def _post(n: int) -> str:

@@ -104,6 +104,7 @@ _NOSCRIPT_CHECKS = 32
 # instead (0.05 / 0.1) lost articles whose paragraphs are a small part of a long page.
 _FEW_PARAGRAPHS = 500
 _COMMENT_WORDS = re.compile(r"comment|disqus", re.I)
+_REVIEW = re.compile(r"review", re.I)
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 _UTILITY = re.compile(r"[^\s]*[:\[][^\s]*")
 _TOKEN_SPLIT = re.compile(r"[\s_\-]+")
@@ -395,11 +396,11 @@ def walk(root: LexborNode) -> Builder:
                 continue
             if _chrome_class(tag, attrs, _COMMENT_WORDS.sub(" ", attr) if in_thread else attr):
                 # Comments are content only where they are all the page has (a
-                # forum thread of "comments"), never beside an article.
+                # forum thread of "comments"), never beside an article; customer reviews
+                # the same beside a product.
                 comments = _COMMENTS.search(attr) is not None
-                if not holds_most_prose(node, 0.85 if comments else 0.5) and not _item_caption(
-                    node, attr
-                ):
+                most = 0.85 if comments or _REVIEW.search(attr) else 0.5
+                if not holds_most_prose(node, most) and not _item_caption(node, attr):
                     continue
                 if not in_thread and (comments or _COMMENT_WORDS.search(attr)):
                     flags = (in_link, in_pre, True)
