@@ -31,10 +31,11 @@ _BLOCK_TAGS = frozenset(
     table tbody tfoot thead tr ul caption""".split()
 )
 HEADINGS = frozenset("h1 h2 h3 h4 h5 h6".split())
-# ARIA landmarks that are page chrome rather than the main content, and tooltips (shown on
-# hover beside what they explain: a badge's or a seller rating's fine print).
+# ARIA landmarks that are page chrome rather than the main content, tooltips (shown on hover
+# beside what they explain: a badge's or a seller rating's fine print) and live regions that
+# report the page's state ("Added to your bag", "3 results", a form's error).
 _DROP_ROLES = frozenset(
-    "navigation banner contentinfo complementary search menu menubar dialog alertdialog tooltip".split()
+    "navigation banner contentinfo complementary search menu menubar dialog alertdialog tooltip status alert".split()
 )
 # Disclosure panels: hidden until the visitor opens them (_hidden_or_chrome_role).
 _PANEL_ROLES = frozenset(["region"])
