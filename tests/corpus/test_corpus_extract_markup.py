@@ -214,3 +214,18 @@ def test_tooltips_are_not_content() -> None:
     text = extract_text(_page(f"<div class='product'>{body}{tip}</div>"))
     assert _prose("product", 2) in text
     assert "outstanding track record" not in text
+
+
+def test_headers_of_list_items_are_their_titles() -> None:
+    # A news river: each teaser is <article><header><h2><a>title</a></h2>...</header><p>...</p>.
+    # The page's own header (logo, menu) holds no linked heading and stays chrome.
+    items = "".join(
+        f"<article><header><h2><a href='/n{i}'>Teaser title number {i} about headphones</a></h2>"
+        f"<p class='desc'>{_prose(f'teaser{i}', i)}</p></header></article>"
+        for i in range(7)
+    )
+    html = _page(f"<header><a href='/'>Logo</a><div>Site slogan text here</div></header><main>{items}</main>")
+    text = extract_text(html)
+    for i in range(7):
+        assert _prose(f"teaser{i}", i) in text, i
+    assert "Site slogan" not in text
