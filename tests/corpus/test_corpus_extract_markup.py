@@ -229,3 +229,24 @@ def test_headers_of_list_items_are_their_titles() -> None:
     for i in range(7):
         assert _prose(f"teaser{i}", i) in text, i
     assert "Site slogan" not in text
+
+
+def test_a_header_or_aside_wrapping_the_article_is_not_chrome() -> None:
+    # Webflow names its page sections <header>: the blog post's whole body can sit in one. The
+    # page's own header, which carries the site navigation, stays chrome even when it is long.
+    body = "".join(f"<p>{_prose('post', i)}</p>" for i in range(5))
+    site_header = f"<header><nav><a href='/'>Home</a></nav><p>{_prose('menu', 0)}</p></header>"
+    html = _page(f"{site_header}<header class='section_blog-post-content'><h1>A post</h1>{body}</header>")
+    text = extract_text(html)
+    for i in range(5):
+        assert _prose("post", i) in text, i
+    assert _prose("menu", 0) not in text
+    # The same for an <aside> holding the article (an announcement layout around the post).
+    aside = extract_text(_page(f"<aside class='columns announcement-banner'>{body}</aside>"))
+    assert _prose("post", 4) in aside
+    # A small aside beside the article is still chrome.
+    beside = extract_text(_page(f"<div>{body}</div><aside><p>{_prose('aside', 0)}</p></aside>"))
+    assert _prose("aside", 0) not in beside
+    # A site header holding most of the prose but also the navigation stays chrome.
+    nav_header = extract_text(_page(f"<header><nav><a href='/'>Home</a></nav>{body}</header><p>{_prose('x', 0)}</p>"))
+    assert _prose("post", 0) not in nav_header

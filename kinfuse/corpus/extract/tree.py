@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import itertools
 import re
-from typing import Any
+from typing import Any, Callable
 
 from selectolax.lexbor import LexborNode
 
@@ -98,6 +98,10 @@ _COMMENTS = re.compile(r"(?:^|\s)(?:comments?|disqus)(?:[-_\s]|$)", re.I)
 # "p-body-main--withSidebar", "has-sidebar", "mainContainer_noSidebar": a
 # wrapper saying how the page is laid out around it, not the sidebar itself.
 _LAYOUT_MODIFIER = re.compile(r"(?:with|no|not|has)[-_]?(?:sidebar|side-bar|comments?|footer|header)", re.I)
+# Dropped tags that some pages use as the wrapper of their content: kept when they hold most of
+# the page's prose (<header> too, without navigation: _wrapper_header). <footer> was tried and
+# lost collection pages whose long SEO footer holds most of their prose (benchmarks/README.md).
+_WRAPPER_TAGS = frozenset("form aside".split())
 _NOSCRIPT_CHECKS = 32
 # A page with this many <header>s has item headers: 0 / 3 / 6 tried on WCXB dev (6 kept).
 _ITEM_HEADERS = 6
@@ -256,6 +260,12 @@ def _item_header(node: LexborNode, root: LexborNode, headers: list[int]) -> bool
     return headers[0] >= _ITEM_HEADERS
 
 
+def _wrapper_header(node: LexborNode, holds_most_prose: Callable[[LexborNode], bool]) -> bool:
+    """A ``<header>`` used as a section wrapper (Webflow names its page sections so): it holds
+    most of the page's prose and no navigation, which the page's own header carries."""
+    return holds_most_prose(node) and node.css_first("nav, [role=navigation]") is None
+
+
 def _skip_noscript(node: LexborNode, root: LexborNode, page_text: list[str]) -> bool:
     """A <noscript> that only asks to enable JavaScript, or repeats text shown elsewhere.
 
@@ -391,13 +401,12 @@ def walk(root: LexborNode) -> Builder:
             # A <form> wrapping the whole page (ASP.NET, forum moderation
             # forms) is a wrapper, not a search box or sign-up form: it holds most
             # of the page's paragraphs or, on a page without any (table layouts),
-            # most of its text. A <header> of a list's item is that item's title.
+            # most of its text; so does an <aside> or a <header> used as a section wrapper.
+            # A <header> of a list's item is that item's title.
             if tag == "header":
-                if not _item_header(node, root, headers):
+                if not _item_header(node, root, headers) and not _wrapper_header(node, holds_most_prose):
                     continue
-            elif tag != "form":
-                continue
-            elif not holds_most_prose(node):
+            elif tag not in _WRAPPER_TAGS or not holds_most_prose(node):
                 continue
         if tag == "br":
             b.flush()
