@@ -250,3 +250,17 @@ def test_a_header_or_aside_wrapping_the_article_is_not_chrome() -> None:
     # A site header holding most of the prose but also the navigation stays chrome.
     nav_header = extract_text(_page(f"<header><nav><a href='/'>Home</a></nav>{body}</header><p>{_prose('x', 0)}</p>"))
     assert _prose("post", 0) not in nav_header
+
+
+def test_a_wrapper_hidden_until_scripts_run_is_the_page() -> None:
+    # Pages hide their content wrapper by style until their scripts have run (against a flash
+    # of unstyled content, A/B-test anti-flicker): it holds the whole page.
+    body = "".join(f"<p>{_prose('doc', i)}</p>" for i in range(4))
+    for hidden in ("style='visibility:hidden;min-height:100vh'", "style='display:none'", "aria-hidden='true'"):
+        text = extract_text(_page(f"<div {hidden}><h1>A tutorial</h1>{body}</div>"))
+        assert _prose("doc", 3) in text, hidden
+    # A small hidden block beside the content, and anything under the hidden attribute, stay out.
+    beside = extract_text(_page(f"<div>{body}</div><div style='display:none'><p>{_prose('modal', 0)}</p></div>"))
+    assert _prose("modal", 0) not in beside
+    attr = extract_text(_page(f"<div hidden>{body}</div><p>{_prose('shown', 0)}</p>"))
+    assert _prose("doc", 0) not in attr

@@ -37,7 +37,7 @@ HEADINGS = frozenset("h1 h2 h3 h4 h5 h6".split())
 _DROP_ROLES = frozenset(
     "navigation banner contentinfo complementary search menu menubar dialog alertdialog tooltip status alert".split()
 )
-# Disclosure panels: hidden until the visitor opens them (_hidden_or_chrome_role).
+# Disclosure panels: hidden until the visitor opens them (_hiding).
 _PANEL_ROLES = frozenset(["region"])
 _PANEL = re.compile(r"accordion|collaps|faq", re.I)
 
@@ -197,23 +197,32 @@ class Builder:
         self.elems[idx].last = len(self.elems)
 
 
-def _hidden_or_chrome_role(attrs: dict[str, str | None]) -> bool:
-    """Hidden elements and ARIA chrome landmarks: dropped whatever they hold.
+# What _hiding says of an element: shown; dropped whatever it holds; hidden by its style or
+# aria-hidden, which a wrapper hidden until the page's scripts run also is (kept when it holds
+# most of the page's prose).
+_SHOWN, _DROPPED, _STYLE_HIDDEN = 0, 1, 2
+
+
+def _hiding(attrs: dict[str, str | None]) -> int:
+    """Hidden elements and ARIA chrome landmarks: :data:`_DROPPED` or :data:`_STYLE_HIDDEN`.
 
     A collapsed accordion panel is hidden only until its header is clicked (a FAQ's answers, a
     product's details): ARIA's accordion pattern marks it ``role=region``, and page builders
     name it "accordion"/"collapse". What it holds is the page's content.
     """
     if not ("hidden" in attrs or "aria-hidden" in attrs or "style" in attrs or "role" in attrs):
-        return False  # most elements: none of the attributes read below
+        return _SHOWN  # most elements: none of the attributes read below
     role = (attrs.get("role") or "").lower()
-    hidden = "hidden" in attrs or attrs.get("aria-hidden") == "true"
+    hidden = _DROPPED if "hidden" in attrs else _STYLE_HIDDEN if attrs.get("aria-hidden") == "true" else _SHOWN
     if not hidden:
         style = attrs.get("style")
-        hidden = bool(style) and _HIDDEN_STYLE.search(style) is not None
+        if style and _HIDDEN_STYLE.search(style) is not None:
+            hidden = _STYLE_HIDDEN
     if hidden:  # the panel test only for hidden elements: most styled ones are not
-        return not (role in _PANEL_ROLES or _PANEL.search(f"{attrs.get('class') or ''} {attrs.get('id') or ''}"))
-    return role in _DROP_ROLES
+        if role in _PANEL_ROLES or _PANEL.search(f"{attrs.get('class') or ''} {attrs.get('id') or ''}"):
+            return _SHOWN
+        return hidden
+    return _DROPPED if role in _DROP_ROLES else _SHOWN
 
 
 def _chrome_class(tag: str, attrs: dict[str, str | None], attr: str) -> bool:
@@ -418,7 +427,11 @@ def walk(root: LexborNode) -> Builder:
         in_link, in_pre, in_thread = flags
         if attrs:  # most elements have none: both checks below would say no
             attr = f"{attrs.get('class') or ''} {attrs.get('id') or ''}".strip()
-            if _hidden_or_chrome_role(attrs):
+            hiding = _hiding(attrs)
+            # A wrapper hidden by its style until scripts run (anti-flicker, unstyled-content
+            # guards) holding most of the page is what the visitor reads; the hidden attribute
+            # is the page's own "not shown" (a closed tab, a template's copy) and always drops.
+            if hiding and (hiding == _DROPPED or not holds_most_prose(node)):
                 continue
             if _chrome_class(tag, attrs, _COMMENT_WORDS.sub(" ", attr) if in_thread else attr):
                 # Comments are content only where they are all the page has (a
