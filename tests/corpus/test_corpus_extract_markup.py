@@ -264,3 +264,17 @@ def test_a_wrapper_hidden_until_scripts_run_is_the_page() -> None:
     assert _prose("modal", 0) not in beside
     attr = extract_text(_page(f"<div hidden>{body}</div><p>{_prose('shown', 0)}</p>"))
     assert _prose("doc", 0) not in attr
+
+
+def test_hidden_tab_panels_are_content() -> None:
+    # A quickstart's code in three languages: one tab panel shown, the others hidden until their
+    # tab is clicked; a reader (and the corpus) wants them all.
+    tabs = "<div role='tablist'><button role='tab'>Python</button><button role='tab'>Node.js</button></div>"
+    panels = "".join(
+        f"<div role='tabpanel' id='t{i}' {'' if i == 0 else 'hidden'}><p>{_prose(f'lang{i}', i)}</p></div>"
+        for i in range(3)
+    )
+    intro = "".join(f"<p>{_prose('intro', i)}</p>" for i in range(2))
+    text = extract_text(_page(f"<main>{intro}{tabs}{panels}</main>"))
+    for i in range(3):
+        assert _prose(f"lang{i}", i) in text, i

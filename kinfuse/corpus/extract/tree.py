@@ -38,7 +38,7 @@ _DROP_ROLES = frozenset(
     "navigation banner contentinfo complementary search menu menubar dialog alertdialog tooltip status alert".split()
 )
 # Disclosure panels: hidden until the visitor opens them (_hiding).
-_PANEL_ROLES = frozenset(["region"])
+_PANEL_ROLES = frozenset(["region", "tabpanel"])
 _PANEL = re.compile(r"accordion|collaps|faq", re.I)
 
 
@@ -208,7 +208,9 @@ def _hiding(attrs: dict[str, str | None]) -> int:
 
     A collapsed accordion panel is hidden only until its header is clicked (a FAQ's answers, a
     product's details): ARIA's accordion pattern marks it ``role=region``, and page builders
-    name it "accordion"/"collapse". What it holds is the page's content.
+    name it "accordion"/"collapse". What it holds is the page's content. So is a tab panel
+    (``role=tabpanel``) other than the one shown: a documentation page's other languages, a
+    service page's other plans.
     """
     if not ("hidden" in attrs or "aria-hidden" in attrs or "style" in attrs or "role" in attrs):
         return _SHOWN  # most elements: none of the attributes read below
