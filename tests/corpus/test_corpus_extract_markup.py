@@ -278,3 +278,19 @@ def test_hidden_tab_panels_are_content() -> None:
     text = extract_text(_page(f"<main>{intro}{tabs}{panels}</main>"))
     for i in range(3):
         assert _prose(f"lang{i}", i) in text, i
+
+
+def test_a_class_naming_what_an_element_goes_without_is_not_chrome() -> None:
+    # Wired's story grid: "hide-read-more-ad" says the grid shows no ad, not that it is one.
+    cards = "".join(
+        f"<div class='summary-item'><h3><a href='/s{i}'>Story title number {i} about the science</a></h3>"
+        f"<p>{_prose(f'story{i}', i)}</p></div>"
+        for i in range(4)
+    )
+    intro = "".join(f"<p>{_prose('intro', i)}</p>" for i in range(5))  # the grid holds under half
+    for cls in ("SummaryCollectionGridItems hide-read-more-ad", "grid no-ads", "cards without-ads"):
+        text = extract_text(_page(f"<div class='intro'>{intro}</div><div class='{cls}'>{cards}</div>"))
+        assert _prose("story3", 3) in text, cls
+    # The words still mark chrome where they name the element.
+    ad = extract_text(_page(f"<div class='grid'>{cards}</div><div class='read-more-ad'><p>{_prose('ad', 0)}</p></div>"))
+    assert _prose("ad", 0) not in ad

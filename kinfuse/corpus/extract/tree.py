@@ -96,8 +96,11 @@ _STRONG_JUNK = ClassWords(
 # more text than the article but never wraps it, unlike "has-comments".
 _COMMENTS = re.compile(r"(?:^|\s)(?:comments?|disqus)(?:[-_\s]|$)", re.I)
 # "p-body-main--withSidebar", "has-sidebar", "mainContainer_noSidebar": a
-# wrapper saying how the page is laid out around it, not the sidebar itself.
-_LAYOUT_MODIFIER = re.compile(r"(?:with|no|not|has)[-_]?(?:sidebar|side-bar|comments?|footer|header)", re.I)
+# wrapper saying how the page is laid out around it, not the sidebar itself. A whole class
+# "hide-read-more-ad" / "no-ads" / "without-sidebar" says what the element does without.
+_LAYOUT_MODIFIER = re.compile(
+    r"(?:with|no|not|has)[-_]?(?:sidebar|side-bar|comments?|footer|header)|(?<![\w-])(?:hide|no|without)-[\w-]+", re.I
+)
 # Dropped tags that some pages use as the wrapper of their content: kept when they hold most of
 # the page's prose (<header> too, without navigation: _wrapper_header). <footer> was tried and
 # lost collection pages whose long SEO footer holds most of their prose (benchmarks/README.md).
