@@ -294,3 +294,25 @@ def test_a_class_naming_what_an_element_goes_without_is_not_chrome() -> None:
     # The words still mark chrome where they name the element.
     ad = extract_text(_page(f"<div class='grid'>{cards}</div><div class='read-more-ad'><p>{_prose('ad', 0)}</p></div>"))
     assert _prose("ad", 0) not in ad
+
+
+def test_a_block_headed_as_recommendations_is_not_the_page() -> None:
+    # A shop's product page: description and specs, then a grid of other products under "People
+    # who viewed this item also viewed", with no class word saying what the grid is.
+    description = "".join(f"<p>{_prose('product', i)}</p>" for i in range(4))
+    grid = "".join(
+        f"<div class='card'><h3>Other blouse number {i} size {10 + i} floral print top</h3><div>Private</div>"
+        f"<div>${8 + i}.03</div><div>+ $23.51 delivery</div></div>"
+        for i in range(5)
+    )
+    html = _page(
+        f"<main><h1>A top</h1>{description}"
+        f"<div class='y'><h2>People who viewed this item also viewed</h2><div class='z'>{grid}</div></div></main>"
+    )
+    text = extract_text(html)
+    assert _prose("product", 3) in text
+    assert "Other blouse number 2" not in text
+    assert "delivery" not in text
+    # The same words inside a paragraph of the content are prose, not a heading of items.
+    inline = f"<p>Readers who liked this guide also liked our {_prose('inline', 0)}</p>"
+    assert "also liked our" in extract_text(_page(f"<main>{description}{inline}</main>"))

@@ -1,11 +1,14 @@
 """From the chosen line ranges to plain text: low-text blocks dropped, lines joined.
 
-Inside the main content there are still link lines ("Read more", teasers) and the
-headline (kept apart as the document's title): :func:`prune_lines` drops them,
+Inside the main content there are still link lines ("Read more", teasers), the
+headline (kept apart as the document's title) and blocks of recommended items
+("Customers also viewed"): :func:`prune_lines` drops them,
 and :func:`render` joins what is left with the spacing of the page's blocks.
 """
 
 from __future__ import annotations
+
+import re
 
 from ..clean import WORD
 from .score import Page
@@ -19,6 +22,34 @@ _LINK_CONTENT = 0.5
 # A kept line at least this long that repeats one kept before is a layout copy (prune_lines);
 # 40 gained more on WCXB dev (forum, product) but cost the 61 articles 0.005 of F1.
 _REPEAT_CHARS = 100
+# A short line announcing recommendations heads a block of other items than the page's (a
+# shop's "Customers also viewed" grid, "You may also like", "Similar items"), which no class
+# word marks: the block it heads is dropped when under _RECOMMENDS_SHARE of the content
+# (0.25 lost a shop whose grid is a third of its page; 0.5 and 0.8 the same on WCXB dev).
+_RECOMMENDS = re.compile(
+    r"also (?:viewed|bought|like|love|purchased)|you may (?:also )?like|similar (?:items|products)|"
+    r"recently viewed|related products|frequently bought|customers who",
+    re.I,
+)
+_RECOMMENDS_CHARS = 80
+_RECOMMENDS_SHARE = 0.5
+
+
+def _recommendations_end(page: Page, i: int, chars: int) -> int:
+    """One past the last line of the block that line ``i`` heads, or -1: the smallest block
+    holding more than that line, when it is under half the chosen content."""
+    b = page.b
+    e = b.owner[i]
+    if e < 0:
+        return -1
+    elems = b.elems
+    while elems[e].parent >= 0 and elems[elems[e].parent].end - elems[elems[e].parent].start <= 1:
+        e = elems[e].parent  # wrappers of the heading alone
+    block = elems[e].parent
+    if block < 0 or elems[block].tag in ("body", "html"):
+        return -1
+    size = page.chars[elems[block].end] - page.chars[elems[block].start]
+    return elems[block].end if size < _RECOMMENDS_SHARE * chars else -1
 
 
 def _key(text: str) -> str:
@@ -59,9 +90,16 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
     drop_links = links <= _LINK_CONTENT * chars
     seen: set[str] = set()
     out = []
+    skip_to = -1
     for start, end in ranges:
         for i in range(start, end):
+            if i < skip_to:
+                continue
             line = b.lines[i]
+            if len(line) < _RECOMMENDS_CHARS and _RECOMMENDS.search(line):
+                skip_to = _recommendations_end(page, i, chars)
+                if skip_to > i:
+                    continue
             # Lines that are (almost) all link text point elsewhere: "Read more",
             # "Related: ...", teaser headlines. They are not the article's prose.
             if drop_links and b.link_chars[i] >= len(line) * _LINK_LINE and not _link_title(b, i, line):
