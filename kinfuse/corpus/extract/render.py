@@ -22,10 +22,11 @@ _LINK_CONTENT = 0.5
 # A kept line at least this long that repeats one kept before is a layout copy (prune_lines);
 # 40 gained more on WCXB dev (forum, product) but cost the 61 articles 0.005 of F1.
 _REPEAT_CHARS = 100
-# A short line announcing recommendations heads a block of other items than the page's (a
+# A heading announcing recommendations heads a block of other items than the page's (a
 # shop's "Customers also viewed" grid, "You may also like", "Similar items"), which no class
 # word marks: the block it heads is dropped when under _RECOMMENDS_SHARE of the content
 # (0.25 lost a shop whose grid is a third of its page; 0.5 and 0.8 the same on WCXB dev).
+# Any short line instead of headings only: the same F1, two pages lower, two higher.
 _RECOMMENDS = re.compile(
     r"also (?:viewed|bought|like|love|purchased)|you may (?:also )?like|similar (?:items|products)|"
     r"recently viewed|related products|frequently bought|customers who",
@@ -36,8 +37,8 @@ _RECOMMENDS_SHARE = 0.5
 
 
 def _recommendations_end(page: Page, i: int, chars: int) -> int:
-    """One past the last line of the block that line ``i`` heads, or -1: the smallest block
-    holding more than that line, when it is under half the chosen content."""
+    """One past the last line of the block that heading line ``i`` heads, or -1: the smallest
+    block holding more than that line, when it is under half the chosen content."""
     b = page.b
     e = b.owner[i]
     if e < 0:
@@ -96,7 +97,7 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
             if i < skip_to:
                 continue
             line = b.lines[i]
-            if len(line) < _RECOMMENDS_CHARS and _RECOMMENDS.search(line):
+            if len(line) < _RECOMMENDS_CHARS and _is_heading(b, i) and _RECOMMENDS.search(line):
                 skip_to = _recommendations_end(page, i, chars)
                 if skip_to > i:
                     continue

@@ -274,10 +274,10 @@ def _item_header(node: LexborNode, root: LexborNode, headers: list[int]) -> bool
     return headers[0] >= _ITEM_HEADERS
 
 
-def _wrapper_header(node: LexborNode, holds_most_prose: Callable[[LexborNode], bool]) -> bool:
+def _wrapper_header(node: LexborNode, holds_most_prose: Callable[[LexborNode, float, bool], bool]) -> bool:
     """A ``<header>`` used as a section wrapper (Webflow names its page sections so): it holds
     most of the page's prose and no navigation, which the page's own header carries."""
-    return holds_most_prose(node) and node.css_first("nav, [role=navigation]") is None
+    return holds_most_prose(node, 0.5, True) and node.css_first("nav, [role=navigation]") is None
 
 
 def _skip_noscript(node: LexborNode, root: LexborNode, page_text: list[str]) -> bool:
@@ -362,13 +362,18 @@ def walk(root: LexborNode) -> Builder:
     total_text: list[int] = []  # the page's text length, on first need
     headers: list[int] = []  # the page's number of <header>s, on first need
 
-    def holds_most_prose(node: LexborNode, share: float = 0.5) -> bool:
+    def holds_most_prose(node: LexborNode, share: float = 0.5, once: bool = False) -> bool:
+        # once: an element whose own descendants are not asked again (a header, a hidden
+        # element: the walk skips them whole, or keeps them when this says yes): one C-side
+        # query instead of the per-node pass that caches every descendant's size.
         if total_ptext < _FEW_PARAGRAPHS:
             # A page whose text is not in paragraphs (forum posts as <div>s and <br>s, table
             # layouts, a form wrapping it all): its text is the measure of what holds it.
             if not total_text:
                 total_text.append(_text_len(root))
             return _text_len(node) > share * total_text[0]
+        if once:
+            return _ptext(node) > share * total_ptext
         key = node.mem_id
         if key not in ptext:
             _ptext_sizes(node, ptext)
@@ -420,7 +425,7 @@ def walk(root: LexborNode) -> Builder:
             if tag == "header":
                 if not _item_header(node, root, headers) and not _wrapper_header(node, holds_most_prose):
                     continue
-            elif tag not in _WRAPPER_TAGS or not holds_most_prose(node):
+            elif tag not in _WRAPPER_TAGS or not holds_most_prose(node, 0.5, True):
                 continue
         if tag == "br":
             b.flush()
@@ -436,7 +441,7 @@ def walk(root: LexborNode) -> Builder:
             # A wrapper hidden by its style until scripts run (anti-flicker, unstyled-content
             # guards) holding most of the page is what the visitor reads; the hidden attribute
             # is the page's own "not shown" (a closed tab, a template's copy) and always drops.
-            if hiding and (hiding == _DROPPED or not holds_most_prose(node)):
+            if hiding and (hiding == _DROPPED or not holds_most_prose(node, 0.5, True)):
                 continue
             if _chrome_class(tag, attrs, _COMMENT_WORDS.sub(" ", attr) if in_thread else attr):
                 # Comments are content only where they are all the page has (a
