@@ -316,3 +316,20 @@ def test_a_block_headed_as_recommendations_is_not_the_page() -> None:
     # The same words inside a paragraph of the content are prose, not a heading of items.
     inline = f"<p>Readers who liked this guide also liked our {_prose('inline', 0)}</p>"
     assert "also liked our" in extract_text(_page(f"<main>{description}{inline}</main>"))
+
+
+def test_a_header_inside_a_section_is_that_sections() -> None:
+    # A landing page: each feature section opens with <header><h2>..</h2><p>lead</p></header>.
+    sections = "".join(
+        f"<section class='feature'><header><h2>Feature heading {i}</h2><p>{_prose(f'lead{i}', i)}</p></header>"
+        f"<div><p>{_prose(f'detail{i}', i)}</p></div></section>"
+        for i in range(3)
+    )
+    text = extract_text(_page(f"<header><a href='/'>Logo</a><p>Site wide slogan of the company</p></header>{sections}"))
+    for i in range(3):
+        assert _prose(f"lead{i}", i) in text, i
+        assert f"Feature heading {i}" in text, i
+    assert "Site wide slogan" not in text
+    # A header inside a section that carries the site's navigation is still the page's.
+    nav = extract_text(_page(f"<section><header><nav><a href='/x'>X</a></nav><p>Menu slogan words here</p></header></section>{sections}"))
+    assert "Menu slogan" not in nav

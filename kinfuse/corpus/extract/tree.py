@@ -274,6 +274,18 @@ def _item_header(node: LexborNode, root: LexborNode, headers: list[int]) -> bool
     return headers[0] >= _ITEM_HEADERS
 
 
+def _section_header(node: LexborNode) -> bool:
+    """A ``<header>`` inside a ``<section>``: that section's heading and lead (a landing page's
+    feature blocks, a recipe index's intro), not the page's header, unless it holds navigation.
+    Inside an ``<article>`` too was tried: a shop's and a forum's item headers are chrome."""
+    parent = node.parent
+    while parent is not None and parent.tag not in ("body", "html"):
+        if parent.tag == "section":
+            return node.css_first("nav, [role=navigation]") is None
+        parent = parent.parent
+    return False
+
+
 def _wrapper_header(node: LexborNode, holds_most_prose: Callable[[LexborNode, float, bool], bool]) -> bool:
     """A ``<header>`` used as a section wrapper (Webflow names its page sections so): it holds
     most of the page's prose and no navigation, which the page's own header carries."""
@@ -421,9 +433,11 @@ def walk(root: LexborNode) -> Builder:
             # forms) is a wrapper, not a search box or sign-up form: it holds most
             # of the page's paragraphs or, on a page without any (table layouts),
             # most of its text; so does an <aside> or a <header> used as a section wrapper.
-            # A <header> of a list's item is that item's title.
+            # A <header> of a list's item is that item's title, one inside a <section> that section's.
             if tag == "header":
-                if not _item_header(node, root, headers) and not _wrapper_header(node, holds_most_prose):
+                if not (
+                    _item_header(node, root, headers) or _section_header(node) or _wrapper_header(node, holds_most_prose)
+                ):
                     continue
             elif tag not in _WRAPPER_TAGS or not holds_most_prose(node, 0.5, True):
                 continue
