@@ -19,17 +19,18 @@ import pytest
 
 from kinfuse.corpus import extract_text
 
-# Measured 0.786 overall; by type article 0.910, collection 0.697, documentation 0.937, forum 0.763,
-# listing 0.700, product 0.646, service 0.848 (branch i17-s28b, benchmarks/README.md "Forum posts, poster
-# blocks, item headers"). 30 pages a type: one page moves a type's mean by up to 0.033, hence the wider per-type margin.
-OVERALL_BAR = 0.76
+# Measured 0.793 overall; by type article 0.943, collection 0.701, documentation 0.938, forum 0.763,
+# listing 0.699, product 0.659, service 0.849 (branch i17-s28c, benchmarks/README.md "Section wrappers,
+# hidden wrappers, tab panels"). 30 pages a type: one page moves a type's mean by up to 0.033, hence the wider
+# per-type margin.
+OVERALL_BAR = 0.77
 TYPE_BARS = {
-    "article": 0.87,
+    "article": 0.90,
     "collection": 0.65,
     "documentation": 0.89,
     "forum": 0.71,
     "listing": 0.65,
-    "product": 0.60,
+    "product": 0.61,
     "service": 0.80,
 }
 
