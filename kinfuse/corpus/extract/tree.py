@@ -98,9 +98,8 @@ _COMMENTS = re.compile(r"(?:^|\s)(?:comments?|disqus)(?:[-_\s]|$)", re.I)
 # "p-body-main--withSidebar", "has-sidebar", "mainContainer_noSidebar": a
 # wrapper saying how the page is laid out around it, not the sidebar itself. A whole class
 # "hide-read-more-ad" / "no-ads" / "without-sidebar" says what the element does without.
-_LAYOUT_MODIFIER = re.compile(
-    r"(?:with|no|not|has)[-_]?(?:sidebar|side-bar|comments?|footer|header)|(?<![\w-])(?:hide|no|without)-[\w-]+", re.I
-)
+_LAYOUT_MODIFIER = re.compile(r"(?:with|no|not|has)[-_]?(?:sidebar|side-bar|comments?|footer|header)", re.I)
+_GOES_WITHOUT = re.compile(r"(?<![\w-])(?:hide|no|without)-[\w-]+", re.I)
 # Dropped tags that some pages use as the wrapper of their content: kept when they hold most of
 # the page's prose (<header> too, without navigation: _wrapper_header). <footer> was tried and
 # lost collection pages whose long SEO footer holds most of their prose (benchmarks/README.md).
@@ -243,6 +242,8 @@ def _chrome_class(tag: str, attrs: dict[str, str | None], attr: str) -> bool:
 def _chrome_words(attr: str) -> bool:
     # Cached: pages repeat the same few class strings hundreds of times.
     attr = _LAYOUT_MODIFIER.sub(" ", attr)
+    if "hide-" in attr or "no-" in attr or "without-" in attr:  # the regex only where it can match
+        attr = _GOES_WITHOUT.sub(" ", attr)
     # Utility classes with a variant or an arbitrary value ("lg:pt-[calc(var(--banner-h))]",
     # "hover:shadow-menu") style the element; they do not name what it is.
     words = _UTILITY.sub(" ", attr) if (":" in attr or "[" in attr) else attr
@@ -455,7 +456,8 @@ def walk(root: LexborNode) -> Builder:
             # A wrapper hidden by its style until scripts run (anti-flicker, unstyled-content
             # guards) holding most of the page is what the visitor reads; the hidden attribute
             # is the page's own "not shown" (a closed tab, a template's copy) and always drops.
-            if hiding and (hiding == _DROPPED or not holds_most_prose(node, 0.5, True)):
+            # Only blocks are asked (a wrapper is one; the many hidden icons and labels are not).
+            if hiding and (hiding == _DROPPED or tag not in _BLOCK_TAGS or not holds_most_prose(node, 0.5, True)):
                 continue
             if _chrome_class(tag, attrs, _COMMENT_WORDS.sub(" ", attr) if in_thread else attr):
                 # Comments are content only where they are all the page has (a
