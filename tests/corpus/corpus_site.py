@@ -304,3 +304,17 @@ FETCHED_PATHS = [
 
 # The corpus, records and documents by path, and the seconds the fetch took.
 Fetched = tuple[Corpus, dict[str, SourceRecord], dict[str, Document], float]
+
+
+# Chrome and prose for the small handwritten pages of the extraction tests
+# (test_corpus_extract.py, test_corpus_extract_markup.py).
+NAV = "<nav><a href='/'>Home</a> <a href='/a'>Products</a> <a href='/b'>Pricing</a></nav>"
+FOOTER = "<footer><p>Copyright 2024 Example Incorporated, all rights reserved, terms apply.</p></footer>"
+
+
+def own_prose(tag: str, n: int) -> str:
+    """A sentence of its own per (tag, n), long enough to read as a page's prose."""
+    return (
+        f"The {tag} paragraph number {n} says something of its own, with a clause, another clause, "
+        "and enough words to read as the prose of a page."
+    )

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from corpus_site import ARTICLE_HTML, ARTICLE_SENTENCES, CHROME_MARKERS
+from corpus_site import ARTICLE_HTML, ARTICLE_SENTENCES, CHROME_MARKERS, FOOTER, NAV, own_prose
 
 from kinfuse.corpus import extract_text, extract_title
 
@@ -123,110 +123,99 @@ def test_deep_page_flattened_before_parsing_and_extracted() -> None:
     assert cap_depth(shallow) is shallow  # pages within the cap are parsed as they are
 
 
-_NAV = "<nav><a href='/'>Home</a> <a href='/a'>Products</a> <a href='/b'>Pricing</a></nav>"
-_FOOTER = "<footer><p>Copyright 2024 Example Incorporated, all rights reserved, terms apply.</p></footer>"
-
-
-def _prose(tag: str, n: int) -> str:
-    return (
-        f"The {tag} paragraph number {n} says something of its own, with a clause, another clause, "
-        "and enough words to read as the prose of a page."
-    )
-
-
 def test_extract_keeps_noscript_page_drops_javascript_notice_and_copies() -> None:
     # Discourse's crawler view: the whole thread inside <noscript>.
-    posts = "".join(f"<div class='topic-body crawler-post'><p>{_prose('post', i)}</p></div>" for i in range(4))
+    posts = "".join(f"<div class='topic-body crawler-post'><p>{own_prose('post', i)}</p></div>" for i in range(4))
     html = (
         "<html><body><noscript><p>You need to enable JavaScript to run this app.</p></noscript>"
-        f"<noscript><div id='main-outlet'>{posts}</div></noscript>{_FOOTER}</body></html>"
+        f"<noscript><div id='main-outlet'>{posts}</div></noscript>{FOOTER}</body></html>"
     )
     text = extract_text(html)
     for i in range(4):
-        assert _prose("post", i) in text
+        assert own_prose("post", i) in text
     assert "enable JavaScript" not in text
     # A <noscript> copy of text the page shows anyway is not repeated.
-    article = "".join(f"<p>{_prose('article', i)}</p>" for i in range(4))
+    article = "".join(f"<p>{own_prose('article', i)}</p>" for i in range(4))
     copy = f"<html><body><div class='post'>{article}</div><noscript>{article}</noscript></body></html>"
-    assert extract_text(copy).count(_prose("article", 0)) == 1
+    assert extract_text(copy).count(own_prose("article", 0)) == 1
 
 
 def test_extract_hiding_utility_classes_and_layout_modifiers_are_not_chrome() -> None:
-    body = "".join(f"<p>{_prose('body', i)}</p>" for i in range(3))
+    body = "".join(f"<p>{own_prose('body', i)}</p>" for i in range(3))
     for wrapper in ("overflow-hidden", "hidden-md-down", "hidden lg:block", "p-body-main p-body-main--withSidebar"):
-        html = f"<html><body>{_NAV}<div class='{wrapper}'><div>{body}</div></div>{_FOOTER}</body></html>"
-        assert _prose("body", 1) in extract_text(html), wrapper
-    hidden = f"<html><body><div>{body}</div><div class='hidden'><p>{_prose('secret', 0)}</p></div></body></html>"
-    assert _prose("secret", 0) not in extract_text(hidden)
+        html = f"<html><body>{NAV}<div class='{wrapper}'><div>{body}</div></div>{FOOTER}</body></html>"
+        assert own_prose("body", 1) in extract_text(html), wrapper
+    hidden = f"<html><body><div>{body}</div><div class='hidden'><p>{own_prose('secret', 0)}</p></div></body></html>"
+    assert own_prose("secret", 0) not in extract_text(hidden)
 
 
 def test_extract_page_wide_form_is_a_wrapper() -> None:
-    body = "".join(f"<p>{_prose('form', i)}</p>" for i in range(3))
+    body = "".join(f"<p>{own_prose('form', i)}</p>" for i in range(3))
     html = (
-        f"<html><body><form id='aspnetForm' action='/page.aspx'>{_NAV}<div>{body}</div></form>"
+        f"<html><body><form id='aspnetForm' action='/page.aspx'>{NAV}<div>{body}</div></form>"
         "<form class='search'><p>Search this site for anything you like at all today.</p></form></body></html>"
     )
     text = extract_text(html)
-    assert _prose("form", 2) in text
+    assert own_prose("form", 2) in text
     assert "Search this site" not in text
 
 
 def test_extract_forum_thread_of_comments_is_content_but_article_comments_are_not() -> None:
     posts = "".join(
-        f"<article class='comment ipsComment'><div class='comment-body'><p>{_prose('post', i)}</p></div></article>"
+        f"<article class='comment ipsComment'><div class='comment-body'><p>{own_prose('post', i)}</p></div></article>"
         for i in range(5)
     )
-    forum = f"<html><body>{_NAV}<h1>Topic title</h1><div class='cTopic comments'>{posts}</div>{_FOOTER}</body></html>"
+    forum = f"<html><body>{NAV}<h1>Topic title</h1><div class='cTopic comments'>{posts}</div>{FOOTER}</body></html>"
     text = extract_text(forum)
     for i in range(5):
-        assert _prose("post", i) in text
-    article = "".join(f"<p>{_prose('article', i)}</p>" for i in range(6))
+        assert own_prose("post", i) in text
+    article = "".join(f"<p>{own_prose('article', i)}</p>" for i in range(6))
     blog = (
         f"<html><body><article><div class='entry-content'>{article}</div></article>"
-        f"<div class='comments'><div class='comment-body'><p>{_prose('comment', 0)}</p></div></div></body></html>"
+        f"<div class='comments'><div class='comment-body'><p>{own_prose('comment', 0)}</p></div></div></body></html>"
     )
     text = extract_text(blog)
-    assert _prose("article", 5) in text and _prose("comment", 0) not in text
+    assert own_prose("article", 5) in text and own_prose("comment", 0) not in text
 
 
 def test_extract_listing_keeps_every_card() -> None:
     cards = "".join(
         f"<div class='card'><h3><a href='/c/{i}'>Course {i}</a></h3>"
-        f"<div class='card-body item-body-{i}'><p>{_prose('card', i)}</p></div></div>"
+        f"<div class='card-body item-body-{i}'><p>{own_prose('card', i)}</p></div></div>"
         for i in range(6)
     )
-    html = f"<html><body>{_NAV}<div class='grid'>{cards}</div>{_FOOTER}</body></html>"
+    html = f"<html><body>{NAV}<div class='grid'>{cards}</div>{FOOTER}</body></html>"
     text = extract_text(html)
     for i in range(6):
-        assert _prose("card", i) in text
+        assert own_prose("card", i) in text
     assert "Copyright" not in text and "Pricing" not in text
 
 
 def test_extract_service_page_keeps_every_section() -> None:
     def section(name: str, n: int) -> str:
-        paras = "".join(f"<p>{_prose(name, i)}</p>" for i in range(n))
+        paras = "".join(f"<p>{own_prose(name, i)}</p>" for i in range(n))
         return f"<section class='{name}'><h2>{name.title()}</h2>{paras}</section>"
 
-    related = "<div class='more'>" + "".join(f"<p><a href='/x{i}'>{_prose('link', i)}</a></p>" for i in range(3))
+    related = "<div class='more'>" + "".join(f"<p><a href='/x{i}'>{own_prose('link', i)}</a></p>" for i in range(3))
     html = (
-        f"<html><body>{_NAV}<div class='page'>{section('hero', 1)}{section('features', 3)}"
-        f"{section('pricing', 2)}{section('faq', 2)}{related}</div></div>{_FOOTER}</body></html>"
+        f"<html><body>{NAV}<div class='page'>{section('hero', 1)}{section('features', 3)}"
+        f"{section('pricing', 2)}{section('faq', 2)}{related}</div></div>{FOOTER}</body></html>"
     )
     text = extract_text(html)
     for name, n in (("hero", 1), ("features", 3), ("pricing", 2), ("faq", 2)):
         for i in range(n):
-            assert _prose(name, i) in text, (name, i)
-    assert _prose("link", 0) not in text and "Copyright" not in text
+            assert own_prose(name, i) in text, (name, i)
+    assert own_prose("link", 0) not in text and "Copyright" not in text
 
 
 def test_extract_listing_keeps_linked_titles_but_not_link_lists() -> None:
     cards = "".join(
         f"<div class='card'><h3><a href='/c/{i}'>Course number {i} title</a></h3>"
-        f"<p>{_prose('card', i)}</p><a href='/c/{i}'>A practical course on subject {i} for beginners</a></div>"
+        f"<p>{own_prose('card', i)}</p><a href='/c/{i}'>A practical course on subject {i} for beginners</a></div>"
         for i in range(6)
     )
     links = "<ul>" + "".join(f"<li><a href='/r/{i}'>Related story number {i} of many</a></li>" for i in range(6))
-    html = f"<html><body>{_NAV}<div class='grid'>{cards}{links}</ul></div>{_FOOTER}</body></html>"
+    html = f"<html><body>{NAV}<div class='grid'>{cards}{links}</ul></div>{FOOTER}</body></html>"
     text = extract_text(html)
     for i in range(6):
         assert f"Course number {i} title" in text
@@ -247,11 +236,11 @@ def test_extract_keeps_link_dense_item_lists_and_chrome_named_blocks_inside_the_
         "<tr><td>Fabric</td><td>Waxed cotton canvas</td></tr></table></div>"
     )
     html = (
-        f"<html><body>{_NAV}<div class='collection'><h1>Jackets</h1><p>{_prose('intro', 0)}</p>"
-        f"<p>{_prose('intro', 1)}</p><ul class='grid'>{items}</ul>{specs}</div>{_FOOTER}</body></html>"
+        f"<html><body>{NAV}<div class='collection'><h1>Jackets</h1><p>{own_prose('intro', 0)}</p>"
+        f"<p>{own_prose('intro', 1)}</p><ul class='grid'>{items}</ul>{specs}</div>{FOOTER}</body></html>"
     )
     text = extract_text(html)
-    assert _prose("intro", 0) in text
+    assert own_prose("intro", 0) in text
     for i in range(8):
         assert f"- Waxed canvas field jacket model {i} in stock, ${40 + i}.00" in text, i
     assert "Weight | 1.2 kg" in text and "Fabric | Waxed cotton canvas" in text
@@ -266,11 +255,11 @@ def test_extract_page_of_many_parts_keeps_the_whole_page() -> None:
         for i in range(12)
     )
     html = (
-        f"<html><body>{_NAV}<div class='wrap'><div class='intro'><p>{_prose('intro', 0)}</p></div>"
-        f"<div class='results'>{cards}</div></div>{_FOOTER}</body></html>"
+        f"<html><body>{NAV}<div class='wrap'><div class='intro'><p>{own_prose('intro', 0)}</p></div>"
+        f"<div class='results'>{cards}</div></div>{FOOTER}</body></html>"
     )
     text = extract_text(html)
-    assert _prose("intro", 0) in text
+    assert own_prose("intro", 0) in text
     for i in range(12):
         assert f"Trail shoe {i}" in text and f"${90 + i}.95" in text, i
     assert "Copyright" not in text and "Pricing" not in text
@@ -280,7 +269,7 @@ def test_extract_content_of_linked_items_keeps_them() -> None:
     # An index page: a short heading line, then rows that are each one link (a catalogue's
     # subject list). Content that is mostly link text is a list of items, not link chrome.
     rows = "".join(f"<li><a href='/s/{i}'>Clocks and watches, volume {i}</a></li>" for i in range(15))
-    html = f"<html><body>{_NAV}<div class='subjects'><h2>Narrower terms:</h2><ul>{rows}</ul></div>{_FOOTER}</body></html>"
+    html = f"<html><body>{NAV}<div class='subjects'><h2>Narrower terms:</h2><ul>{rows}</ul></div>{FOOTER}</body></html>"
     text = extract_text(html)
     for i in range(15):
         assert f"- Clocks and watches, volume {i}" in text, i
@@ -295,7 +284,7 @@ def test_extract_drops_a_layout_copy_of_a_long_line() -> None:
         "fired twice and finished by hand in our studio."
     )
     block = f"<div class='desc'><p>{description}</p><p>Volume: 350 ml</p><p>$60.00</p></div>"
-    html = f"<html><body>{_NAV}<div class='product'><h1>Speckle mug</h1>{block}{block}</div>{_FOOTER}</body></html>"
+    html = f"<html><body>{NAV}<div class='product'><h1>Speckle mug</h1>{block}{block}</div>{FOOTER}</body></html>"
     text = extract_text(html)
     assert text.count(description) == 1
     assert text.count("Volume: 350 ml") == 2 and text.count("$60.00") == 2

@@ -7,39 +7,31 @@ builders, streamed segments, panels"), checked to fail without that rule.
 
 from __future__ import annotations
 
+from corpus_site import FOOTER, NAV, own_prose
+
 from kinfuse.corpus import extract_text
-
-_NAV = "<nav><a href='/'>Home</a> <a href='/a'>Products</a> <a href='/b'>Pricing</a></nav>"
-_FOOTER = "<footer><p>Copyright 2024 Example Incorporated, all rights reserved, terms apply.</p></footer>"
-
-
-def _prose(tag: str, n: int) -> str:
-    return (
-        f"The {tag} paragraph number {n} says something of its own, with a clause, another clause, "
-        "and enough words to read as the prose of a page."
-    )
 
 
 def _page(body: str) -> str:
-    return f"<html><head><title>Example</title></head><body>{_NAV}{body}{_FOOTER}</body></html>"
+    return f"<html><head><title>Example</title></head><body>{NAV}{body}{FOOTER}</body></html>"
 
 
 def test_page_builder_widgets_are_content() -> None:
     # Elementor (and Amazon's "celwidget") call every content block a widget: a landing page is
     # nothing but widgets, each one text editor holding a section of the page.
     widgets = "".join(
-        f"<div class='elementor-element elementor-widget elementor-widget-text-editor'><p>{_prose('widget', i)}</p></div>"
+        f"<div class='elementor-element elementor-widget elementor-widget-text-editor'><p>{own_prose('widget', i)}</p></div>"
         for i in range(4)
     )
     text = extract_text(_page(f"<div class='elementor-section'>{widgets}</div>"))
     for i in range(4):
-        assert _prose("widget", i) in text, i
+        assert own_prose("widget", i) in text, i
 
 
 def test_utility_classes_and_builder_words_do_not_name_chrome() -> None:
     # Half the page's prose sits in the named block: a chrome block that size would be dropped.
-    body = "".join(f"<p>{_prose('body', i)}</p>" for i in range(3))
-    other = "".join(f"<p>{_prose('other', i)}</p>" for i in range(3))
+    body = "".join(f"<p>{own_prose('body', i)}</p>" for i in range(3))
+    other = "".join(f"<p>{own_prose('other', i)}</p>" for i in range(3))
     wrappers = (
         "stack lg:first:pt-[calc(var(--banner-min-height))]",  # a utility with an arbitrary value
         "wsite-elements wsite-not-footer wsite-content",  # "not a footer"
@@ -48,10 +40,10 @@ def test_utility_classes_and_builder_words_do_not_name_chrome() -> None:
     )
     for wrapper in wrappers:
         html = _page(f"<div class='{wrapper}'>{body}</div><div class='section'>{other}</div>")
-        assert _prose("body", 1) in extract_text(html), wrapper
+        assert own_prose("body", 1) in extract_text(html), wrapper
     # The words themselves still mark chrome.
-    share = _page(f"<div class='post'>{body}</div><div class='share-bar'><p>{_prose('share', 0)}</p></div>")
-    assert _prose("share", 0) not in extract_text(share)
+    share = _page(f"<div class='post'>{body}</div><div class='share-bar'><p>{own_prose('share', 0)}</p></div>")
+    assert own_prose("share", 0) not in extract_text(share)
 
 
 def test_react_streamed_segments_are_walked_where_they_are_shown() -> None:
@@ -61,30 +53,30 @@ def test_react_streamed_segments_are_walked_where_they_are_shown() -> None:
     html = (
         "<html><body><main><h1>Sofas</h1><!--$?--><template id='B:0'></template>"
         "<div class='loading'></div><!--/$--></main>"
-        f"<div hidden id='S:0'><div class='grid'><p>{_prose('streamed', 0)}</p>"
+        f"<div hidden id='S:0'><div class='grid'><p>{own_prose('streamed', 0)}</p>"
         "<template id='P:1'></template></div></div>"
         "<script>$RC('B:0','S:0')</script>"
-        f"<div hidden id='S:1'><p>{_prose('streamed', 1)}</p></div>"
-        f"<div hidden id='other'><p>{_prose('hidden', 0)}</p></div></body></html>"
+        f"<div hidden id='S:1'><p>{own_prose('streamed', 1)}</p></div>"
+        f"<div hidden id='other'><p>{own_prose('hidden', 0)}</p></div></body></html>"
     )
     text = extract_text(html)
-    assert _prose("streamed", 0) in text and _prose("streamed", 1) in text
-    assert text.index(_prose("streamed", 0)) < text.index(_prose("streamed", 1))
-    assert text.count(_prose("streamed", 0)) == 1
-    assert _prose("hidden", 0) not in text
+    assert own_prose("streamed", 0) in text and own_prose("streamed", 1) in text
+    assert text.index(own_prose("streamed", 0)) < text.index(own_prose("streamed", 1))
+    assert text.count(own_prose("streamed", 0)) == 1
+    assert own_prose("hidden", 0) not in text
 
 
 def test_self_closed_iframe_in_noscript_does_not_swallow_the_page() -> None:
     # Google Tag Manager's snippet written with "/>": a parser without scripts reads the
     # <noscript>, where the iframe's raw text would run to the end of the page.
-    body = "".join(f"<p>{_prose('after', i)}</p>" for i in range(3))
+    body = "".join(f"<p>{own_prose('after', i)}</p>" for i in range(3))
     html = (
         "<html><body><noscript><iframe src='https://www.googletagmanager.com/ns.html?id=GTM-X' "
         f"height='0' width='0' style='display:none' /></noscript><div class='content'>{body}</div></body></html>"
     )
     text = extract_text(html)
     for i in range(3):
-        assert _prose("after", i) in text, i
+        assert own_prose("after", i) in text, i
 
 
 def test_form_wrapping_a_page_without_paragraphs_is_a_wrapper() -> None:
@@ -99,21 +91,21 @@ def test_form_wrapping_a_page_without_paragraphs_is_a_wrapper() -> None:
 
 
 def test_tab_labels_and_collapsed_accordion_panels_are_content() -> None:
-    intro = "".join(f"<p>{_prose('intro', i)}</p>" for i in range(2))
+    intro = "".join(f"<p>{own_prose('intro', i)}</p>" for i in range(2))
     panels = "".join(
         f"<h3><button aria-controls='p{i}'>Question {i}?</button></h3>"
-        f"<div id='p{i}' role='region' aria-labelledby='q{i}' hidden><p>{_prose('answer', i)}</p></div>"
+        f"<div id='p{i}' role='region' aria-labelledby='q{i}' hidden><p>{own_prose('answer', i)}</p></div>"
         for i in range(2)
     )
-    styled = f"<div class='accordion-content' style='display:none'><p>{_prose('details', 0)}</p></div>"
-    faq = f"<div class='faq-answer' aria-hidden='true'><p>{_prose('faq', 0)}</p></div>"
+    styled = f"<div class='accordion-content' style='display:none'><p>{own_prose('details', 0)}</p></div>"
+    faq = f"<div class='faq-answer' aria-hidden='true'><p>{own_prose('faq', 0)}</p></div>"
     tabs = "<div role='tablist'><p>Overview of the product and its specifications</p></div>"
-    hidden = f"<div class='popup' hidden><p>{_prose('hidden', 0)}</p></div>"
+    hidden = f"<div class='popup' hidden><p>{own_prose('hidden', 0)}</p></div>"
     text = extract_text(_page(f"<main>{intro}{tabs}{panels}{styled}{faq}{hidden}</main>"))
-    for fragment in (_prose("answer", 0), _prose("answer", 1), _prose("details", 0), _prose("faq", 0)):
+    for fragment in (own_prose("answer", 0), own_prose("answer", 1), own_prose("details", 0), own_prose("faq", 0)):
         assert fragment in text, fragment
     assert "Overview of the product and its specifications" in text
-    assert _prose("hidden", 0) not in text  # other hidden elements stay hidden
+    assert own_prose("hidden", 0) not in text  # other hidden elements stay hidden
 
 
 def test_caption_holding_a_heading_is_an_item_card() -> None:
@@ -123,34 +115,34 @@ def test_caption_holding_a_heading_is_an_item_card() -> None:
         f"<h3><a href='/p/{i}'>Canvas trail tent model {i}</a></h3><span>${100 + i}.00</span></div></li>"
         for i in range(6)
     )
-    photo = f"<figure><img src='a.jpg' alt=''><div class='photo-caption'>{_prose('caption', 0)}</div></figure>"
-    intro = f"<p>{_prose('intro', 0)}</p>"
+    photo = f"<figure><img src='a.jpg' alt=''><div class='photo-caption'>{own_prose('caption', 0)}</div></figure>"
+    intro = f"<p>{own_prose('intro', 0)}</p>"
     text = extract_text(_page(f"<div class='shop'>{intro}{photo}<ul class='products'>{cards}</ul></div>"))
     for i in range(6):
         assert f"Canvas trail tent model {i}" in text, i
-    assert _prose("caption", 0) not in text  # a photo's caption still goes
+    assert own_prose("caption", 0) not in text  # a photo's caption still goes
 
 
 def test_customer_reviews_beside_a_product_are_not_its_content() -> None:
-    description = "".join(f"<p>{_prose('description', i)}</p>" for i in range(3))
-    reviews = "".join(f"<div class='review'><p>{_prose('review', i)}</p></div>" for i in range(2))
+    description = "".join(f"<p>{own_prose('description', i)}</p>" for i in range(3))
+    reviews = "".join(f"<div class='review'><p>{own_prose('review', i)}</p></div>" for i in range(2))
     html = _page(
         f"<div class='product-main'><h1>Trail 25 pack</h1>{description}"
         f"<div id='reviews' class='product-reviews'><h2>Reviews</h2>{reviews}</div></div>"
     )
     text = extract_text(html)
-    assert _prose("description", 2) in text
-    assert _prose("review", 0) not in text and _prose("review", 1) not in text
+    assert own_prose("description", 2) in text
+    assert own_prose("review", 0) not in text and own_prose("review", 1) not in text
     # Reviews holding most of the prose (a short description, many long reviews) are still
     # reviews: like comments, they are kept only where they are about all the page has.
-    many = "".join(f"<div class='review'><p>{_prose('review', i)} {_prose('more', i)}</p></div>" for i in range(3))
+    many = "".join(f"<div class='review'><p>{own_prose('review', i)} {own_prose('more', i)}</p></div>" for i in range(3))
     html = _page(
-        f"<div class='product-main'><h1>Trail 25 pack</h1><p>{_prose('description', 0)}</p>"
+        f"<div class='product-main'><h1>Trail 25 pack</h1><p>{own_prose('description', 0)}</p>"
         f"<div id='reviews' class='product-reviews'><h2>Reviews</h2>{many}</div></div>"
     )
     text = extract_text(html)
-    assert _prose("description", 0) in text
-    assert _prose("review", 0) not in text and _prose("review", 2) not in text
+    assert own_prose("description", 0) in text
+    assert own_prose("review", 0) not in text and own_prose("review", 2) not in text
 
 
 def _post(n: int) -> str:
@@ -181,38 +173,38 @@ def test_comment_named_thread_keeps_its_comments() -> None:
     # in it a "comment" block: once the area is kept as the content, comment words inside it
     # no longer mark chrome.
     replies = "".join(
-        f"<div class='thing comment'><p>{_prose(f'reply{i}', i)}</p></div>" for i in range(4)
+        f"<div class='thing comment'><p>{own_prose(f'reply{i}', i)}</p></div>" for i in range(4)
     )
     html = _page(f"<div class='link'><a href='/x'>A linked story</a></div><div class='commentarea'>{replies}</div>")
     text = extract_text(html)
     for i in range(4):
-        assert _prose(f"reply{i}", i) in text, i
+        assert own_prose(f"reply{i}", i) in text, i
 
 
 def test_forum_poster_blocks_and_signatures_are_not_the_post() -> None:
     posts = "".join(
         f"<div class='post message'><div class='userinfo'><span class='usertitle'>Senior Member Title{i}</span>"
         f"<dl class='userExtras'><dt>Joined</dt><dd>Mar 2011</dd><dt>Messages</dt><dd>4,21{i}</dd></dl></div>"
-        f"<div class='post-body'><p>{_prose(f'post{i}', i)}</p></div>"
+        f"<div class='post-body'><p>{own_prose(f'post{i}', i)}</p></div>"
         f"<div class='signature'><p>My rig: a very long signature line about the computer build number {i}.</p></div>"
         f"<span class='author_flair'>Flair{i}</span></div>"
         for i in range(4)
     )
     text = extract_text(_page(f"<div class='thread'>{posts}</div>"))
     for i in range(4):
-        assert _prose(f"post{i}", i) in text, i
+        assert own_prose(f"post{i}", i) in text, i
     for chrome in ("Title0", "Joined", "4,213", "signature line", "Flair1"):
         assert chrome not in text, chrome
 
 
 def test_tooltips_are_not_content() -> None:
-    body = "".join(f"<p>{_prose('product', i)}</p>" for i in range(3))
+    body = "".join(f"<p>{own_prose('product', i)}</p>" for i in range(3))
     tip = (
         "<div class='badge'>Star Seller<div role='tooltip' class='popover-body'><p>Star Sellers have an outstanding "
         "track record for providing a great customer experience, shipping on time and replying quickly.</p></div></div>"
     )
     text = extract_text(_page(f"<div class='product'>{body}{tip}</div>"))
-    assert _prose("product", 2) in text
+    assert own_prose("product", 2) in text
     assert "outstanding track record" not in text
 
 
@@ -221,49 +213,49 @@ def test_headers_of_list_items_are_their_titles() -> None:
     # The page's own header (logo, menu) holds no linked heading and stays chrome.
     items = "".join(
         f"<article><header><h2><a href='/n{i}'>Teaser title number {i} about headphones</a></h2>"
-        f"<p class='desc'>{_prose(f'teaser{i}', i)}</p></header></article>"
+        f"<p class='desc'>{own_prose(f'teaser{i}', i)}</p></header></article>"
         for i in range(7)
     )
     html = _page(f"<header><a href='/'>Logo</a><div>Site slogan text here</div></header><main>{items}</main>")
     text = extract_text(html)
     for i in range(7):
-        assert _prose(f"teaser{i}", i) in text, i
+        assert own_prose(f"teaser{i}", i) in text, i
     assert "Site slogan" not in text
 
 
 def test_a_header_or_aside_wrapping_the_article_is_not_chrome() -> None:
     # Webflow names its page sections <header>: the blog post's whole body can sit in one. The
     # page's own header, which carries the site navigation, stays chrome even when it is long.
-    body = "".join(f"<p>{_prose('post', i)}</p>" for i in range(5))
-    site_header = f"<header><nav><a href='/'>Home</a></nav><p>{_prose('menu', 0)}</p></header>"
+    body = "".join(f"<p>{own_prose('post', i)}</p>" for i in range(5))
+    site_header = f"<header><nav><a href='/'>Home</a></nav><p>{own_prose('menu', 0)}</p></header>"
     html = _page(f"{site_header}<header class='section_blog-post-content'><h1>A post</h1>{body}</header>")
     text = extract_text(html)
     for i in range(5):
-        assert _prose("post", i) in text, i
-    assert _prose("menu", 0) not in text
+        assert own_prose("post", i) in text, i
+    assert own_prose("menu", 0) not in text
     # The same for an <aside> holding the article (an announcement layout around the post).
     aside = extract_text(_page(f"<aside class='columns announcement-banner'>{body}</aside>"))
-    assert _prose("post", 4) in aside
+    assert own_prose("post", 4) in aside
     # A small aside beside the article is still chrome.
-    beside = extract_text(_page(f"<div>{body}</div><aside><p>{_prose('aside', 0)}</p></aside>"))
-    assert _prose("aside", 0) not in beside
+    beside = extract_text(_page(f"<div>{body}</div><aside><p>{own_prose('aside', 0)}</p></aside>"))
+    assert own_prose("aside", 0) not in beside
     # A site header holding most of the prose but also the navigation stays chrome.
-    nav_header = extract_text(_page(f"<header><nav><a href='/'>Home</a></nav>{body}</header><p>{_prose('x', 0)}</p>"))
-    assert _prose("post", 0) not in nav_header
+    nav_header = extract_text(_page(f"<header><nav><a href='/'>Home</a></nav>{body}</header><p>{own_prose('x', 0)}</p>"))
+    assert own_prose("post", 0) not in nav_header
 
 
 def test_a_wrapper_hidden_until_scripts_run_is_the_page() -> None:
     # Pages hide their content wrapper by style until their scripts have run (against a flash
     # of unstyled content, A/B-test anti-flicker): it holds the whole page.
-    body = "".join(f"<p>{_prose('doc', i)}</p>" for i in range(4))
+    body = "".join(f"<p>{own_prose('doc', i)}</p>" for i in range(4))
     for hidden in ("style='visibility:hidden;min-height:100vh'", "style='display:none'", "aria-hidden='true'"):
         text = extract_text(_page(f"<div {hidden}><h1>A tutorial</h1>{body}</div>"))
-        assert _prose("doc", 3) in text, hidden
+        assert own_prose("doc", 3) in text, hidden
     # A small hidden block beside the content, and anything under the hidden attribute, stay out.
-    beside = extract_text(_page(f"<div>{body}</div><div style='display:none'><p>{_prose('modal', 0)}</p></div>"))
-    assert _prose("modal", 0) not in beside
-    attr = extract_text(_page(f"<div hidden>{body}</div><p>{_prose('shown', 0)}</p>"))
-    assert _prose("doc", 0) not in attr
+    beside = extract_text(_page(f"<div>{body}</div><div style='display:none'><p>{own_prose('modal', 0)}</p></div>"))
+    assert own_prose("modal", 0) not in beside
+    attr = extract_text(_page(f"<div hidden>{body}</div><p>{own_prose('shown', 0)}</p>"))
+    assert own_prose("doc", 0) not in attr
 
 
 def test_hidden_tab_panels_are_content() -> None:
@@ -271,35 +263,35 @@ def test_hidden_tab_panels_are_content() -> None:
     # tab is clicked; a reader (and the corpus) wants them all.
     tabs = "<div role='tablist'><button role='tab'>Python</button><button role='tab'>Node.js</button></div>"
     panels = "".join(
-        f"<div role='tabpanel' id='t{i}' {'' if i == 0 else 'hidden'}><p>{_prose(f'lang{i}', i)}</p></div>"
+        f"<div role='tabpanel' id='t{i}' {'' if i == 0 else 'hidden'}><p>{own_prose(f'lang{i}', i)}</p></div>"
         for i in range(3)
     )
-    intro = "".join(f"<p>{_prose('intro', i)}</p>" for i in range(2))
+    intro = "".join(f"<p>{own_prose('intro', i)}</p>" for i in range(2))
     text = extract_text(_page(f"<main>{intro}{tabs}{panels}</main>"))
     for i in range(3):
-        assert _prose(f"lang{i}", i) in text, i
+        assert own_prose(f"lang{i}", i) in text, i
 
 
 def test_a_class_naming_what_an_element_goes_without_is_not_chrome() -> None:
     # Wired's story grid: "hide-read-more-ad" says the grid shows no ad, not that it is one.
     cards = "".join(
         f"<div class='summary-item'><h3><a href='/s{i}'>Story title number {i} about the science</a></h3>"
-        f"<p>{_prose(f'story{i}', i)}</p></div>"
+        f"<p>{own_prose(f'story{i}', i)}</p></div>"
         for i in range(4)
     )
-    intro = "".join(f"<p>{_prose('intro', i)}</p>" for i in range(5))  # the grid holds under half
+    intro = "".join(f"<p>{own_prose('intro', i)}</p>" for i in range(5))  # the grid holds under half
     for cls in ("SummaryCollectionGridItems hide-read-more-ad", "grid no-ads", "cards without-ads"):
         text = extract_text(_page(f"<div class='intro'>{intro}</div><div class='{cls}'>{cards}</div>"))
-        assert _prose("story3", 3) in text, cls
+        assert own_prose("story3", 3) in text, cls
     # The words still mark chrome where they name the element.
-    ad = extract_text(_page(f"<div class='grid'>{cards}</div><div class='read-more-ad'><p>{_prose('ad', 0)}</p></div>"))
-    assert _prose("ad", 0) not in ad
+    ad = extract_text(_page(f"<div class='grid'>{cards}</div><div class='read-more-ad'><p>{own_prose('ad', 0)}</p></div>"))
+    assert own_prose("ad", 0) not in ad
 
 
 def test_a_block_headed_as_recommendations_is_not_the_page() -> None:
     # A shop's product page: description and specs, then a grid of other products under "People
     # who viewed this item also viewed", with no class word saying what the grid is.
-    description = "".join(f"<p>{_prose('product', i)}</p>" for i in range(4))
+    description = "".join(f"<p>{own_prose('product', i)}</p>" for i in range(4))
     grid = "".join(
         f"<div class='card'><h3>Other blouse number {i} size {10 + i} floral print top</h3><div>Private</div>"
         f"<div>${8 + i}.03</div><div>+ $23.51 delivery</div></div>"
@@ -310,24 +302,24 @@ def test_a_block_headed_as_recommendations_is_not_the_page() -> None:
         f"<div class='y'><h2>People who viewed this item also viewed</h2><div class='z'>{grid}</div></div></main>"
     )
     text = extract_text(html)
-    assert _prose("product", 3) in text
+    assert own_prose("product", 3) in text
     assert "Other blouse number 2" not in text
     assert "delivery" not in text
     # The same words inside a paragraph of the content are prose, not a heading of items.
-    inline = f"<p>Readers who liked this guide also liked our {_prose('inline', 0)}</p>"
+    inline = f"<p>Readers who liked this guide also liked our {own_prose('inline', 0)}</p>"
     assert "also liked our" in extract_text(_page(f"<main>{description}{inline}</main>"))
 
 
 def test_a_header_inside_a_section_is_that_sections() -> None:
     # A landing page: each feature section opens with <header><h2>..</h2><p>lead</p></header>.
     sections = "".join(
-        f"<section class='feature'><header><h2>Feature heading {i}</h2><p>{_prose(f'lead{i}', i)}</p></header>"
-        f"<div><p>{_prose(f'detail{i}', i)}</p></div></section>"
+        f"<section class='feature'><header><h2>Feature heading {i}</h2><p>{own_prose(f'lead{i}', i)}</p></header>"
+        f"<div><p>{own_prose(f'detail{i}', i)}</p></div></section>"
         for i in range(3)
     )
     text = extract_text(_page(f"<header><a href='/'>Logo</a><p>Site wide slogan of the company</p></header>{sections}"))
     for i in range(3):
-        assert _prose(f"lead{i}", i) in text, i
+        assert own_prose(f"lead{i}", i) in text, i
         assert f"Feature heading {i}" in text, i
     assert "Site wide slogan" not in text
     # A header inside a section that carries the site's navigation is still the page's.
