@@ -318,3 +318,8 @@ def own_prose(tag: str, n: int) -> str:
         f"The {tag} paragraph number {n} says something of its own, with a clause, another clause, "
         "and enough words to read as the prose of a page."
     )
+
+
+def paragraphs(tag: str, n: int) -> str:
+    """``n`` ``<p>`` elements of :func:`own_prose` for ``tag``."""
+    return "".join(f"<p>{own_prose(tag, i)}</p>" for i in range(n))

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from corpus_site import ARTICLE_HTML, ARTICLE_SENTENCES, CHROME_MARKERS, FOOTER, NAV, own_prose
+from corpus_site import ARTICLE_HTML, ARTICLE_SENTENCES, CHROME_MARKERS, FOOTER, NAV, own_prose, paragraphs
 
 from kinfuse.corpus import extract_text, extract_title
 
@@ -135,13 +135,13 @@ def test_extract_keeps_noscript_page_drops_javascript_notice_and_copies() -> Non
         assert own_prose("post", i) in text
     assert "enable JavaScript" not in text
     # A <noscript> copy of text the page shows anyway is not repeated.
-    article = "".join(f"<p>{own_prose('article', i)}</p>" for i in range(4))
+    article = paragraphs("article", 4)
     copy = f"<html><body><div class='post'>{article}</div><noscript>{article}</noscript></body></html>"
     assert extract_text(copy).count(own_prose("article", 0)) == 1
 
 
 def test_extract_hiding_utility_classes_and_layout_modifiers_are_not_chrome() -> None:
-    body = "".join(f"<p>{own_prose('body', i)}</p>" for i in range(3))
+    body = paragraphs("body", 3)
     for wrapper in ("overflow-hidden", "hidden-md-down", "hidden lg:block", "p-body-main p-body-main--withSidebar"):
         html = f"<html><body>{NAV}<div class='{wrapper}'><div>{body}</div></div>{FOOTER}</body></html>"
         assert own_prose("body", 1) in extract_text(html), wrapper
@@ -150,7 +150,7 @@ def test_extract_hiding_utility_classes_and_layout_modifiers_are_not_chrome() ->
 
 
 def test_extract_page_wide_form_is_a_wrapper() -> None:
-    body = "".join(f"<p>{own_prose('form', i)}</p>" for i in range(3))
+    body = paragraphs("form", 3)
     html = (
         f"<html><body><form id='aspnetForm' action='/page.aspx'>{NAV}<div>{body}</div></form>"
         "<form class='search'><p>Search this site for anything you like at all today.</p></form></body></html>"
@@ -169,7 +169,7 @@ def test_extract_forum_thread_of_comments_is_content_but_article_comments_are_no
     text = extract_text(forum)
     for i in range(5):
         assert own_prose("post", i) in text
-    article = "".join(f"<p>{own_prose('article', i)}</p>" for i in range(6))
+    article = paragraphs("article", 6)
     blog = (
         f"<html><body><article><div class='entry-content'>{article}</div></article>"
         f"<div class='comments'><div class='comment-body'><p>{own_prose('comment', 0)}</p></div></div></body></html>"

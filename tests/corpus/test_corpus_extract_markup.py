@@ -7,7 +7,7 @@ builders, streamed segments, panels"), checked to fail without that rule.
 
 from __future__ import annotations
 
-from corpus_site import FOOTER, NAV, own_prose
+from corpus_site import FOOTER, NAV, own_prose, paragraphs
 
 from kinfuse.corpus import extract_text
 
@@ -30,8 +30,8 @@ def test_page_builder_widgets_are_content() -> None:
 
 def test_utility_classes_and_builder_words_do_not_name_chrome() -> None:
     # Half the page's prose sits in the named block: a chrome block that size would be dropped.
-    body = "".join(f"<p>{own_prose('body', i)}</p>" for i in range(3))
-    other = "".join(f"<p>{own_prose('other', i)}</p>" for i in range(3))
+    body = paragraphs("body", 3)
+    other = paragraphs("other", 3)
     wrappers = (
         "stack lg:first:pt-[calc(var(--banner-min-height))]",  # a utility with an arbitrary value
         "wsite-elements wsite-not-footer wsite-content",  # "not a footer"
@@ -69,7 +69,7 @@ def test_react_streamed_segments_are_walked_where_they_are_shown() -> None:
 def test_self_closed_iframe_in_noscript_does_not_swallow_the_page() -> None:
     # Google Tag Manager's snippet written with "/>": a parser without scripts reads the
     # <noscript>, where the iframe's raw text would run to the end of the page.
-    body = "".join(f"<p>{own_prose('after', i)}</p>" for i in range(3))
+    body = paragraphs("after", 3)
     html = (
         "<html><body><noscript><iframe src='https://www.googletagmanager.com/ns.html?id=GTM-X' "
         f"height='0' width='0' style='display:none' /></noscript><div class='content'>{body}</div></body></html>"
@@ -91,7 +91,7 @@ def test_form_wrapping_a_page_without_paragraphs_is_a_wrapper() -> None:
 
 
 def test_tab_labels_and_collapsed_accordion_panels_are_content() -> None:
-    intro = "".join(f"<p>{own_prose('intro', i)}</p>" for i in range(2))
+    intro = paragraphs("intro", 2)
     panels = "".join(
         f"<h3><button aria-controls='p{i}'>Question {i}?</button></h3>"
         f"<div id='p{i}' role='region' aria-labelledby='q{i}' hidden><p>{own_prose('answer', i)}</p></div>"
@@ -124,23 +124,20 @@ def test_caption_holding_a_heading_is_an_item_card() -> None:
 
 
 def test_customer_reviews_beside_a_product_are_not_its_content() -> None:
-    description = "".join(f"<p>{own_prose('description', i)}</p>" for i in range(3))
+    def product(description: str, reviews: str) -> str:
+        return _page(
+            f"<div class='product-main'><h1>Trail 25 pack</h1>{description}"
+            f"<div id='reviews' class='product-reviews'><h2>Reviews</h2>{reviews}</div></div>"
+        )
+
     reviews = "".join(f"<div class='review'><p>{own_prose('review', i)}</p></div>" for i in range(2))
-    html = _page(
-        f"<div class='product-main'><h1>Trail 25 pack</h1>{description}"
-        f"<div id='reviews' class='product-reviews'><h2>Reviews</h2>{reviews}</div></div>"
-    )
-    text = extract_text(html)
+    text = extract_text(product(paragraphs("description", 3), reviews))
     assert own_prose("description", 2) in text
     assert own_prose("review", 0) not in text and own_prose("review", 1) not in text
     # Reviews holding most of the prose (a short description, many long reviews) are still
     # reviews: like comments, they are kept only where they are about all the page has.
     many = "".join(f"<div class='review'><p>{own_prose('review', i)} {own_prose('more', i)}</p></div>" for i in range(3))
-    html = _page(
-        f"<div class='product-main'><h1>Trail 25 pack</h1><p>{own_prose('description', 0)}</p>"
-        f"<div id='reviews' class='product-reviews'><h2>Reviews</h2>{many}</div></div>"
-    )
-    text = extract_text(html)
+    text = extract_text(product(paragraphs("description", 1), many))
     assert own_prose("description", 0) in text
     assert own_prose("review", 0) not in text and own_prose("review", 2) not in text
 
@@ -198,7 +195,7 @@ def test_forum_poster_blocks_and_signatures_are_not_the_post() -> None:
 
 
 def test_tooltips_are_not_content() -> None:
-    body = "".join(f"<p>{own_prose('product', i)}</p>" for i in range(3))
+    body = paragraphs("product", 3)
     tip = (
         "<div class='badge'>Star Seller<div role='tooltip' class='popover-body'><p>Star Sellers have an outstanding "
         "track record for providing a great customer experience, shipping on time and replying quickly.</p></div></div>"
@@ -226,7 +223,7 @@ def test_headers_of_list_items_are_their_titles() -> None:
 def test_a_header_or_aside_wrapping_the_article_is_not_chrome() -> None:
     # Webflow names its page sections <header>: the blog post's whole body can sit in one. The
     # page's own header, which carries the site navigation, stays chrome even when it is long.
-    body = "".join(f"<p>{own_prose('post', i)}</p>" for i in range(5))
+    body = paragraphs("post", 5)
     site_header = f"<header><nav><a href='/'>Home</a></nav><p>{own_prose('menu', 0)}</p></header>"
     html = _page(f"{site_header}<header class='section_blog-post-content'><h1>A post</h1>{body}</header>")
     text = extract_text(html)
@@ -247,7 +244,7 @@ def test_a_header_or_aside_wrapping_the_article_is_not_chrome() -> None:
 def test_a_wrapper_hidden_until_scripts_run_is_the_page() -> None:
     # Pages hide their content wrapper by style until their scripts have run (against a flash
     # of unstyled content, A/B-test anti-flicker): it holds the whole page.
-    body = "".join(f"<p>{own_prose('doc', i)}</p>" for i in range(4))
+    body = paragraphs("doc", 4)
     for hidden in ("style='visibility:hidden;min-height:100vh'", "style='display:none'", "aria-hidden='true'"):
         text = extract_text(_page(f"<div {hidden}><h1>A tutorial</h1>{body}</div>"))
         assert own_prose("doc", 3) in text, hidden
@@ -266,7 +263,7 @@ def test_hidden_tab_panels_are_content() -> None:
         f"<div role='tabpanel' id='t{i}' {'' if i == 0 else 'hidden'}><p>{own_prose(f'lang{i}', i)}</p></div>"
         for i in range(3)
     )
-    intro = "".join(f"<p>{own_prose('intro', i)}</p>" for i in range(2))
+    intro = paragraphs("intro", 2)
     text = extract_text(_page(f"<main>{intro}{tabs}{panels}</main>"))
     for i in range(3):
         assert own_prose(f"lang{i}", i) in text, i
@@ -279,7 +276,7 @@ def test_a_class_naming_what_an_element_goes_without_is_not_chrome() -> None:
         f"<p>{own_prose(f'story{i}', i)}</p></div>"
         for i in range(4)
     )
-    intro = "".join(f"<p>{own_prose('intro', i)}</p>" for i in range(5))  # the grid holds under half
+    intro = paragraphs("intro", 5)  # the grid holds under half
     for cls in ("SummaryCollectionGridItems hide-read-more-ad", "grid no-ads", "cards without-ads"):
         text = extract_text(_page(f"<div class='intro'>{intro}</div><div class='{cls}'>{cards}</div>"))
         assert own_prose("story3", 3) in text, cls
@@ -291,7 +288,7 @@ def test_a_class_naming_what_an_element_goes_without_is_not_chrome() -> None:
 def test_a_block_headed_as_recommendations_is_not_the_page() -> None:
     # A shop's product page: description and specs, then a grid of other products under "People
     # who viewed this item also viewed", with no class word saying what the grid is.
-    description = "".join(f"<p>{own_prose('product', i)}</p>" for i in range(4))
+    description = paragraphs("product", 4)
     grid = "".join(
         f"<div class='card'><h3>Other blouse number {i} size {10 + i} floral print top</h3><div>Private</div>"
         f"<div>${8 + i}.03</div><div>+ $23.51 delivery</div></div>"
