@@ -7,7 +7,7 @@ Corpus.from_urls, exactly as a user's web pages would be, then trained with the 
 generated.jsonl). Runs on a GPU when one is present, else on the CPU.
 
     python examples/run_demo.py [--example aws-summit-2023|product-docs] [--config infuse.toml]
-                                [--out-dir out] [--seed N]
+                                [--out-dir out] [--seed N] [--epochs E]
 """
 
 from __future__ import annotations
@@ -44,6 +44,8 @@ def main() -> int:
                         help="the recipe, a TOML file in the example's folder (default: infuse.toml)")
     parser.add_argument("--seed", type=int, help="override train.seed (LoRA init, dropout, data order)")
     parser.add_argument("--max-steps", type=int, help="override train.max_steps (for a quick look)")
+    parser.add_argument("--epochs", type=float,
+                        help="override train.epochs (more than the recipe's 4: a longer run that learns more facts)")
     parser.add_argument("--device", help="auto, cpu or cuda")
     args = parser.parse_args()
 
@@ -52,6 +54,8 @@ def main() -> int:
     config.out_dir = str(Path(args.out_dir).resolve())
     if args.max_steps:
         config.train.max_steps = args.max_steps
+    if args.epochs is not None:
+        config.train.epochs = args.epochs
     if args.seed is not None:
         config.train.seed = args.seed
     if args.device:
