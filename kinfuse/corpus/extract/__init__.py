@@ -7,7 +7,9 @@ structural, in steps of one module each:
 * :mod:`.depth`: nesting beyond what browsers build is flattened first, so
   that parsing and every walk up the tree stay linear in the page's size;
 * :mod:`.tree`: one walk over the DOM skips chrome and builds output lines
-  and the line range of every block element;
+  and the line range of every block element (:mod:`.lines`), asking :mod:`.chrome`
+  what an element's class, id, role and hiding attributes say it is and :mod:`.nodes`
+  what a skipped element's subtree holds (the page's prose, a list item's header);
 * :mod:`.score`: per-element statistics (prefix sums) and paragraph votes;
 * :mod:`.select`: the main block, climbed and expanded to the whole article,
   to the container of its repeated items (cards, posts), and joined by the

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 
 from ..clean import WORD
+from .lines import HEADINGS, Builder
 from .score import Page
-from .tree import HEADINGS, Builder
 
 # Lines at least this share link text are pointers elsewhere ("Read more",
 # "Related: ...", teaser headlines), not prose of the article.

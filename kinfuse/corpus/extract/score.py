@@ -10,7 +10,8 @@ from __future__ import annotations
 import functools
 import re
 
-from .tree import HEADINGS, Builder, ClassWords, Elem
+from .chrome import ClassWords
+from .lines import HEADINGS, Builder, Elem
 
 # For scoring candidates: class/id words that lean towards / away from content.
 _POSITIVE = ClassWords(r"article|body|content|entry|hentry|main|page|post|text|blog|story|prose")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import re
 
+from .lines import Elem
 from .score import Page, score_blocks
-from .tree import Elem
 
 _SENTENCE_END = re.compile(r"\.( |$)")
 _DIGITS = re.compile(r"\d+")
