@@ -322,3 +322,25 @@ def test_a_header_inside_a_section_is_that_sections() -> None:
     # A header inside a section that carries the site's navigation is still the page's.
     nav = extract_text(_page(f"<section><header><nav><a href='/x'>X</a></nav><p>Menu slogan words here</p></header></section>{sections}"))
     assert "Menu slogan" not in nav
+
+
+def test_text_for_screen_readers_only_is_not_content() -> None:
+    # A product page's gallery announced to screen readers and its price said twice, once for
+    # them: clipped off screen by the framework's class, never seen by a sighted reader.
+    body = (
+        "<div class='product'><span class='sr-only'>This is an image gallery carousel with clickable slides, "
+        "use the buttons to navigate.</span>"
+        f"{paragraphs('product', 3)}"
+        "<p class='price'><span class='a-offscreen'>Offscreen price 24.99</span><span aria-hidden='true'>$24.99</span></p>"
+        "<p><span class='visually-hidden'>Opens in a new window:</span> Care guide</p></div>"
+    )
+    text = extract_text(_page(body))
+    for i in range(3):
+        assert own_prose("product", i) in text, i
+    assert "image gallery carousel" not in text
+    assert "Offscreen price" not in text
+    assert "Opens in a new window" not in text
+    assert "Care guide" in text
+    # Shown again from a breakpoint on ("sr-only md:not-sr-only"): what a desktop reader sees.
+    shown = extract_text(_page(f"<div class='product'>{paragraphs('product', 3)}<p class='sr-only md:not-sr-only'>Shown on desktop screens</p></div>"))
+    assert "Shown on desktop screens" in shown

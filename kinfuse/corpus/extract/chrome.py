@@ -64,7 +64,14 @@ _JUNK_TOKENS = frozenset("nav ad ads tag print rss login share".split())
 # Hiding classes count only as a whole class ("hidden", not "overflow-hidden",
 # "hidden-md-down" or "md:hidden"), and not beside a breakpoint class that
 # shows the element again ("hidden lg:flex"): utility CSS hides per screen size.
-_HIDING_CLASSES = frozenset("hidden hide is-hidden d-none".split())
+_HIDING_CLASSES = frozenset(
+    "hidden hide is-hidden d-none".split()
+    # Text for screen readers only, moved off screen or clipped to nothing by the framework's
+    # class (Bootstrap and Tailwind, WordPress, Drupal, GOV.UK, Amazon): a sighted reader never
+    # sees it ("This is an image gallery carousel", a price said twice for screen readers).
+    + """sr-only screen-reader-text screen-reader-only screenreader-only visually-hidden visuallyhidden
+    u-visually-hidden govuk-visually-hidden a-offscreen offscreen""".split()
+)
 # class/id fragments of the article itself ("article-body", "post-content"):
 # they veto a junk match unless the junk word is one of the strong ones.
 _GOOD = ClassWords(r"article|body|content|entry|main|post|story|text|blog|prose|column")
