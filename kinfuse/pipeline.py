@@ -149,11 +149,13 @@ def make_trainer(config: InfuseConfig) -> QLoRATrainer:
 
 def _train_share(config: InfuseConfig) -> InfuseResult:
     """A process other than rank 0 under torchrun: the model, rank 0's blocks, its share of the
-    training; nothing written. It does not wait for rank 0's evaluation, which needs no other
-    process and may outlast any collective's timeout."""
+    training, and the wait for rank 0's adapter (save_adapter writes nothing here). It does not
+    wait for rank 0's evaluation, which needs no other process and may outlast any collective's
+    timeout."""
     trainer = make_trainer(config)
     blocks = trainer.dist.broadcast(None)
     train = trainer.train(blocks)
+    trainer.save_adapter(Path(config.out_dir) / "adapter")
     return InfuseResult(out_dir=Path(config.out_dir), train=train)
 
 

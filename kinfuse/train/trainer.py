@@ -145,12 +145,24 @@ class QLoRATrainer:
 
         The folder is filled beside `path` and swapped in whole (kinfuse.io.staged_dir): a full
         disk or a crash leaves the previous adapter or none, never a truncated file. Under
-        torchrun rank 0 alone writes it (the weights are alike on every process; under FSDP every
-        process calls this, to gather the sharded weights for rank 0)."""
+        torchrun every process calls this and rank 0 alone writes (under FSDP the others' shards
+        are gathered for it); every process returns once the adapter is whole."""
         path = Path(path)
         weights = fsdp.trainable_state(self.model) if self.sharded else None
-        if not self.dist.main:
-            return path
+        if self.dist.main:
+            try:
+                with staged_dir(path) as tmp:
+                    self.model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
+                    self.tokenizer.save_pretrained(tmp)
+            except Exception as e:  # OSError, or safetensors'/the tokenizer's own errors for the same failed write
+                raise TrainingError(f"could not save the adapter to {path}: {write_failure(e)}; nothing partial "
+                                    "was left there") from e
+        # A process that returned at once would go on to exit and tear its process group down
+        # while rank 0 still writes, and gloo can abort on that teardown ("terminate called
+        # without an active exception", seen once in CI). If rank 0's write fails it raises
+        # before here, exits, and torchrun stops the processes waiting.
+        self.dist.barrier()
+        return path
         try:
             with staged_dir(path) as tmp:
                 self.model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
