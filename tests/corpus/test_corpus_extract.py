@@ -208,6 +208,32 @@ def test_extract_service_page_keeps_every_section() -> None:
     assert own_prose("link", 0) not in text and "Copyright" not in text
 
 
+def _feature(name: str) -> str:
+    return f"The blade is {name} enough for the tightest gaps in phones, tablets, game consoles and laptops alike."
+
+
+def test_extract_product_page_joins_its_spec_table_and_short_feature_sections() -> None:
+    # A product page: the description is the best block; beside it a specification table (facts,
+    # no sentences) and feature sections of a heading and one short sentence each. They are the
+    # product's content; the related products' link list is not.
+    specs = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in
+                    (("Material", "301 stainless steel"), ("Length", "21 cm"), ("Part number", "IF145-259-1")))
+    features = "".join(
+        f"<section><h2>Feature {name}</h2><p>{_feature(name)}</p></section>" for name in ("thin", "flexible", "sharp")
+    )
+    related = "<ul>" + "".join(f"<li><a href='/p/{i}'>Related tool number {i}</a></li>" for i in range(4)) + "</ul>"
+    html = (
+        f"<html><body>{NAV}<div class='product'><div class='description'>{paragraphs('description', 2)}</div>"
+        f"<div class='specs'><table>{specs}</table></div>{features}{related}</div>{FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    assert own_prose("description", 1) in text
+    assert "Material | 301 stainless steel" in text and "Part number | IF145-259-1" in text
+    for name in ("thin", "flexible", "sharp"):
+        assert _feature(name) in text
+    assert "Related tool number" not in text and "Copyright" not in text
+
+
 def test_extract_listing_keeps_linked_titles_but_not_link_lists() -> None:
     cards = "".join(
         f"<div class='card'><h3><a href='/c/{i}'>Course number {i} title</a></h3>"

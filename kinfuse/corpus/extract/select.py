@@ -16,7 +16,12 @@ from .score import Page, score_blocks
 
 _SENTENCE_END = re.compile(r"\.( |$)")
 _DIGITS = re.compile(r"\d+")
-_SECTION_CHARS = 200
+# A section beside the main block joins it from this many characters of prose (200 left out
+# short feature blocks of service and product pages: a heading and one sentence), or as a table
+# or definition list of at least _FACT_ROWS rows (benchmarks/README.md, "Short sections").
+_SECTION_CHARS = 100
+_FACT_ROWS = 2
+_ROW_TAGS = frozenset({"tr", "dt", "dd"})
 _MAIN_SHARE = 0.6
 # A main block holding less than this share of the text the walk kept (chrome already
 # skipped) is one part of a page of many parts, unless it is an article: at least
@@ -157,9 +162,17 @@ def _repeated(page: Page, top: int, limit: int = -1) -> int:
 
 
 def _is_section(page: Page, e: Elem) -> bool:
-    """A block that reads as a content section of its own: prose, few links."""
+    """A block that reads as a content section of its own, with few links: prose, or rows of a
+    table or definition list (a product's specifications, a plan's features), which hold facts
+    but no sentences."""
     n = page.text_len(e)
-    return n >= _SECTION_CHARS and page.link_density(e) <= 0.2 and page.good_len(e) >= 0.4 * n
+    if page.link_density(e) > 0.2:
+        return False
+    if n >= _SECTION_CHARS and page.good_len(e) >= 0.4 * n:
+        return True
+    b = page.b
+    rows = [len(b.lines[i]) for i in range(e.start, e.end) if b.owner[i] >= 0 and b.elems[b.owner[i]].tag in _ROW_TAGS]
+    return len(rows) >= _FACT_ROWS and sum(rows) >= 0.6 * n
 
 
 def _sections(page: Page, top: int, ranges: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
