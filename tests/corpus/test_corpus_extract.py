@@ -208,6 +208,31 @@ def test_extract_service_page_keeps_every_section() -> None:
     assert own_prose("link", 0) not in text and "Copyright" not in text
 
 
+def test_extract_service_page_keeps_a_section_whose_text_is_set_in_heading_tags() -> None:
+    # Landing pages set body text in heading tags for its type size (a "pillars" block of h3
+    # titles and h5 sentences): beside the intro (the best block) and a details block, that
+    # section is content as much as theirs. Each block sits in a page builder's wrapper.
+    pillars = "".join(
+        f"<h3>Pillar {name}</h3><h5>{own_prose('pillar', i)}</h5>" for i, name in enumerate(("one", "two", "three"))
+    )
+    details = "".join(f"<p>{_plain('details', i)}</p>" for i in range(3))
+    blocks = (
+        f"<section class='intro'>{paragraphs('intro', 2)}</section>",
+        f"<section class='pillars'><h2>Our pillars</h2>{pillars}</section>",
+        f"<section class='details'>{details}</section>",
+    )
+    wrapped = "".join(f"<div class='{name}'>{b}</div>" for name, b in zip(("hero", "band", "grid"), blocks))
+    html = f"<html><body>{NAV}<div class='wrap'>{wrapped}</div>{FOOTER}</body></html>"
+    text = extract_text(html)
+    for i in range(3):
+        assert own_prose("pillar", i) in text and _plain("details", i) in text, i
+    assert own_prose("intro", 1) in text and "Copyright" not in text
+
+
+def _plain(tag: str, n: int) -> str:
+    return f"The {tag} paragraph number {n} is a plain sentence without any pause that runs on for a while."
+
+
 def _feature(name: str) -> str:
     return f"The blade is {name} enough for the tightest gaps in phones, tablets, game consoles and laptops alike."
 

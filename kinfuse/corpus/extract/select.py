@@ -21,6 +21,7 @@ _DIGITS = re.compile(r"\d+")
 # or definition list of at least _FACT_ROWS rows (benchmarks/README.md, "Short sections").
 _SECTION_CHARS = 100
 _FACT_ROWS = 2
+_PROSE_LINE = 40  # as score.Page's "good" lines
 _ROW_TAGS = frozenset({"tr", "dt", "dd"})
 _MAIN_SHARE = 0.6
 # A main block holding less than this share of the text the walk kept (chrome already
@@ -164,15 +165,25 @@ def _repeated(page: Page, top: int, limit: int = -1) -> int:
 def _is_section(page: Page, e: Elem) -> bool:
     """A block that reads as a content section of its own, with few links: prose, or rows of a
     table or definition list (a product's specifications, a plan's features), which hold facts
-    but no sentences."""
+    but no sentences.
+
+    A long line is prose here whatever its tag but a list item (score.Page's "good" text leaves
+    headings and rows out, to score articles): landing pages set their body text in heading
+    tags for its type size."""
     n = page.text_len(e)
     if page.link_density(e) > 0.2:
         return False
-    if n >= _SECTION_CHARS and page.good_len(e) >= 0.4 * n:
-        return True
     b = page.b
-    rows = [len(b.lines[i]) for i in range(e.start, e.end) if b.owner[i] >= 0 and b.elems[b.owner[i]].tag in _ROW_TAGS]
-    return len(rows) >= _FACT_ROWS and sum(rows) >= 0.6 * n
+    prose = rows = row_chars = 0
+    for i in range(e.start, e.end):
+        line = b.lines[i]
+        tag = b.elems[b.owner[i]].tag if b.owner[i] >= 0 else ""
+        if tag in _ROW_TAGS:
+            rows += 1
+            row_chars += len(line)
+        if len(line) >= _PROSE_LINE and tag != "li" and b.link_chars[i] < 0.3 * len(line):
+            prose += len(line)
+    return (n >= _SECTION_CHARS and prose >= 0.4 * n) or (rows >= _FACT_ROWS and row_chars >= 0.6 * n)
 
 
 def _sections(page: Page, top: int, ranges: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
