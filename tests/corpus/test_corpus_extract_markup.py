@@ -344,3 +344,23 @@ def test_text_for_screen_readers_only_is_not_content() -> None:
     # Shown again from a breakpoint on ("sr-only md:not-sr-only"): what a desktop reader sees.
     shown = extract_text(_page(f"<div class='product'>{paragraphs('product', 3)}<p class='sr-only md:not-sr-only'>Shown on desktop screens</p></div>"))
     assert "Shown on desktop screens" in shown
+
+
+def test_a_page_marked_up_as_a_discussion_keeps_its_comment_replies() -> None:
+    # A forum thread whose replies sit in "comment" blocks: beside an opening post that holds
+    # more of the prose they read as an article's comments, unless the page says (schema.org
+    # DiscussionForumPosting) that it is a discussion, whose replies are its content.
+    replies = "".join(
+        f"<div class='comment'><span class='author'>user{i}</span><p>{own_prose('reply', i)}</p></div>" for i in range(3)
+    )
+    body = (
+        f"<body>{NAV}<div class='thread'><div class='topic-post'>{paragraphs('post', 2)}</div>"
+        f"<div class='comments'>{replies}</div></div>{FOOTER}</body>"
+    )
+    ld = '{"@context": "https://schema.org", "@type": "DiscussionForumPosting", "headline": "Which telescope?"}'
+    thread = extract_text(f"<html><head><script type='application/ld+json'>{ld}</script></head>{body}</html>")
+    article = extract_text(f"<html><head></head>{body}</html>")
+    for i in range(3):
+        assert own_prose("reply", i) in thread and own_prose("reply", i) not in article, i
+    assert own_prose("post", 1) in thread and own_prose("post", 1) in article
+    assert "Copyright" not in thread

@@ -56,8 +56,11 @@ _WRAPPER_TAGS = frozenset("form aside".split())
 _FEW_PARAGRAPHS = 500
 
 
-def walk(root: LexborNode) -> Builder:
-    """The single pass over the tree: skip chrome, build lines and element ranges."""
+def walk(root: LexborNode, thread: bool = False) -> Builder:
+    """The single pass over the tree: skip chrome, build lines and element ranges.
+
+    ``thread``: the page is a discussion thread, whose replies sit in "comment" blocks, so that
+    comment words name no chrome anywhere on it (as inside a comment section kept as content)."""
     b = Builder()
     # A class such as "has-sidebar" or "tag-news" on a page-wide wrapper must
     # not drop the article: a chrome-looking element holding most of the
@@ -91,7 +94,7 @@ def walk(root: LexborNode) -> Builder:
     # content (a forum thread), where comment words no longer mean chrome.
     # The flags travel as one tuple shared by siblings: this loop runs once per
     # node of every page, so it allocates as little as it can.
-    stack: list[Any] = [(root, (False, False, False))]
+    stack: list[Any] = [(root, (False, False, thread))]
     frag = b.frag
     while stack:
         item = stack.pop()
