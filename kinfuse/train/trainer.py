@@ -163,11 +163,3 @@ class QLoRATrainer:
         # before here, exits, and torchrun stops the processes waiting.
         self.dist.barrier()
         return path
-        try:
-            with staged_dir(path) as tmp:
-                self.model.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
-                self.tokenizer.save_pretrained(tmp)
-        except Exception as e:  # OSError, or safetensors'/the tokenizer's own errors for the same failed write
-            raise TrainingError(f"could not save the adapter to {path}: {write_failure(e)}; nothing partial was "
-                                "left there") from e
-        return path
