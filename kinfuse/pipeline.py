@@ -57,7 +57,8 @@ def infuse(config: InfuseConfig, *, corpus: Corpus | None = None, echo: Any = pr
 
     Under `torchrun --nproc-per-node N` every process trains its share of each step
     (kinfuse.train.distributed); rank 0 alone builds the corpus and the training mix (the others
-    receive its blocks), writes, evaluates and reports. The others return after training."""
+    receive its blocks), writes, evaluates and reports. The others return after training, once
+    rank 0's adapter is written."""
     config.validate()
     check_input_files(config)  # probe, retention and Q&A files: before a page is fetched or a model loads
     started = time.perf_counter()
