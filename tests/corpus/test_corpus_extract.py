@@ -314,3 +314,24 @@ def test_extract_drops_a_layout_copy_of_a_long_line() -> None:
     text = extract_text(html)
     assert text.count(description) == 1
     assert text.count("Volume: 350 ml") == 2 and text.count("$60.00") == 2
+
+
+def test_extract_keeps_the_linked_names_of_list_item_cards() -> None:
+    # A shop's grid as a list: each <li> holds the product's linked name, then its price and a
+    # badge. The name is a link line, but the item holds more than its link: a card, not a menu.
+    # A list of bare links (each item only its link) is still dropped.
+    cards = "".join(
+        f"<li class='tile'><a href='/p/{i}'>Alpine boot {i}</a><div class='price'>${120 + i}.00</div>"
+        f"<div class='badge'>Top rated</div></li>"
+        for i in range(10)
+    )
+    links = "".join(f"<li><a href='/r/{i}'>Guide number {i}</a></li>" for i in range(4))
+    html = (
+        f"<html><body>{NAV}<div class='wrap'><div class='intro'>{paragraphs('intro', 1)}</div>"
+        f"<ul class='grid'>{cards}</ul><ul class='more'>{links}</ul></div>{FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    assert own_prose("intro", 0) in text
+    for i in range(10):
+        assert f"Alpine boot {i}" in text and f"${120 + i}.00" in text, i
+    assert "Guide number" not in text and "Copyright" not in text

@@ -62,15 +62,23 @@ def _is_heading(b: Builder, i: int) -> bool:
     return owner >= 0 and b.elems[owner].tag in HEADINGS
 
 
-def _link_title(b: Builder, i: int, line: str) -> bool:
+def _link_title(b: Builder, i: int, line: str, plain: list[int]) -> bool:
     """A link line that names an item of the page rather than pointing elsewhere: a linked
-    heading of two words or more, or a linked title of five words or more outside lists and
-    paragraphs (listing and collection cards). Chosen on WCXB dev (the scores in benchmarks/README.md)."""
+    heading of two words or more, a linked title of five words or more outside lists and
+    paragraphs (listing and collection cards), or the link of a list item that holds more
+    than its link (a shop's card as ``<li>``: the linked name, then its price and badges;
+    a menu's item holds only its link, or more links). ``plain``: prefix counts of lines
+    that are not link lines. Chosen on WCXB dev (the scores in benchmarks/README.md)."""
     words = len(line.split())
     if _is_heading(b, i):
         return words >= 2
     owner = b.owner[i]
-    return words >= 5 and owner >= 0 and b.elems[owner].tag not in ("li", "p")
+    if owner < 0:
+        return False
+    e = b.elems[owner]
+    if e.tag == "li":
+        return words >= 2 and plain[e.end] > plain[e.start]
+    return words >= 5 and e.tag != "p"
 
 
 def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> list[int]:
@@ -89,6 +97,10 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
     chars = sum(page.chars[end] - page.chars[start] for start, end in ranges)
     links = sum(page.links[end] - page.links[start] for start, end in ranges)
     drop_links = links <= _LINK_CONTENT * chars
+    plain = [0] * (len(b.lines) + 1)
+    if drop_links:
+        for i, line in enumerate(b.lines):
+            plain[i + 1] = plain[i] + (b.link_chars[i] < len(line) * _LINK_LINE)
     seen: set[str] = set()
     out = []
     skip_to = -1
@@ -103,7 +115,7 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
                     continue
             # Lines that are (almost) all link text point elsewhere: "Read more",
             # "Related: ...", teaser headlines. They are not the article's prose.
-            if drop_links and b.link_chars[i] >= len(line) * _LINK_LINE and not _link_title(b, i, line):
+            if drop_links and b.link_chars[i] >= len(line) * _LINK_LINE and not _link_title(b, i, line, plain):
                 continue
             # The headline is the page title, kept apart in Document.title.
             if title_key and _is_heading(b, i) and len(line) > 10 and _key(line) in title_key:
