@@ -344,3 +344,19 @@ def test_text_for_screen_readers_only_is_not_content() -> None:
     # Shown again from a breakpoint on ("sr-only md:not-sr-only"): what a desktop reader sees.
     shown = extract_text(_page(f"<div class='product'>{paragraphs('product', 3)}<p class='sr-only md:not-sr-only'>Shown on desktop screens</p></div>"))
     assert "Shown on desktop screens" in shown
+
+
+def test_seo_copy_is_content_whatever_else_its_class_says() -> None:
+    # A shop's category page: product cards, then the copy it writes about the category for
+    # search engines, in a block its class places in the footer area or folds until "Read more".
+    cards = "".join(
+        f"<div class='card'><h3>Trail runner model {i}</h3><div>Breathable mesh, rock plate, {i} colours</div>"
+        f"<div>${80 + i}.00</div></div>"
+        for i in range(16)
+    )
+    for cls in ("field-seofootercopy", "seo__module--copy hidden"):
+        seo = f"<div class='{cls}'>{paragraphs('seo', 2)}</div>"
+        text = extract_text(_page(f"<div class='grid'>{cards}</div>{seo}"))
+        assert "Trail runner model 3" in text and own_prose("seo", 1) in text, cls
+    footer = extract_text(_page(f"<div class='grid'>{cards}</div><div class='site-footer'>{paragraphs('foot', 2)}</div>"))
+    assert "Trail runner model 3" in footer and own_prose("foot", 0) not in footer
