@@ -335,3 +335,20 @@ def test_extract_keeps_the_linked_names_of_list_item_cards() -> None:
     for i in range(10):
         assert f"Alpine boot {i}" in text and f"${120 + i}.00" in text, i
     assert "Guide number" not in text and "Copyright" not in text
+
+
+def test_extract_whole_page_starts_at_its_headline() -> None:
+    # A page of many parts is taken whole; what comes before its <h1> and holds no prose is the
+    # site's header without <header> or <nav> markup: account links, an app banner.
+    top = "<div class='topbar'><div><a href='/app'>Open in app</a></div><div>Sign in</div><div>Write</div></div>"
+    cards = "".join(
+        f"<div class='tile'><h4>Trail shoe {i}</h4><div class='price'>${90 + i}.95</div><div class='rating'>4.{i} stars</div></div>"
+        for i in range(12)
+    )
+    html = (
+        f"<html><body>{NAV}{top}<div class='wrap'><h1>Trail shoes</h1><div class='intro'><p>{own_prose('intro', 0)}</p></div>"
+        f"<div class='results'>{cards}</div></div>{FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    assert own_prose("intro", 0) in text and "Trail shoe 11" in text
+    assert "Sign in" not in text and "Write" not in text
