@@ -352,3 +352,19 @@ def test_extract_whole_page_starts_at_its_headline() -> None:
     text = extract_text(html)
     assert own_prose("intro", 0) in text and "Trail shoe 11" in text
     assert "Sign in" not in text and "Write" not in text
+
+
+def test_extract_drops_a_line_repeating_the_one_before_it() -> None:
+    # A shop's cards print each name twice (over the photo and under it) and the price twice (for
+    # screen readers): a copy of the line just kept. The same badge on several cards stays.
+    cards = "".join(
+        f"<div class='tile'><div class='name'>Trail shoe {i}</div><div class='title'>Trail shoe {i}</div>"
+        f"<div class='price'>${90 + i}.95</div><div class='sale'>${90 + i}.95</div><div class='badge'>Top rated</div></div>"
+        for i in range(12)
+    )
+    html = f"<html><body>{NAV}<div class='wrap'><p>{own_prose('intro', 0)}</p><div class='results'>{cards}</div></div>{FOOTER}</body></html>"
+    text = extract_text(html)
+    assert own_prose("intro", 0) in text
+    for i in range(12):
+        assert text.count(f"Trail shoe {i}\n") == 1 and text.count(f"${90 + i}.95") == 1, i
+    assert text.count("Top rated") == 12

@@ -126,6 +126,11 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
                 if line in seen:
                     continue
                 seen.add(line)
+            # A line of any length repeating the one kept just before it is a copy too: a card's
+            # name over its photo and under it, a badge or a price said twice (on WCXB dev 111
+            # pages move, 78 up).
+            if out and b.lines[out[-1]] == line:
+                continue
             out.append(i)
     return out
 
