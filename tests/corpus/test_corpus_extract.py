@@ -368,3 +368,19 @@ def test_extract_drops_a_line_repeating_the_one_before_it() -> None:
     for i in range(12):
         assert text.count(f"Trail shoe {i}\n") == 1 and text.count(f"${90 + i}.95") == 1, i
     assert text.count("Top rated") == 12
+
+
+def test_extract_keeps_linked_headings_of_one_word() -> None:
+    # A chart of films: each card's linked heading is its title, often one word; the card's
+    # "Details" link under it is still a pointer elsewhere.
+    titles = ["Shelter", "Hamnet", "Sinners", "Bugonia", "Mercy", "Hoppers", "Firebreak", "Goat"]
+    cards = "".join(
+        f"<div class='film'><h3><a href='/t/{i}'>{t}</a></h3><div>2026 · 1h {40 + i}m · rated R · drama</div>"
+        f"<div><a href='/t/{i}/details'>Details</a></div></div>"
+        for i, t in enumerate(titles)
+    )
+    html = f"<html><body>{NAV}<div class='chart'><p>{own_prose('intro', 0)}</p>{cards}</div>{FOOTER}</body></html>"
+    text = extract_text(html)
+    for t in titles:
+        assert f"{t}\n" in text, t
+    assert "Details" not in text

@@ -64,14 +64,14 @@ def _is_heading(b: Builder, i: int) -> bool:
 
 def _link_title(b: Builder, i: int, line: str, plain: list[int]) -> bool:
     """A link line that names an item of the page rather than pointing elsewhere: a linked
-    heading of two words or more, a linked title of five words or more outside lists and
-    paragraphs (listing and collection cards), or the link of a list item that holds more
-    than its link (a shop's card as ``<li>``: the linked name, then its price and badges;
-    a menu's item holds only its link, or more links). ``plain``: prefix counts of lines
-    that are not link lines. Chosen on WCXB dev (the scores in benchmarks/README.md)."""
-    words = len(line.split())
+    heading (one word is a title too: a film's, a product's), a linked title of five words or
+    more outside lists and paragraphs (listing and collection cards), or the link of a list
+    item that holds more than its link (a shop's card as ``<li>``: the linked name, then its
+    price and badges; a menu's item holds only its link, or more links). ``plain``: prefix
+    counts of lines that are not link lines. Chosen on WCXB dev (the scores in benchmarks/README.md)."""
     if _is_heading(b, i):
-        return words >= 2
+        return True
+    words = len(line.split())
     owner = b.owner[i]
     if owner < 0:
         return False
