@@ -339,3 +339,73 @@ def test_extract_drops_a_layout_copy_of_a_long_line() -> None:
     text = extract_text(html)
     assert text.count(description) == 1
     assert text.count("Volume: 350 ml") == 2 and text.count("$60.00") == 2
+
+
+def test_extract_keeps_the_linked_names_of_list_item_cards() -> None:
+    # A shop's grid as a list: each <li> holds the product's linked name, then its price and a
+    # badge. The name is a link line, but the item holds more than its link: a card, not a menu.
+    # A list of bare links (each item only its link) is still dropped.
+    cards = "".join(
+        f"<li class='tile'><a href='/p/{i}'>Alpine boot {i}</a><div class='price'>${120 + i}.00</div>"
+        f"<div class='badge'>Top rated</div></li>"
+        for i in range(10)
+    )
+    links = "".join(f"<li><a href='/r/{i}'>Guide number {i}</a></li>" for i in range(4))
+    html = (
+        f"<html><body>{NAV}<div class='wrap'><div class='intro'>{paragraphs('intro', 1)}</div>"
+        f"<ul class='grid'>{cards}</ul><ul class='more'>{links}</ul></div>{FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    assert own_prose("intro", 0) in text
+    for i in range(10):
+        assert f"Alpine boot {i}" in text and f"${120 + i}.00" in text, i
+    assert "Guide number" not in text and "Copyright" not in text
+
+
+def test_extract_whole_page_starts_at_its_headline() -> None:
+    # A page of many parts is taken whole; what comes before its <h1> and holds no prose is the
+    # site's header without <header> or <nav> markup: account links, an app banner.
+    top = "<div class='topbar'><div><a href='/app'>Open in app</a></div><div>Sign in</div><div>Write</div></div>"
+    cards = "".join(
+        f"<div class='tile'><h4>Trail shoe {i}</h4><div class='price'>${90 + i}.95</div><div class='rating'>4.{i} stars</div></div>"
+        for i in range(12)
+    )
+    html = (
+        f"<html><body>{NAV}{top}<div class='wrap'><h1>Trail shoes</h1><div class='intro'><p>{own_prose('intro', 0)}</p></div>"
+        f"<div class='results'>{cards}</div></div>{FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    assert own_prose("intro", 0) in text and "Trail shoe 11" in text
+    assert "Sign in" not in text and "Write" not in text
+
+
+def test_extract_drops_a_line_repeating_the_one_before_it() -> None:
+    # A shop's cards print each name twice (over the photo and under it) and the price twice (for
+    # screen readers): a copy of the line just kept. The same badge on several cards stays.
+    cards = "".join(
+        f"<div class='tile'><div class='name'>Trail shoe {i}</div><div class='title'>Trail shoe {i}</div>"
+        f"<div class='price'>${90 + i}.95</div><div class='sale'>${90 + i}.95</div><div class='badge'>Top rated</div></div>"
+        for i in range(12)
+    )
+    html = f"<html><body>{NAV}<div class='wrap'><p>{own_prose('intro', 0)}</p><div class='results'>{cards}</div></div>{FOOTER}</body></html>"
+    text = extract_text(html)
+    assert own_prose("intro", 0) in text
+    for i in range(12):
+        assert text.count(f"Trail shoe {i}\n") == 1 and text.count(f"${90 + i}.95") == 1, i
+    assert text.count("Top rated") == 12
+
+
+def test_extract_keeps_linked_headings_of_one_word() -> None:
+    # A chart of films: each card's linked heading is its title, often one word; the card's
+    # "Details" link under it is still a pointer elsewhere.
+    titles = ["Shelter", "Hamnet", "Sinners", "Bugonia", "Mercy", "Hoppers", "Firebreak", "Goat"]
+    cards = "".join(
+        f"<div class='film'><h3><a href='/t/{i}'>{t}</a></h3><div>2026 · 1h {40 + i}m · rated R · drama</div>"
+        f"<div><a href='/t/{i}/details'>Details</a></div></div>"
+        for i, t in enumerate(titles)
+    )
+    html = f"<html><body>{NAV}<div class='chart'><p>{own_prose('intro', 0)}</p>{cards}</div>{FOOTER}</body></html>"
+    text = extract_text(html)
+    for t in titles:
+        assert f"{t}\n" in text, t
+    assert "Details" not in text

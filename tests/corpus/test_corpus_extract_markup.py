@@ -123,6 +123,21 @@ def test_caption_holding_a_heading_is_an_item_card() -> None:
     assert own_prose("caption", 0) not in text  # a photo's caption still goes
 
 
+def test_promo_or_banner_holding_a_heading_is_a_section_of_the_page() -> None:
+    # A landing page: a hero banner (headline, lead) and promo tiles (heading, text), each a
+    # section of the page; a cookie banner and an ad promo hold no heading and still go.
+    hero = f"<div class='hero-banner'><h1>Watches for every wrist</h1><p>{own_prose('hero', 0)}</p></div>"
+    tiles = "".join(
+        f"<div class='promo-tile'><h2>Collection number {i}</h2><p>{own_prose('tile', i)}</p></div>" for i in range(4)
+    )
+    cookie = f"<div class='cookie-banner'><p>{own_prose('cookie', 0)}</p></div>"
+    ad = f"<div class='promo-slot'><p>{own_prose('ad', 0)}</p></div>"
+    text = extract_text(_page(f"<div class='home'>{cookie}{hero}{tiles}{ad}</div>"))
+    assert own_prose("hero", 0) in text
+    for i in range(4):
+        assert own_prose("tile", i) in text, i
+    assert own_prose("cookie", 0) not in text and own_prose("ad", 0) not in text
+
 def test_customer_reviews_beside_a_product_are_not_its_content() -> None:
     def product(description: str, reviews: str) -> str:
         return _page(
@@ -364,3 +379,19 @@ def test_a_page_marked_up_as_a_discussion_keeps_its_comment_replies() -> None:
         assert own_prose("reply", i) in thread and own_prose("reply", i) not in article, i
     assert own_prose("post", 1) in thread and own_prose("post", 1) in article
     assert "Copyright" not in thread
+
+
+def test_seo_copy_is_content_whatever_else_its_class_says() -> None:
+    # A shop's category page: product cards, then the copy it writes about the category for
+    # search engines, in a block its class places in the footer area or folds until "Read more".
+    cards = "".join(
+        f"<div class='card'><h3>Trail runner model {i}</h3><div>Breathable mesh, rock plate, {i} colours</div>"
+        f"<div>${80 + i}.00</div></div>"
+        for i in range(16)
+    )
+    for cls in ("field-seofootercopy", "seo__module--copy hidden"):
+        seo = f"<div class='{cls}'>{paragraphs('seo', 2)}</div>"
+        text = extract_text(_page(f"<div class='grid'>{cards}</div>{seo}"))
+        assert "Trail runner model 3" in text and own_prose("seo", 1) in text, cls
+    footer = extract_text(_page(f"<div class='grid'>{cards}</div><div class='site-footer'>{paragraphs('foot', 2)}</div>"))
+    assert "Trail runner model 3" in footer and own_prose("foot", 0) not in footer

@@ -90,6 +90,10 @@ _LAYOUT_MODIFIER = re.compile(r"(?:with|no|not|has)[-_]?(?:sidebar|side-bar|comm
 _GOES_WITHOUT = re.compile(r"(?<![\w-])(?:hide|no|without)-[\w-]+", re.I)
 COMMENT_WORDS = re.compile(r"comment|disqus", re.I)
 REVIEW = re.compile(r"review", re.I)
+# A block named as the page's SEO copy ("seo-text", "field-seofootercopy", "seo__module--copy"):
+# the paragraphs a shop writes about a category for search engines, the prose of a collection
+# page however its class also places it ("footer") or folds it ("hidden" until "Read more").
+_SEO_COPY = re.compile(r"seo[\w-]*(?:copy|text|content|desc)", re.I)
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 _UTILITY = re.compile(r"[^\s]*[:\[][^\s]*")
 _TOKEN_SPLIT = re.compile(r"[\s_\-]+")
@@ -137,6 +141,8 @@ def chrome_class(tag: str, attrs: dict[str, str | None], attr: str) -> bool:
 def chrome_words(attr: str) -> bool:
     """True when a class/id string names chrome, whatever element carries it."""
     # Cached: pages repeat the same few class strings hundreds of times.
+    if "seo" in attr.lower() and _SEO_COPY.search(attr):
+        return False
     attr = _LAYOUT_MODIFIER.sub(" ", attr)
     if "hide-" in attr or "no-" in attr or "without-" in attr:  # the regex only where it can match
         attr = _GOES_WITHOUT.sub(" ", attr)

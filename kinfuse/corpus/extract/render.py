@@ -62,15 +62,23 @@ def _is_heading(b: Builder, i: int) -> bool:
     return owner >= 0 and b.elems[owner].tag in HEADINGS
 
 
-def _link_title(b: Builder, i: int, line: str) -> bool:
+def _link_title(b: Builder, i: int, line: str, plain: list[int]) -> bool:
     """A link line that names an item of the page rather than pointing elsewhere: a linked
-    heading of two words or more, or a linked title of five words or more outside lists and
-    paragraphs (listing and collection cards). Chosen on WCXB dev (the scores in benchmarks/README.md)."""
-    words = len(line.split())
+    heading (one word is a title too: a film's, a product's), a linked title of five words or
+    more outside lists and paragraphs (listing and collection cards), or the link of a list
+    item that holds more than its link (a shop's card as ``<li>``: the linked name, then its
+    price and badges; a menu's item holds only its link, or more links). ``plain``: prefix
+    counts of lines that are not link lines. Chosen on WCXB dev (the scores in benchmarks/README.md)."""
     if _is_heading(b, i):
-        return words >= 2
+        return True
+    words = len(line.split())
     owner = b.owner[i]
-    return words >= 5 and owner >= 0 and b.elems[owner].tag not in ("li", "p")
+    if owner < 0:
+        return False
+    e = b.elems[owner]
+    if e.tag == "li":
+        return words >= 2 and plain[e.end] > plain[e.start]
+    return words >= 5 and e.tag != "p"
 
 
 def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> list[int]:
@@ -89,6 +97,10 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
     chars = sum(page.chars[end] - page.chars[start] for start, end in ranges)
     links = sum(page.links[end] - page.links[start] for start, end in ranges)
     drop_links = links <= _LINK_CONTENT * chars
+    plain = [0] * (len(b.lines) + 1)
+    if drop_links:
+        for i, line in enumerate(b.lines):
+            plain[i + 1] = plain[i] + (b.link_chars[i] < len(line) * _LINK_LINE)
     seen: set[str] = set()
     out = []
     skip_to = -1
@@ -103,7 +115,7 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
                     continue
             # Lines that are (almost) all link text point elsewhere: "Read more",
             # "Related: ...", teaser headlines. They are not the article's prose.
-            if drop_links and b.link_chars[i] >= len(line) * _LINK_LINE and not _link_title(b, i, line):
+            if drop_links and b.link_chars[i] >= len(line) * _LINK_LINE and not _link_title(b, i, line, plain):
                 continue
             # The headline is the page title, kept apart in Document.title.
             if title_key and _is_heading(b, i) and len(line) > 10 and _key(line) in title_key:
@@ -114,6 +126,11 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
                 if line in seen:
                     continue
                 seen.add(line)
+            # A line of any length repeating the one kept just before it is a copy too: a card's
+            # name over its photo and under it, a badge or a price said twice (on WCXB dev 111
+            # pages move, 78 up).
+            if out and b.lines[out[-1]] == line:
+                continue
             out.append(i)
     return out
 
