@@ -409,3 +409,19 @@ def test_extract_keeps_linked_headings_of_one_word() -> None:
     for t in titles:
         assert f"{t}\n" in text, t
     assert "Details" not in text
+
+
+def test_extract_drops_the_counters_of_a_posters_panel() -> None:
+    # A forum thread: each post's panel says the poster's name, rank and counters ("Posts: 4,032")
+    # beside the message. The counters are not the thread; a measure with its unit stays.
+    posts = "".join(
+        f"<div class='post'><div class='panel'><div>poster{i}</div><div>Posts: {4032 + i}</div>"
+        f"<div>Reputation: {12 + i}</div></div><div class='message'><p>{own_prose('reply', i)}</p>"
+        f"<p>Weight: {5 + i} kg</p></div></div>"
+        for i in range(5)
+    )
+    html = f"<html><body>{NAV}<div class='thread'><h1>Which saw to buy</h1>{posts}</div>{FOOTER}</body></html>"
+    text = extract_text(html)
+    for i in range(5):
+        assert own_prose("reply", i) in text and f"Weight: {5 + i} kg" in text, i
+    assert "Posts:" not in text and "Reputation:" not in text

@@ -34,6 +34,11 @@ _RECOMMENDS = re.compile(
 )
 _RECOMMENDS_CHARS = 80
 _RECOMMENDS_SHARE = 0.5
+# A line that is one word, a colon and a number ("Posts: 4,032", "Messages: 12", "Likes: 1.2k"):
+# the counters of a forum poster's panel or a profile card. Measured and units have two parts
+# ("Weight: 5 kg") or more words and stay, and so do list items ("- Logbooks: 41": a fact
+# listed in an article). On WCXB dev: forum +0.001, no page type down.
+_COUNTER = re.compile(r"[^\W\d]+: ?\d[\d,.]*[kKmM]?$")
 
 
 def _recommendations_end(page: Page, i: int, chars: int) -> int:
@@ -116,6 +121,10 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
             # Lines that are (almost) all link text point elsewhere: "Read more",
             # "Related: ...", teaser headlines. They are not the article's prose.
             if drop_links and b.link_chars[i] >= len(line) * _LINK_LINE and not _link_title(b, i, line, plain):
+                continue
+            # A poster's panel in a forum thread ("Posts: 4,032", "Reputation: 12") is a
+            # counter, not what was said.
+            if _COUNTER.match(line):
                 continue
             # The headline is the page title, kept apart in Document.title.
             if title_key and _is_heading(b, i) and len(line) > 10 and _key(line) in title_key:
