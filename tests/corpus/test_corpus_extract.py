@@ -425,3 +425,22 @@ def test_extract_drops_the_counters_of_a_posters_panel() -> None:
     for i in range(5):
         assert own_prose("reply", i) in text and f"Weight: {5 + i} kg" in text, i
     assert "Posts:" not in text and "Reputation:" not in text
+
+
+def test_extract_drops_copies_of_a_mid_length_line_but_not_of_items() -> None:
+    # A thread repeats each poster's signature (a line of 70-99 characters) under every post: a
+    # copy of a line already kept. Pricing plans list the same long feature in each plan, and code
+    # samples repeat a line: items and code are the page's content and stay.
+    sig = "Retired cabinet maker, forty years at the bench, still learning every single day."
+    feature = "- Two rounds of comprehensive revisions based on your feedback, in Word and PDF."
+    code = "public static final String ACCOUNT_SID = System.getenv(\"ACCOUNT_SID_OF_YOURS\");"
+    posts = "".join(
+        f"<div class='post'><p>{own_prose('reply', i)}</p><p>{sig}</p><pre>{code}</pre></div>" for i in range(4)
+    )
+    plans = "".join(f"<div class='plan'><h3>Plan {i}</h3><ul><li>{feature[2:]}</li></ul></div>" for i in range(3))
+    html = f"<html><body>{NAV}<div class='thread'><h1>Which saw to buy</h1>{posts}{plans}</div>{FOOTER}</body></html>"
+    text = extract_text(html)
+    for i in range(4):
+        assert own_prose("reply", i) in text, i
+    assert text.count(sig) == 1
+    assert text.count(feature) == 3 and text.count(code) == 4

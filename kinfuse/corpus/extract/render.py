@@ -20,8 +20,13 @@ _LINK_LINE = 0.75
 # Chosen content with more link text than this share is a list of linked items (prune_lines).
 _LINK_CONTENT = 0.5
 # A kept line at least this long that repeats one kept before is a layout copy (prune_lines);
-# 40 gained more on WCXB dev (forum, product) but cost the 61 articles 0.005 of F1.
-_REPEAT_CHARS = 100
+# 40 gained more on WCXB dev (forum, product) but cost the 61 articles 0.005 of F1. Items,
+# table rows and code repeat by design (each pricing plan lists "Two rounds of revisions", each
+# code sample sets the same constant): theirs is _REPEAT_ITEM_CHARS. 70 for all lines: forum
+# +0.004 but service -0.0009, docs -0.001; 70 for the others only: forum +0.002, service +0.0003.
+_REPEAT_CHARS = 70
+_REPEAT_ITEM_CHARS = 100
+_ITEM_TAGS = frozenset("li tr td th dd dt".split())
 # A heading announcing recommendations heads a block of other items than the page's (a
 # shop's "Customers also viewed" grid, "You may also like", "Similar items"), which no class
 # word marks: the block it heads is dropped when under _RECOMMENDS_SHARE of the content
@@ -56,6 +61,21 @@ def _recommendations_end(page: Page, i: int, chars: int) -> int:
         return -1
     size = page.chars[elems[block].end] - page.chars[elems[block].start]
     return elems[block].end if size < _RECOMMENDS_SHARE * chars else -1
+
+
+def _in_pre(b: Builder) -> list[bool]:
+    """Per element: inside a <pre> (elements are numbered in document order, parents first)."""
+    elems = b.elems
+    flags = [False] * len(elems)
+    for e, el in enumerate(elems):
+        flags[e] = el.tag == "pre" or (el.parent >= 0 and flags[el.parent])
+    return flags
+
+
+def _is_item(b: Builder, i: int, in_pre: list[bool]) -> bool:
+    """Line ``i`` is a list item, a table row or cell, or code."""
+    owner = b.owner[i]
+    return owner >= 0 and (b.elems[owner].tag in _ITEM_TAGS or in_pre[owner])
 
 
 def _key(text: str) -> str:
@@ -107,6 +127,7 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
         for i, line in enumerate(b.lines):
             plain[i + 1] = plain[i] + (b.link_chars[i] < len(line) * _LINK_LINE)
     seen: set[str] = set()
+    in_pre = _in_pre(b)
     out = []
     skip_to = -1
     for start, end in ranges:
@@ -131,7 +152,7 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
                 continue
             # Pages repeat blocks for other screen sizes (a product's description in the
             # mobile and the desktop layout): a long line already kept is that copy.
-            if len(line) >= _REPEAT_CHARS:
+            if len(line) >= _REPEAT_CHARS and (len(line) >= _REPEAT_ITEM_CHARS or not _is_item(b, i, in_pre)):
                 if line in seen:
                     continue
                 seen.add(line)
