@@ -444,3 +444,20 @@ def test_extract_drops_copies_of_a_mid_length_line_but_not_of_items() -> None:
         assert own_prose("reply", i) in text, i
     assert text.count(sig) == 1
     assert text.count(feature) == 3 and text.count(code) == 4
+
+
+def test_extract_drops_bare_numbers_but_not_code_line_numbers() -> None:
+    # A thread shows each post's like count as a number on its own line: not what was said. A
+    # code block's line numbers, list items and prices are content and stay.
+    posts = "".join(
+        f"<div class='post'><p>{own_prose('reply', i)}</p><div class='likes'>{37 + i}</div></div>" for i in range(4)
+    )
+    code = "<pre><div>118</div><div>let total = parts.iter().sum();</div></pre>"
+    html = (
+        f"<html><body>{NAV}<div class='thread'><h1>Which saw to buy</h1>{posts}{code}"
+        f"<ul><li>991</li><li>992</li></ul><p>$120</p></div>{FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    for i in range(4):
+        assert own_prose("reply", i) in text and f"{37 + i}" not in text, i
+    assert "118" in text and "- 991" in text and "$120" in text

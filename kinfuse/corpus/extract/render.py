@@ -72,10 +72,15 @@ def _in_pre(b: Builder) -> list[bool]:
     return flags
 
 
+def _in_code(b: Builder, i: int, in_pre: list[bool]) -> bool:
+    owner = b.owner[i]
+    return owner >= 0 and in_pre[owner]
+
+
 def _is_item(b: Builder, i: int, in_pre: list[bool]) -> bool:
     """Line ``i`` is a list item, a table row or cell, or code."""
     owner = b.owner[i]
-    return owner >= 0 and (b.elems[owner].tag in _ITEM_TAGS or in_pre[owner])
+    return owner >= 0 and b.elems[owner].tag in _ITEM_TAGS or _in_code(b, i, in_pre)
 
 
 def _key(text: str) -> str:
@@ -144,8 +149,11 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
             if drop_links and b.link_chars[i] >= len(line) * _LINK_LINE and not _link_title(b, i, line, plain):
                 continue
             # A poster's panel in a forum thread ("Posts: 4,032", "Reputation: 12") is a
-            # counter, not what was said.
-            if _COUNTER.match(line):
+            # counter, not what was said; so is a bare number on its own line (a post's like or
+            # vote count, a reply's index). Code keeps its line numbers; a list item ("- 12")
+            # and a price ("$12") are not bare. On WCXB dev bare numbers: 97 pages move, 59 up,
+            # forum +0.0005, listing +0.0004, product +0.0005, no page type down.
+            if _COUNTER.match(line) or (line.isdigit() and not _in_code(b, i, in_pre)):
                 continue
             # The headline is the page title, kept apart in Document.title.
             if title_key and _is_heading(b, i) and len(line) > 10 and _key(line) in title_key:
