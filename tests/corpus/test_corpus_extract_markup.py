@@ -66,6 +66,25 @@ def test_react_streamed_segments_are_walked_where_they_are_shown() -> None:
     assert own_prose("hidden", 0) not in text
 
 
+def test_react_streamed_segment_whose_place_was_skipped_is_walked_where_it_stands() -> None:
+    # The article's template sits in a layout wrapper named like chrome ("toc-content-sidebar")
+    # that holds no prose until the segments arrive, so the walk skips it; the segments, shown
+    # by the browser all the same, are walked where they stand, once each.
+    html = (
+        f"<html><body>{NAV}<main><h1>Index funds</h1><div class='grid-toc-content-sidebar'>"
+        "<nav><a href='#a'>What is it</a></nav><div class='article-body'>"
+        "<template id='B:0'></template><div>Loading paragraph...</div>"
+        "<template id='B:1'></template><div>Loading paragraph...</div></div></div></main>"
+        f"<div hidden id='S:0'><p>{own_prose('streamed', 0)}</p><p>{own_prose('streamed', 1)}</p></div>"
+        f"<div hidden id='S:1'><p>{own_prose('streamed', 2)}</p></div>"
+        f"<div hidden id='other'><p>{own_prose('hidden', 0)}</p></div>{FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    for i in range(3):
+        assert text.count(own_prose("streamed", i)) == 1, i
+    assert own_prose("hidden", 0) not in text and "Copyright" not in text
+
+
 def test_self_closed_iframe_in_noscript_does_not_swallow_the_page() -> None:
     # Google Tag Manager's snippet written with "/>": a parser without scripts reads the
     # <noscript>, where the iframe's raw text would run to the end of the page.

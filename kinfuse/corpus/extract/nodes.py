@@ -118,6 +118,24 @@ def ptext_sizes(top: LexborNode, sizes: dict[int, int]) -> None:
             stack.extend((child, False) for child in node.iter(include_text=False))
 
 
+def _segments(root: LexborNode, segments: dict[str, LexborNode]) -> None:
+    if not segments:  # one query per page, on its first streamed template or segment
+        segments.update((n.attributes.get("id") or "", n) for n in root.css('div[hidden][id^="S:"]'))
+        segments.setdefault("", root)  # marks the query done on pages without segments
+
+
+def unplaced_segment(node: LexborNode, root: LexborNode, segments: dict[str, LexborNode]) -> bool:
+    """A React streamed segment (``<div hidden id="S:n">``) that no template the walk reached
+    has taken: the walk skipped the place its script moves it to (a wrapper named like chrome
+    whose prose, all streamed, it could not count). Shown in the browser, it is walked where
+    it stands, once."""
+    key = node.attributes.get("id") or ""
+    if not key.startswith("S:"):
+        return False
+    _segments(root, segments)
+    return segments.pop(key, None) is not None
+
+
 def streamed_segment(node: LexborNode, root: LexborNode, segments: dict[str, LexborNode]) -> LexborNode | None:
     """The streamed segment a React ``<template id="B:n">`` / ``<template id="P:n">`` stands for.
 
@@ -130,7 +148,5 @@ def streamed_segment(node: LexborNode, root: LexborNode, segments: dict[str, Lex
     key = (node.attributes.get("id") or "") if node.attributes else ""
     if len(key) < 3 or key[1] != ":" or key[0] not in "BP":
         return None
-    if not segments:  # one query per page, on its first streamed template
-        segments.update((n.attributes.get("id") or "", n) for n in root.css('div[hidden][id^="S:"]'))
-        segments.setdefault("", root)  # marks the query done on pages without segments
+    _segments(root, segments)
     return segments.pop("S:" + key[2:], None)

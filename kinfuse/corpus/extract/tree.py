@@ -29,6 +29,7 @@ from .nodes import (
     skip_noscript,
     streamed_segment,
     text_len,
+    unplaced_segment,
     wrapper_header,
 )
 
@@ -155,7 +156,10 @@ def walk(root: LexborNode, thread: bool = False) -> Builder:
             # is the page's own "not shown" (a closed tab, a template's copy) and always drops.
             # Only blocks are asked (a wrapper is one; the many hidden icons and labels are not).
             if hidden and (hidden == DROPPED or tag not in _BLOCK_TAGS or not holds_most_prose(node, 0.5, True)):
-                continue
+                # ...but a streamed segment is shown wherever its script puts it: when the walk
+                # skipped that place, it is walked here (nodes.unplaced_segment).
+                if not (tag == "div" and unplaced_segment(node, root, segments)):
+                    continue
             if chrome_class(tag, attrs, COMMENT_WORDS.sub(" ", attr) if in_thread else attr):
                 # Comments are content only where they are all the page has (a
                 # forum thread of "comments"), never beside an article; customer reviews
