@@ -461,3 +461,18 @@ def test_extract_drops_bare_numbers_but_not_code_line_numbers() -> None:
     for i in range(4):
         assert own_prose("reply", i) in text and f"{37 + i}" not in text, i
     assert "118" in text and "- 991" in text and "$120" in text
+
+
+def test_extract_drops_comments_beside_an_article_even_when_they_outweigh_it() -> None:
+    # A blog post of nine paragraphs with a hundred comments under it: the comments hold most of
+    # the page's prose, yet they are beside an article of its own, not the page's content.
+    comments = "".join(f"<li class='comment'><p>{own_prose('comment', i)}</p></li>" for i in range(100))
+    html = (
+        f"<html><body>{NAV}<main><div class='entry-content'>{paragraphs('post', 9)}</div>"
+        f"<div class='entry-comments' id='comments'><h3>100 Comments</h3><ol class='comment-list'>{comments}</ol></div>"
+        f"</main>{FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    for i in range(9):
+        assert own_prose("post", i) in text, i
+    assert own_prose("comment", 0) not in text and own_prose("comment", 99) not in text

@@ -55,6 +55,10 @@ _WRAPPER_TAGS = frozenset("form aside".split())
 # 150 / 300 / 500 / 1000 tried on WCXB dev (benchmarks/README.md); a share of the page's text
 # instead (0.05 / 0.1) lost articles whose paragraphs are a small part of a long page.
 _FEW_PARAGRAPHS = 500
+# Paragraph characters outside a comment section that make an article of their own (a blog
+# post of a few paragraphs): its comments are then beside it, however many there are (a post
+# with 109 comments), not the page's content. 500 and 2000 on WCXB dev: the same or less.
+_ARTICLE_BESIDE = 1000
 
 
 def walk(root: LexborNode, thread: bool = False) -> Builder:
@@ -167,6 +171,9 @@ def walk(root: LexborNode, thread: bool = False) -> Builder:
                 comments = COMMENTS.search(attr) is not None
                 most = 0.85 if comments or REVIEW.search(attr) else 0.5
                 if not holds_most_prose(node, most) and not item_caption(node, attr):
+                    continue
+                # ...and not when the page has an article of its own outside them.
+                if comments and not in_thread and total_ptext - sizes.get(node.mem_id, total_ptext) >= _ARTICLE_BESIDE:
                     continue
                 if not in_thread and (comments or COMMENT_WORDS.search(attr)):
                     flags = (in_link, in_pre, True)
