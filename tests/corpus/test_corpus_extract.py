@@ -476,3 +476,17 @@ def test_extract_drops_comments_beside_an_article_even_when_they_outweigh_it() -
     for i in range(9):
         assert own_prose("post", i) in text, i
     assert own_prose("comment", 0) not in text and own_prose("comment", 99) not in text
+
+
+def test_extract_drops_the_author_box_under_an_article() -> None:
+    # Under the post, a box about its writer (photo, bio, links to their posts), named
+    # "author-box", "author-description", "about-author": about the writer, not the article.
+    for cls in ("author-box", "author-description", "about-author", "saboxplugin-wrap"):
+        bio = "Karina is the owner of a cleaning company and holds a degree in business; she writes on homes and work."
+        html = (
+            f"<html><body>{NAV}<div class='post'><h1>House cleaning trends</h1>{paragraphs('post', 4)}"
+            f"<div class='{cls}'><p>{bio}</p></div></div>{FOOTER}</body></html>"
+        )
+        text = extract_text(html)
+        assert own_prose("post", 3) in text, cls
+        assert "Karina" not in text, cls

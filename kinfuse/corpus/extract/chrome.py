@@ -49,6 +49,9 @@ class ClassWords:
 # flair) and what they append to every post, not what the post says. Strong chrome words, as
 # they sit inside "post"/"message" blocks.
 _POSTER = r"signature|usertitle|user-title|userdetails|user-details|userextras|user-extras|userinfo|user-info|flair"
+# The box about the article's author under it (their photo, a bio, links to their other posts):
+# about the writer, not the article. "author-bio" was already chrome; the others name the same box.
+_AUTHOR_BOX = r"author[-_]?(?:box|desc|info|profile)|about[-_]?author|saboxplugin"
 # class/id fragments marking chrome. Long words match as substrings
 # ("sharebar", "relatedPosts"); short ones only as whole tokens, because "ad"
 # or "nav" as substrings would hit "header", "read", "canvas"...
@@ -58,7 +61,7 @@ _JUNK_SUBSTR = ClassWords(
     r"subscri|signup|sign-up|popup|modal|outbrain|taboola|recirc|recommend|"
     r"trending|masthead|skip-link|skiplink|promo|paywall|byline|author-bio|"
     r"popular|toolbar|pagination|jump-link|more-stories|read-more|readmore|"
-    r"tags|overlay|banner|caption|credit|reviews|" + _POSTER
+    r"tags|overlay|banner|caption|credit|reviews|" + _AUTHOR_BOX + "|" + _POSTER
 )
 _JUNK_TOKENS = frozenset("nav ad ads tag print rss login share".split())
 # Hiding classes count only as a whole class ("hidden", not "overflow-hidden",
