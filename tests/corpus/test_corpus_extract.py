@@ -490,3 +490,18 @@ def test_extract_drops_the_author_box_under_an_article() -> None:
         text = extract_text(html)
         assert own_prose("post", 3) in text, cls
         assert "Karina" not in text, cls
+
+
+def test_extract_drops_closing_headings_over_dropped_links() -> None:
+    # After the post, "Related posts" heads a list of links, dropped as link lines: the heading
+    # heads nothing kept and goes too. A hero's headline over its buttons, earlier, stays.
+    links = "".join(f"<li><a href='/p/{i}'>Another post about sofas number {i}</a></li>" for i in range(4))
+    html = (
+        f"<html><body>{NAV}<div class='post'><div class='hero'><h2>Sofas that last a lifetime</h2>"
+        "<a href='/shop'>Shop now</a></div>"
+        f"{paragraphs('post', 4)}<div class='more'><h3>Keep reading elsewhere</h3><ul>{links}</ul></div>"
+        f"</div>{FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    assert own_prose("post", 3) in text and "Sofas that last a lifetime" in text
+    assert "Another post" not in text and "Keep reading elsewhere" not in text

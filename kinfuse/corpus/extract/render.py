@@ -8,6 +8,7 @@ and :func:`render` joins what is left with the spacing of the page's blocks.
 
 from __future__ import annotations
 
+import bisect
 import re
 
 from ..clean import WORD
@@ -170,7 +171,33 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
             if out and b.lines[out[-1]] == line:
                 continue
             out.append(i)
-    return out
+    return _drop_closing_headings(b, out)
+
+
+def _drop_closing_headings(b: Builder, out: list[int]) -> list[int]:
+    """``out`` without the headings after its last line of text whose block keeps nothing else:
+    "Related posts", "Share this article", "Explore more" over links dropped as link lines, the
+    teaser cards of other articles. They head nothing kept. Headings earlier in the content stay
+    (a hero's headline over its buttons is a service page's text). On WCXB dev 53 pages move, 39
+    up; every heading with nothing kept in its block, wherever it stands: service -0.0004."""
+    k = len(out)
+    while k > 0 and _is_heading(b, out[k - 1]):
+        k -= 1
+    if k == 0 or k == len(out):
+        return out
+    elems = b.elems
+    res = out[:k]
+    for i in out[k:]:
+        e = b.owner[i]
+        while elems[e].parent >= 0 and elems[elems[e].parent].end - elems[elems[e].parent].start <= 1:
+            e = elems[e].parent  # wrappers of the heading alone
+        block = elems[e].parent
+        if block >= 0 and elems[block].end - elems[block].start > 1:
+            start, end = elems[block].start, elems[block].end
+            if bisect.bisect_left(out, end) - bisect.bisect_left(out, start) <= 1:
+                continue  # its block keeps only the heading
+        res.append(i)
+    return res
 
 
 def render(page: Page, idxs: list[int]) -> str:
