@@ -27,9 +27,11 @@ _REPEAT_CHARS = 100
 # word marks: the block it heads is dropped when under _RECOMMENDS_SHARE of the content
 # (0.25 lost a shop whose grid is a third of its page; 0.5 and 0.8 the same on WCXB dev).
 # Any short line instead of headings only: the same F1, two pages lower, two higher.
+# "Related"/"similar" items, products, threads, brands, articles, posts and stories too (a shop's
+# "Explore related items", a forum's "Similar threads"): on WCXB dev 19 pages up, none down.
 _RECOMMENDS = re.compile(
-    r"also (?:viewed|bought|like|love|purchased)|you may (?:also )?like|similar (?:items|products)|"
-    r"recently viewed|related products|frequently bought|customers who",
+    r"also (?:viewed|bought|like|love|purchased)|you may (?:also )?like|recently viewed|frequently bought|"
+    r"(?:similar|related) (?:items|products|threads|brands|articles|posts|stories)|customers who",
     re.I,
 )
 _RECOMMENDS_CHARS = 80
