@@ -324,14 +324,15 @@ def test_a_block_headed_as_recommendations_is_not_the_page() -> None:
 
 def test_related_and_similar_items_headings_head_recommendations() -> None:
     # "Explore related items" under a shop's product, "Similar threads" under a forum thread,
-    # "Related articles" under a post: other pages' items, which no class word marks.
+    # "Related articles" or "Trending stories" under a post: other pages' items, which no class
+    # word marks.
     description = paragraphs("product", 4)
     grid = "".join(
         f"<div class='card'><h3>Other blouse number {i} size {10 + i} floral print top</h3><div>Private</div>"
         f"<div>${8 + i}.03</div><div>+ $23.51 delivery</div></div>"
         for i in range(5)
     )
-    for heading in ("Explore related items", "Similar threads", "Related articles"):
+    for heading in ("Explore related items", "Similar threads", "Related articles", "Most popular posts", "Trending stories"):
         html = _page(
             f"<main><h1>A top</h1>{description}"
             f"<div class='y'><h2>{heading}</h2><div class='z'>{grid}</div></div></main>"

@@ -29,9 +29,12 @@ _REPEAT_CHARS = 100
 # Any short line instead of headings only: the same F1, two pages lower, two higher.
 # "Related"/"similar" items, products, threads, brands, articles, posts and stories too (a shop's
 # "Explore related items", a forum's "Similar threads"): on WCXB dev 19 pages up, none down.
+# Popular articles/posts/products and trending content/stories/topics: 5 more up, none down
+# ("More to explore" was tried too: a news front page's own sections, -0.04 there).
 _RECOMMENDS = re.compile(
     r"also (?:viewed|bought|like|love|purchased)|you may (?:also )?like|recently viewed|frequently bought|"
-    r"(?:similar|related) (?:items|products|threads|brands|articles|posts|stories)|customers who",
+    r"(?:similar|related) (?:items|products|threads|brands|articles|posts|stories)|customers who|"
+    r"(?:most )?popular (?:articles|posts|products)|trending (?:content|stories|topics)",
     re.I,
 )
 _RECOMMENDS_CHARS = 80
