@@ -341,6 +341,26 @@ def test_a_block_headed_as_recommendations_is_not_the_page() -> None:
     assert "also liked our" in extract_text(_page(f"<main>{description}{inline}</main>"))
 
 
+def test_related_and_similar_items_headings_head_recommendations() -> None:
+    # "Explore related items" under a shop's product, "Similar threads" under a forum thread,
+    # "Related articles" or "Trending stories" under a post: other pages' items, which no class
+    # word marks.
+    description = paragraphs("product", 4)
+    grid = "".join(
+        f"<div class='card'><h3>Other blouse number {i} size {10 + i} floral print top</h3><div>Private</div>"
+        f"<div>${8 + i}.03</div><div>+ $23.51 delivery</div></div>"
+        for i in range(5)
+    )
+    for heading in ("Explore related items", "Similar threads", "Related articles", "Most popular posts", "Trending stories"):
+        html = _page(
+            f"<main><h1>A top</h1>{description}"
+            f"<div class='y'><h2>{heading}</h2><div class='z'>{grid}</div></div></main>"
+        )
+        text = extract_text(html)
+        assert own_prose("product", 3) in text, heading
+        assert "Other blouse number 2" not in text, heading
+
+
 def test_a_header_inside_a_section_is_that_sections() -> None:
     # A landing page: each feature section opens with <header><h2>..</h2><p>lead</p></header>.
     sections = "".join(
