@@ -434,3 +434,24 @@ def test_seo_copy_is_content_whatever_else_its_class_says() -> None:
         assert "Trail runner model 3" in text and own_prose("seo", 1) in text, cls
     footer = extract_text(_page(f"<div class='grid'>{cards}</div><div class='site-footer'>{paragraphs('foot', 2)}</div>"))
     assert "Trail runner model 3" in footer and own_prose("foot", 0) not in footer
+
+
+
+def test_service_page_whose_faq_holds_most_prose_keeps_its_feature_sections() -> None:
+    # The FAQ's long answers hold most of the page's prose, as an article would; but the page's
+    # h1 stands above three feature sections, not above the FAQ: the FAQ is one section of a
+    # landing page and the features join it.
+    features = "".join(
+        f"<section class='band'><div class='container'><h2>Feature {name}</h2><p>{own_prose('feature', i)}</p>"
+        "<a class='button' href='/start'>Start your free trial today</a></div></section>"
+        for i, name in enumerate(("one", "two", "three"))
+    )
+    faq = f"<section class='faq'><div class='faq-inner'><h2>FAQs</h2><div>{paragraphs('answer', 9)}</div></div></section>"
+    html = (
+        f"<html><body>{NAV}<div class='page'><section class='hero'><h1>Email marketing for everyone</h1></section>"
+        f"{features}{faq}</div>{FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    for i in range(3):
+        assert own_prose("feature", i) in text, i
+    assert own_prose("answer", 8) in text and "Copyright" not in text

@@ -24,6 +24,10 @@ _FACT_ROWS = 2
 _PROSE_LINE = 40  # as score.Page's "good" lines
 _ROW_TAGS = frozenset({"tr", "dt", "dd"})
 _MAIN_SHARE = 0.6
+# ... unless the page's <h1> comes before the main block with this many h2/h3 headings between
+# them: the block is then one section of a landing page (its FAQ), not the article the h1 heads.
+_SECTIONS_BEFORE = 3
+_SECTION_HEADINGS = frozenset({"h2", "h3"})
 # A main block holding less than this share of the text the walk kept (chrome already
 # skipped) is one part of a page of many parts, unless it is an article: at least
 # _ARTICLE_PARAGRAPHS prose lines holding _ARTICLE_PROSE of the page's prose (select_main).
@@ -186,6 +190,27 @@ def _is_section(page: Page, e: Elem) -> bool:
     return (n >= _SECTION_CHARS and prose >= 0.4 * n) or (rows >= _FACT_ROWS and row_chars >= 0.6 * n)
 
 
+def _sections_before(page: Page, first: int) -> bool:
+    """The page's first ``<h1>`` comes before line ``first`` with _SECTIONS_BEFORE or more h2/h3
+    headings between them. An article's headline stands right above its body (a byline, a date
+    between); a service page's stands above its hero and feature sections, and the block holding
+    most of its prose is a section further down (an FAQ of long answers)."""
+    b = page.b
+    h1 = -1
+    for i in range(first):
+        owner = b.owner[i]
+        tag = b.elems[owner].tag if owner >= 0 else ""
+        if h1 < 0:
+            if tag == "h1":
+                h1 = i
+                heads = 0
+        elif tag in _SECTION_HEADINGS:
+            heads += 1
+            if heads >= _SECTIONS_BEFORE:
+                return True
+    return False
+
+
 def _sections(page: Page, top: int, ranges: list[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
     """Add the content sections around the main block, up to the page's wrapper.
 
@@ -197,7 +222,7 @@ def _sections(page: Page, top: int, ranges: list[tuple[int, int]], limit: int) -
     elems = page.b.elems
     lines = page.b.lines
     main_good = sum(page.good[end] - page.good[start] for start, end in ranges)
-    if main_good >= _MAIN_SHARE * page.good[-1]:
+    if main_good >= _MAIN_SHARE * page.good[-1] and not _sections_before(page, ranges[0][0]):
         return ranges  # an article: what lies around it is comments, bios, teasers
     taken = set(ranges)
     seen = {lines[i] for start, end in ranges for i in range(start, end)}
