@@ -434,3 +434,18 @@ def test_seo_copy_is_content_whatever_else_its_class_says() -> None:
         assert "Trail runner model 3" in text and own_prose("seo", 1) in text, cls
     footer = extract_text(_page(f"<div class='grid'>{cards}</div><div class='site-footer'>{paragraphs('foot', 2)}</div>"))
     assert "Trail runner model 3" in footer and own_prose("foot", 0) not in footer
+
+
+def test_extract_drops_popovers_closed_until_opened() -> None:
+    # An element with the popover attribute is not shown until a button opens it (an app's
+    # "install on your home screen" steps, a push-notification prompt): not what the page says.
+    prompt = "To install this app on iOS tap the Share icon in Safari and then tap Add to Home Screen."
+    html = (
+        f"<html><body>{NAV}<i-card popover id='pwa-learn'><p>{prompt}</p></i-card>"
+        f"<div class='post'><h1>Roadmap discussion</h1>{paragraphs('post', 4)}</div>"
+        f"<div popover='manual'><p>Configure browser push notifications in Chrome and Safari, then adjust them.</p></div>"
+        f"{FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    assert own_prose("post", 3) in text
+    assert "Home Screen" not in text and "push notifications" not in text

@@ -116,10 +116,15 @@ def hiding(attrs: dict[str, str | None]) -> int:
     (``role=tabpanel``) other than the one shown: a documentation page's other languages, a
     service page's other plans.
     """
-    if not ("hidden" in attrs or "aria-hidden" in attrs or "style" in attrs or "role" in attrs):
+    if not ("hidden" in attrs or "aria-hidden" in attrs or "style" in attrs or "role" in attrs or "popover" in attrs):
         return SHOWN  # most elements: none of the attributes read below
     role = (attrs.get("role") or "").lower()
     hidden = DROPPED if "hidden" in attrs else STYLE_HIDDEN if attrs.get("aria-hidden") == "true" else SHOWN
+    # An element with the popover attribute is not shown until a button opens it (browsers'
+    # own stylesheet hides it): an app's install steps, a push-notification prompt, an
+    # off-canvas menu. Hidden like a styled-away wrapper: kept only when it holds most prose.
+    if not hidden and "popover" in attrs:
+        hidden = STYLE_HIDDEN
     if not hidden:
         style = attrs.get("style")
         if style and _HIDDEN_STYLE.search(style) is not None:
