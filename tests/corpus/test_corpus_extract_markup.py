@@ -449,3 +449,21 @@ def test_extract_drops_popovers_closed_until_opened() -> None:
     text = extract_text(html)
     assert own_prose("post", 3) in text
     assert "Home Screen" not in text and "push notifications" not in text
+
+
+def test_extract_walks_forms_without_controls() -> None:
+    # Each reply of a thread sits in the form its author's edit would submit: the reply's id as
+    # a hidden input, the text, no field to fill in. That is the thread, not a search box...
+    replies = "".join(
+        f"<div class='thing'><p class='tagline'>user{i}</p><form class='usertext' action='#'>"
+        f"<input type='hidden' name='thing_id' value='t1_{i}'><div class='md'><p>{own_prose('reply', i)}</p></div>"
+        f"</form></div>"
+        for i in range(8)
+    )
+    search = "<form action='/search'><p>Search the whole forum archive by keyword, author or date here.</p><input name='q'></form>"
+    html = f"<html><body>{NAV}{search}<div class='commentarea'><h1>Hair follicles grown</h1>{replies}</div>{FOOTER}</body></html>"
+    text = extract_text(html)
+    for i in range(8):
+        assert own_prose("reply", i) in text, i
+    # ...which, with a field to type in, stays dropped.
+    assert "archive by keyword" not in text
