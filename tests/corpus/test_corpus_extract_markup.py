@@ -467,3 +467,19 @@ def test_extract_walks_forms_without_controls() -> None:
         assert own_prose("reply", i) in text, i
     # ...which, with a field to type in, stays dropped.
     assert "archive by keyword" not in text
+
+
+def test_phpbb_post_profiles_are_not_the_post() -> None:
+    # phpBB writes each post's poster beside it as <dl class="postprofile">: name, rank, the
+    # nation or place they founded, join date. Who wrote it, not what the post says.
+    posts = "".join(
+        f"<div class='post bg2'><div class='inner'><div class='postbody'><p>{own_prose(f'post{i}', i)}</p></div>"
+        f"<dl class='postprofile'><dt>Poster{i}</dt><dd>Senator</dd><dd>Founded: Dec 1{i}, 2021</dd>"
+        f"<dd>Psychotic Dictatorship</dd></dl></div></div>"
+        for i in range(4)
+    )
+    text = extract_text(_page(f"<div id='page-body'>{posts}</div>"))
+    for i in range(4):
+        assert own_prose(f"post{i}", i) in text, i
+    for chrome in ("Senator", "Founded", "Dictatorship"):
+        assert chrome not in text, chrome

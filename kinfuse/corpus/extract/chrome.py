@@ -46,9 +46,9 @@ class ClassWords:
 
 
 # A forum post's poster block and signature: who wrote it (title, join date, post count,
-# flair) and what they append to every post, not what the post says. Strong chrome words, as
-# they sit inside "post"/"message" blocks.
-_POSTER = r"signature|usertitle|user-title|userdetails|user-details|userextras|user-extras|userinfo|user-info|flair"
+# flair; phpBB's "postprofile") and what they append to every post, not what the post says.
+# Strong chrome words, as they sit inside "post"/"message" blocks.
+_POSTER = r"postprofile|signature|usertitle|user-title|userdetails|user-details|userextras|user-extras|userinfo|user-info|flair"
 # The box about the article's author under it (their photo, a bio, links to their other posts):
 # about the writer, not the article. "author-bio" was already chrome; the others name the same box.
 _AUTHOR_BOX = r"author[-_]?(?:box|desc|info|profile)|about[-_]?author|saboxplugin"
