@@ -455,3 +455,52 @@ def test_service_page_whose_faq_holds_most_prose_keeps_its_feature_sections() ->
     for i in range(3):
         assert own_prose("feature", i) in text, i
     assert own_prose("answer", 8) in text and "Copyright" not in text
+
+
+def test_extract_drops_popovers_closed_until_opened() -> None:
+    # An element with the popover attribute is not shown until a button opens it (an app's
+    # "install on your home screen" steps, a push-notification prompt): not what the page says.
+    prompt = "To install this app on iOS tap the Share icon in Safari and then tap Add to Home Screen."
+    html = (
+        f"<html><body>{NAV}<i-card popover id='pwa-learn'><p>{prompt}</p></i-card>"
+        f"<div class='post'><h1>Roadmap discussion</h1>{paragraphs('post', 4)}</div>"
+        f"<div popover='manual'><p>Configure browser push notifications in Chrome and Safari, then adjust them.</p></div>"
+        f"{FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    assert own_prose("post", 3) in text
+    assert "Home Screen" not in text and "push notifications" not in text
+
+
+def test_extract_walks_forms_without_controls() -> None:
+    # Each reply of a thread sits in the form its author's edit would submit: the reply's id as
+    # a hidden input, the text, no field to fill in. That is the thread, not a search box...
+    replies = "".join(
+        f"<div class='thing'><p class='tagline'>user{i}</p><form class='usertext' action='#'>"
+        f"<input type='hidden' name='thing_id' value='t1_{i}'><div class='md'><p>{own_prose('reply', i)}</p></div>"
+        f"</form></div>"
+        for i in range(8)
+    )
+    search = "<form action='/search'><p>Search the whole forum archive by keyword, author or date here.</p><input name='q'></form>"
+    html = f"<html><body>{NAV}{search}<div class='commentarea'><h1>Hair follicles grown</h1>{replies}</div>{FOOTER}</body></html>"
+    text = extract_text(html)
+    for i in range(8):
+        assert own_prose("reply", i) in text, i
+    # ...which, with a field to type in, stays dropped.
+    assert "archive by keyword" not in text
+
+
+def test_phpbb_post_profiles_are_not_the_post() -> None:
+    # phpBB writes each post's poster beside it as <dl class="postprofile">: name, rank, the
+    # nation or place they founded, join date. Who wrote it, not what the post says.
+    posts = "".join(
+        f"<div class='post bg2'><div class='inner'><div class='postbody'><p>{own_prose(f'post{i}', i)}</p></div>"
+        f"<dl class='postprofile'><dt>Poster{i}</dt><dd>Senator</dd><dd>Founded: Dec 1{i}, 2021</dd>"
+        f"<dd>Psychotic Dictatorship</dd></dl></div></div>"
+        for i in range(4)
+    )
+    text = extract_text(_page(f"<div id='page-body'>{posts}</div>"))
+    for i in range(4):
+        assert own_prose(f"post{i}", i) in text, i
+    for chrome in ("Senator", "Founded", "Dictatorship"):
+        assert chrome not in text, chrome

@@ -46,9 +46,9 @@ class ClassWords:
 
 
 # A forum post's poster block and signature: who wrote it (title, join date, post count,
-# flair) and what they append to every post, not what the post says. Strong chrome words, as
-# they sit inside "post"/"message" blocks.
-_POSTER = r"signature|usertitle|user-title|userdetails|user-details|userextras|user-extras|userinfo|user-info|flair"
+# flair; phpBB's "postprofile") and what they append to every post, not what the post says.
+# Strong chrome words, as they sit inside "post"/"message" blocks.
+_POSTER = r"postprofile|signature|usertitle|user-title|userdetails|user-details|userextras|user-extras|userinfo|user-info|flair"
 # The box about the article's author under it (their photo, a bio, links to their other posts):
 # about the writer, not the article. "author-bio" was already chrome; the others name the same box.
 _AUTHOR_BOX = r"author[-_]?(?:box|desc|info|profile)|about[-_]?author|saboxplugin"
@@ -116,10 +116,15 @@ def hiding(attrs: dict[str, str | None]) -> int:
     (``role=tabpanel``) other than the one shown: a documentation page's other languages, a
     service page's other plans.
     """
-    if not ("hidden" in attrs or "aria-hidden" in attrs or "style" in attrs or "role" in attrs):
+    if not ("hidden" in attrs or "aria-hidden" in attrs or "style" in attrs or "role" in attrs or "popover" in attrs):
         return SHOWN  # most elements: none of the attributes read below
     role = (attrs.get("role") or "").lower()
     hidden = DROPPED if "hidden" in attrs else STYLE_HIDDEN if attrs.get("aria-hidden") == "true" else SHOWN
+    # An element with the popover attribute is not shown until a button opens it (browsers'
+    # own stylesheet hides it): an app's install steps, a push-notification prompt, an
+    # off-canvas menu. Hidden like a styled-away wrapper: kept only when it holds most prose.
+    if not hidden and "popover" in attrs:
+        hidden = STYLE_HIDDEN
     if not hidden:
         style = attrs.get("style")
         if style and _HIDDEN_STYLE.search(style) is not None:

@@ -84,6 +84,19 @@ def skip_noscript(node: LexborNode, root: LexborNode, page_text: list[str]) -> b
     return page_text[0].count(text[:80]) > 1
 
 
+# What a visitor fills in or presses on a form. HTML forbids nested forms (parsers close the
+# outer one), so asking each <form> for one looks at every element once.
+_CONTROLS = "input:not([type=hidden]), textarea, select, button"
+
+
+def is_display_form(node: LexborNode) -> bool:
+    """A <form> whose only fields are hidden, with no control a visitor could fill in or press:
+    markup kept for scripts (a post's text in the form its author's edit would submit, the
+    post's id as the hidden input), not a search box or a sign-up form. What it holds is shown
+    like any block. A form of no fields at all says nothing of what it is and stays dropped."""
+    return node.css_first("input[type=hidden]") is not None and node.css_first(_CONTROLS) is None
+
+
 def is_layout_cell(node: LexborNode) -> bool:
     """A td holding paragraphs or nested tables is page layout, not a data cell."""
     return node.css_first("p, div, table, ul, ol, h1, h2, h3, h4, blockquote, br") is not None

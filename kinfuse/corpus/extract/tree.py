@@ -20,6 +20,7 @@ from .chrome import COMMENT_WORDS, COMMENTS, DROPPED, REVIEW, chrome_class, hidi
 from .lines import CELL, Builder
 from .nodes import (
     WS,
+    is_display_form,
     is_layout_cell,
     item_caption,
     item_header,
@@ -137,12 +138,15 @@ def walk(root: LexborNode, thread: bool = False) -> Builder:
             # of the page's paragraphs or, on a page without any (table layouts),
             # most of its text; so does an <aside> or a <header> used as a section wrapper.
             # A <header> of a list's item is that item's title, one inside a <section> that section's.
+            # A <form> without a control to fill in or press is no form at all (nodes.is_display_form).
             if tag == "header":
                 if not (
                     item_header(node, root, headers) or section_header(node) or wrapper_header(node, holds_most_prose)
                 ):
                     continue
-            elif tag not in _WRAPPER_TAGS or not holds_most_prose(node, 0.5, True):
+            elif tag not in _WRAPPER_TAGS or not (
+                holds_most_prose(node, 0.5, True) or (tag == "form" and is_display_form(node))
+            ):
                 continue
         if tag == "br":
             b.flush()
