@@ -504,3 +504,28 @@ def test_phpbb_post_profiles_are_not_the_post() -> None:
         assert own_prose(f"post{i}", i) in text, i
     for chrome in ("Senator", "Founded", "Dictatorship"):
         assert chrome not in text, chrome
+
+
+def test_landing_page_of_many_sections_is_the_whole_page() -> None:
+    # The story block holds most of the prose, and six feature sections join it; a page of that
+    # many sections is a landing page, whose hero lead and plan list (list items, no prose) are
+    # content too: the whole walked page, chrome still left out.
+    names = ("speed", "boards", "chat", "files", "reports", "apps")
+    features = "".join(
+        f"<div class='{n}-wrap'><section class='{n}'><h2>Feature {n}</h2><p>{own_prose(n, 0)}</p>"
+        "<a class='button' href='/start'>Start your free trial today</a></section></div>"
+        for n in names
+    )
+    plans = (
+        "<div class='plans-wrap'><section class='plans'><h2>Plans</h2><ul><li>Free: one project, two editors</li>"
+        "<li>Team: unlimited projects and editors</li><li>Enterprise: single sign-on and audit logs</li></ul></section></div>"
+    )
+    html = (
+        f"<html><body>{NAV}<div class='page'><section class='hero'><h1>Plan projects together</h1>"
+        f"<p>Boards for every team.</p></section>{features}{plans}<div class='story-wrap'><section class='story'>"
+        f"<h2>Why we built it</h2>{paragraphs('story', 9)}</section></div></div>{FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    assert own_prose("story", 8) in text and own_prose("apps", 0) in text
+    assert "Boards for every team." in text and "Team: unlimited projects" in text
+    assert "Copyright" not in text and "Pricing" not in text
