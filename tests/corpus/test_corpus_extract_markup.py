@@ -504,3 +504,20 @@ def test_phpbb_post_profiles_are_not_the_post() -> None:
         assert own_prose(f"post{i}", i) in text, i
     for chrome in ("Senator", "Founded", "Dictatorship"):
         assert chrome not in text, chrome
+
+
+def test_purchase_widgets_are_chrome() -> None:
+    # A shop's product page: the description, then the widgets that operate the purchase (the
+    # add-to-cart form, "notify me when back in stock", the instalment note), named by the
+    # platforms' classes. The widgets are not the product's text.
+    desc = paragraphs("desc", 2)
+    cart = (
+        "<form class='product-form add-to-cart-form'><label>Size</label><select><option>Small</option>"
+        "<option>Large</option></select><button>Add to cart - choose a size first</button></form>"
+    )
+    notify = "<div class='back-in-stock-notify'><p>Email me when this colour is back in stock again</p></div>"
+    instal = "<div class='afterpay-note'><p>Or four interest-free payments of 12.50 with Afterpay</p></div>"
+    text = extract_text(_page(f"<main><h1>Wool Runner</h1>{desc}{cart}{notify}{instal}</main>"))
+    assert own_prose("desc", 1) in text
+    for words in ("choose a size first", "back in stock again", "interest-free payments"):
+        assert words not in text, words
