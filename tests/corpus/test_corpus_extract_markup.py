@@ -521,3 +521,22 @@ def test_purchase_widgets_are_chrome() -> None:
     assert own_prose("desc", 1) in text
     for words in ("choose a size first", "back in stock again", "interest-free payments"):
         assert words not in text, words
+
+
+def test_framework_tab_panes_are_tab_panels() -> None:
+    # A shop's product tabs ("Overview", "Specs") as Bootstrap and WooCommerce build them: no
+    # ARIA role, a "tab-pane" / "woocommerce-Tabs-panel" class, the panes other than the first
+    # hidden by their style until their tab is clicked.
+    tabs = "<ul class='nav-tabs'><li><a href='#o'>Overview</a></li><li><a href='#s'>Specs</a></li></ul>"
+    shut = 'style="display:none"'
+    intro = paragraphs("intro", 2)
+    for pane in ("tab-pane", "woocommerce-Tabs-panel"):
+        panes = "".join(
+            f"<div class='{pane}' id='t{i}' {'' if i == 0 else shut}><p>{own_prose(f'pane{i}', i)}</p></div>"
+            for i in range(3)
+        )
+        text = extract_text(_page(f"<main>{intro}{tabs}<div class='tab-holder'>{panes}</div></main>"))
+        for i in range(3):
+            assert own_prose(f"pane{i}", i) in text, (pane, i)
+    hidden = f"<div class='pane-note' style='display:none'><p>{own_prose('note', 0)}</p></div>"
+    assert own_prose("note", 0) not in extract_text(_page(f"<main>{intro}{hidden}</main>"))
