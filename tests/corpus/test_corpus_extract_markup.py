@@ -540,3 +540,16 @@ def test_framework_tab_panes_are_tab_panels() -> None:
             assert own_prose(f"pane{i}", i) in text, (pane, i)
     hidden = f"<div class='pane-note' style='display:none'><p>{own_prose('note', 0)}</p></div>"
     assert own_prose("note", 0) not in extract_text(_page(f"<main>{intro}{hidden}</main>"))
+
+
+def test_placeholder_filler_is_dropped() -> None:
+    # A theme's demo block the shop never filled in: "Lorem ipsum..." under a heading of its own,
+    # beside the product's real description.
+    desc = paragraphs("desc", 2)
+    filler = (
+        "<div class='feature'><p>Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod "
+        "tempor incididunt ut labore et dolore magna aliqua. Quis ipsum suspendisse ultrices gravida.</p></div>"
+    )
+    text = extract_text(_page(f"<main><h1>Aluminium Wallet</h1>{desc}{filler}</main>"))
+    assert own_prose("desc", 1) in text
+    assert "consectetur adipiscing" not in text
