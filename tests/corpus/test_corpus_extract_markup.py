@@ -529,3 +529,52 @@ def test_landing_page_of_many_sections_is_the_whole_page() -> None:
     assert own_prose("story", 8) in text and own_prose("apps", 0) in text
     assert "Boards for every team." in text and "Team: unlimited projects" in text
     assert "Copyright" not in text and "Pricing" not in text
+
+
+def test_purchase_widgets_are_chrome() -> None:
+    # A shop's product page: the description, then the widgets that operate the purchase (the
+    # add-to-cart form, "notify me when back in stock", the instalment note), named by the
+    # platforms' classes. The widgets are not the product's text.
+    desc = paragraphs("desc", 2)
+    cart = (
+        "<form class='product-form add-to-cart-form'><label>Size</label><select><option>Small</option>"
+        "<option>Large</option></select><button>Add to cart - choose a size first</button></form>"
+    )
+    notify = "<div class='back-in-stock-notify'><p>Email me when this colour is back in stock again</p></div>"
+    instal = "<div class='afterpay-note'><p>Or four interest-free payments of 12.50 with Afterpay</p></div>"
+    text = extract_text(_page(f"<main><h1>Wool Runner</h1>{desc}{cart}{notify}{instal}</main>"))
+    assert own_prose("desc", 1) in text
+    for words in ("choose a size first", "back in stock again", "interest-free payments"):
+        assert words not in text, words
+
+
+def test_framework_tab_panes_are_tab_panels() -> None:
+    # A shop's product tabs ("Overview", "Specs") as Bootstrap and WooCommerce build them: no
+    # ARIA role, a "tab-pane" / "woocommerce-Tabs-panel" class, the panes other than the first
+    # hidden by their style until their tab is clicked.
+    tabs = "<ul class='nav-tabs'><li><a href='#o'>Overview</a></li><li><a href='#s'>Specs</a></li></ul>"
+    shut = 'style="display:none"'
+    intro = paragraphs("intro", 2)
+    for pane in ("tab-pane", "woocommerce-Tabs-panel"):
+        panes = "".join(
+            f"<div class='{pane}' id='t{i}' {'' if i == 0 else shut}><p>{own_prose(f'pane{i}', i)}</p></div>"
+            for i in range(3)
+        )
+        text = extract_text(_page(f"<main>{intro}{tabs}<div class='tab-holder'>{panes}</div></main>"))
+        for i in range(3):
+            assert own_prose(f"pane{i}", i) in text, (pane, i)
+    hidden = f"<div class='pane-note' style='display:none'><p>{own_prose('note', 0)}</p></div>"
+    assert own_prose("note", 0) not in extract_text(_page(f"<main>{intro}{hidden}</main>"))
+
+
+def test_placeholder_filler_is_dropped() -> None:
+    # A theme's demo block the shop never filled in: "Lorem ipsum..." under a heading of its own,
+    # beside the product's real description.
+    desc = paragraphs("desc", 2)
+    filler = (
+        "<div class='feature'><p>Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod "
+        "tempor incididunt ut labore et dolore magna aliqua. Quis ipsum suspendisse ultrices gravida.</p></div>"
+    )
+    text = extract_text(_page(f"<main><h1>Aluminium Wallet</h1>{desc}{filler}</main>"))
+    assert own_prose("desc", 1) in text
+    assert "consectetur adipiscing" not in text
