@@ -281,9 +281,9 @@ def _select(page: Page) -> list[tuple[int, int]]:
     """
     ranges, top, sem = _main_ranges(page)
     if top >= 0:
-        joined = len(ranges)
+        own = len(ranges)
         ranges = _sections(page, top, ranges, sem)
-        if len(ranges) - joined >= _MANY_SECTIONS:
+        if len(ranges) - own >= _MANY_SECTIONS:  # sections joined
             return [(0, len(page.b.lines))]
     total = page.chars[-1]
     chosen = sum(page.chars[end] - page.chars[start] for start, end in ranges)
