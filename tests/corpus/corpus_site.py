@@ -312,6 +312,11 @@ NAV = "<nav><a href='/'>Home</a> <a href='/a'>Products</a> <a href='/b'>Pricing<
 FOOTER = "<footer><p>Copyright 2024 Example Incorporated, all rights reserved, terms apply.</p></footer>"
 
 
+def chrome_page(body: str) -> str:
+    """A whole page: ``body`` between the shared navigation and footer."""
+    return f"<html><head><title>Example</title></head><body>{NAV}{body}{FOOTER}</body></html>"
+
+
 def own_prose(tag: str, n: int) -> str:
     """A sentence of its own per (tag, n), long enough to read as a page's prose."""
     return (

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from corpus_site import ARTICLE_HTML, ARTICLE_SENTENCES, CHROME_MARKERS, FOOTER, NAV, own_prose, paragraphs
+from corpus_site import ARTICLE_HTML, ARTICLE_SENTENCES, CHROME_MARKERS, FOOTER, NAV, chrome_page, own_prose, paragraphs
 
 from kinfuse.corpus import extract_text, extract_title
 
@@ -143,7 +143,7 @@ def test_extract_keeps_noscript_page_drops_javascript_notice_and_copies() -> Non
 def test_extract_hiding_utility_classes_and_layout_modifiers_are_not_chrome() -> None:
     body = paragraphs("body", 3)
     for wrapper in ("overflow-hidden", "hidden-md-down", "hidden lg:block", "p-body-main p-body-main--withSidebar"):
-        html = f"<html><body>{NAV}<div class='{wrapper}'><div>{body}</div></div>{FOOTER}</body></html>"
+        html = chrome_page(f"<div class='{wrapper}'><div>{body}</div></div>")
         assert own_prose("body", 1) in extract_text(html), wrapper
     hidden = f"<html><body><div>{body}</div><div class='hidden'><p>{own_prose('secret', 0)}</p></div></body></html>"
     assert own_prose("secret", 0) not in extract_text(hidden)
@@ -165,7 +165,7 @@ def test_extract_forum_thread_of_comments_is_content_but_article_comments_are_no
         f"<article class='comment ipsComment'><div class='comment-body'><p>{own_prose('post', i)}</p></div></article>"
         for i in range(5)
     )
-    forum = f"<html><body>{NAV}<h1>Topic title</h1><div class='cTopic comments'>{posts}</div>{FOOTER}</body></html>"
+    forum = chrome_page(f"<h1>Topic title</h1><div class='cTopic comments'>{posts}</div>")
     text = extract_text(forum)
     for i in range(5):
         assert own_prose("post", i) in text
@@ -184,7 +184,7 @@ def test_extract_listing_keeps_every_card() -> None:
         f"<div class='card-body item-body-{i}'><p>{own_prose('card', i)}</p></div></div>"
         for i in range(6)
     )
-    html = f"<html><body>{NAV}<div class='grid'>{cards}</div>{FOOTER}</body></html>"
+    html = chrome_page(f"<div class='grid'>{cards}</div>")
     text = extract_text(html)
     for i in range(6):
         assert own_prose("card", i) in text
@@ -222,7 +222,7 @@ def test_extract_service_page_keeps_a_section_whose_text_is_set_in_heading_tags(
         f"<section class='details'>{details}</section>",
     )
     wrapped = "".join(f"<div class='{name}'>{b}</div>" for name, b in zip(("hero", "band", "grid"), blocks))
-    html = f"<html><body>{NAV}<div class='wrap'>{wrapped}</div>{FOOTER}</body></html>"
+    html = chrome_page(f"<div class='wrap'>{wrapped}</div>")
     text = extract_text(html)
     for i in range(3):
         assert own_prose("pillar", i) in text and _plain("details", i) in text, i
@@ -266,7 +266,7 @@ def test_extract_listing_keeps_linked_titles_but_not_link_lists() -> None:
         for i in range(6)
     )
     links = "<ul>" + "".join(f"<li><a href='/r/{i}'>Related story number {i} of many</a></li>" for i in range(6))
-    html = f"<html><body>{NAV}<div class='grid'>{cards}{links}</ul></div>{FOOTER}</body></html>"
+    html = chrome_page(f"<div class='grid'>{cards}{links}</ul></div>")
     text = extract_text(html)
     for i in range(6):
         assert f"Course number {i} title" in text
@@ -320,7 +320,7 @@ def test_extract_content_of_linked_items_keeps_them() -> None:
     # An index page: a short heading line, then rows that are each one link (a catalogue's
     # subject list). Content that is mostly link text is a list of items, not link chrome.
     rows = "".join(f"<li><a href='/s/{i}'>Clocks and watches, volume {i}</a></li>" for i in range(15))
-    html = f"<html><body>{NAV}<div class='subjects'><h2>Narrower terms:</h2><ul>{rows}</ul></div>{FOOTER}</body></html>"
+    html = chrome_page(f"<div class='subjects'><h2>Narrower terms:</h2><ul>{rows}</ul></div>")
     text = extract_text(html)
     for i in range(15):
         assert f"- Clocks and watches, volume {i}" in text, i
@@ -336,7 +336,7 @@ def test_extract_drops_a_layout_copy_of_a_long_line() -> None:
     )
     block = f"<div class='desc'><p>{description}</p><p>Volume: 350 ml</p><p>$60.00</p></div>"
     other = f"<div class='desc'><p>{description}</p><p>Volume: 350 ml</p><p>$64.00</p></div>"
-    html = f"<html><body>{NAV}<div class='product'><h1>Speckle mug</h1>{block}{other}</div>{FOOTER}</body></html>"
+    html = chrome_page(f"<div class='product'><h1>Speckle mug</h1>{block}{other}</div>")
     text = extract_text(html)
     assert text.count(description) == 1
     assert text.count("Volume: 350 ml") == 2 and "$64.00" in text
@@ -352,7 +352,7 @@ def test_extract_drops_a_layout_copy_of_a_block_of_short_lines() -> None:
     other = f"<div class='perks'><ul>{features}<li>Made in Portugal.</li></ul></div>"
     desc = paragraphs("product", 3)
     body = f"<div class='product'><h1>Wallet</h1>{block}{desc}{block}{other}</div>"
-    html = f"<html><body>{NAV}{body}{FOOTER}</body></html>"
+    html = chrome_page(f"{body}")
     text = extract_text(html)
     assert own_prose("product", 2) in text
     assert text.count("Risk-free 99 day trial.") == 2  # the first block and the longer one
@@ -405,7 +405,7 @@ def test_extract_drops_a_line_repeating_the_one_before_it() -> None:
         f"<div class='price'>${90 + i}.95</div><div class='sale'>${90 + i}.95</div><div class='badge'>Top rated</div></div>"
         for i in range(12)
     )
-    html = f"<html><body>{NAV}<div class='wrap'><p>{own_prose('intro', 0)}</p><div class='results'>{cards}</div></div>{FOOTER}</body></html>"
+    html = chrome_page(f"<div class='wrap'><p>{own_prose('intro', 0)}</p><div class='results'>{cards}</div></div>")
     text = extract_text(html)
     assert own_prose("intro", 0) in text
     for i in range(12):
@@ -422,7 +422,7 @@ def test_extract_keeps_linked_headings_of_one_word() -> None:
         f"<div><a href='/t/{i}/details'>Details</a></div></div>"
         for i, t in enumerate(titles)
     )
-    html = f"<html><body>{NAV}<div class='chart'><p>{own_prose('intro', 0)}</p>{cards}</div>{FOOTER}</body></html>"
+    html = chrome_page(f"<div class='chart'><p>{own_prose('intro', 0)}</p>{cards}</div>")
     text = extract_text(html)
     for t in titles:
         assert f"{t}\n" in text, t
@@ -438,7 +438,7 @@ def test_extract_drops_the_counters_of_a_posters_panel() -> None:
         f"<p>Weight: {5 + i} kg</p></div></div>"
         for i in range(5)
     )
-    html = f"<html><body>{NAV}<div class='thread'><h1>Which saw to buy</h1>{posts}</div>{FOOTER}</body></html>"
+    html = chrome_page(f"<div class='thread'><h1>Which saw to buy</h1>{posts}</div>")
     text = extract_text(html)
     for i in range(5):
         assert own_prose("reply", i) in text and f"Weight: {5 + i} kg" in text, i
@@ -456,7 +456,7 @@ def test_extract_drops_copies_of_a_mid_length_line_but_not_of_items() -> None:
         f"<div class='post'><p>{own_prose('reply', i)}</p><p>{sig}</p><pre>{code}</pre></div>" for i in range(4)
     )
     plans = "".join(f"<div class='plan'><h3>Plan {i}</h3><ul><li>{feature[2:]}</li></ul></div>" for i in range(3))
-    html = f"<html><body>{NAV}<div class='thread'><h1>Which saw to buy</h1>{posts}{plans}</div>{FOOTER}</body></html>"
+    html = chrome_page(f"<div class='thread'><h1>Which saw to buy</h1>{posts}{plans}</div>")
     text = extract_text(html)
     for i in range(4):
         assert own_prose("reply", i) in text, i

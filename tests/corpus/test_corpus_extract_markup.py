@@ -7,13 +7,9 @@ builders, streamed segments, panels"), checked to fail without that rule.
 
 from __future__ import annotations
 
-from corpus_site import FOOTER, NAV, own_prose, paragraphs
+from corpus_site import FOOTER, NAV, chrome_page, own_prose, paragraphs
 
 from kinfuse.corpus import extract_text
-
-
-def _page(body: str) -> str:
-    return f"<html><head><title>Example</title></head><body>{NAV}{body}{FOOTER}</body></html>"
 
 
 def test_page_builder_widgets_are_content() -> None:
@@ -23,7 +19,7 @@ def test_page_builder_widgets_are_content() -> None:
         f"<div class='elementor-element elementor-widget elementor-widget-text-editor'><p>{own_prose('widget', i)}</p></div>"
         for i in range(4)
     )
-    text = extract_text(_page(f"<div class='elementor-section'>{widgets}</div>"))
+    text = extract_text(chrome_page(f"<div class='elementor-section'>{widgets}</div>"))
     for i in range(4):
         assert own_prose("widget", i) in text, i
 
@@ -39,10 +35,10 @@ def test_utility_classes_and_builder_words_do_not_name_chrome() -> None:
         "shared-wrapper",  # "shared" is not a share bar
     )
     for wrapper in wrappers:
-        html = _page(f"<div class='{wrapper}'>{body}</div><div class='section'>{other}</div>")
+        html = chrome_page(f"<div class='{wrapper}'>{body}</div><div class='section'>{other}</div>")
         assert own_prose("body", 1) in extract_text(html), wrapper
     # The words themselves still mark chrome.
-    share = _page(f"<div class='post'>{body}</div><div class='share-bar'><p>{own_prose('share', 0)}</p></div>")
+    share = chrome_page(f"<div class='post'>{body}</div><div class='share-bar'><p>{own_prose('share', 0)}</p></div>")
     assert own_prose("share", 0) not in extract_text(share)
 
 
@@ -85,7 +81,7 @@ def test_react_streamed_segment_whose_place_was_skipped_is_walked_where_it_stand
     assert own_prose("hidden", 0) not in text and "Copyright" not in text
 
 
-def test_self_closed_iframe_in_noscript_does_not_swallow_the_page() -> None:
+def test_self_closed_iframe_in_noscript_does_not_swallow_thechrome_page() -> None:
     # Google Tag Manager's snippet written with "/>": a parser without scripts reads the
     # <noscript>, where the iframe's raw text would run to the end of the page.
     body = paragraphs("after", 3)
@@ -120,7 +116,7 @@ def test_tab_labels_and_collapsed_accordion_panels_are_content() -> None:
     faq = f"<div class='faq-answer' aria-hidden='true'><p>{own_prose('faq', 0)}</p></div>"
     tabs = "<div role='tablist'><p>Overview of the product and its specifications</p></div>"
     hidden = f"<div class='popup' hidden><p>{own_prose('hidden', 0)}</p></div>"
-    text = extract_text(_page(f"<main>{intro}{tabs}{panels}{styled}{faq}{hidden}</main>"))
+    text = extract_text(chrome_page(f"<main>{intro}{tabs}{panels}{styled}{faq}{hidden}</main>"))
     for fragment in (own_prose("answer", 0), own_prose("answer", 1), own_prose("details", 0), own_prose("faq", 0)):
         assert fragment in text, fragment
     assert "Overview of the product and its specifications" in text
@@ -136,13 +132,13 @@ def test_caption_holding_a_heading_is_an_item_card() -> None:
     )
     photo = f"<figure><img src='a.jpg' alt=''><div class='photo-caption'>{own_prose('caption', 0)}</div></figure>"
     intro = f"<p>{own_prose('intro', 0)}</p>"
-    text = extract_text(_page(f"<div class='shop'>{intro}{photo}<ul class='products'>{cards}</ul></div>"))
+    text = extract_text(chrome_page(f"<div class='shop'>{intro}{photo}<ul class='products'>{cards}</ul></div>"))
     for i in range(6):
         assert f"Canvas trail tent model {i}" in text, i
     assert own_prose("caption", 0) not in text  # a photo's caption still goes
 
 
-def test_promo_or_banner_holding_a_heading_is_a_section_of_the_page() -> None:
+def test_promo_or_banner_holding_a_heading_is_a_section_of_thechrome_page() -> None:
     # A landing page: a hero banner (headline, lead) and promo tiles (heading, text), each a
     # section of the page; a cookie banner and an ad promo hold no heading and still go.
     hero = f"<div class='hero-banner'><h1>Watches for every wrist</h1><p>{own_prose('hero', 0)}</p></div>"
@@ -151,7 +147,7 @@ def test_promo_or_banner_holding_a_heading_is_a_section_of_the_page() -> None:
     )
     cookie = f"<div class='cookie-banner'><p>{own_prose('cookie', 0)}</p></div>"
     ad = f"<div class='promo-slot'><p>{own_prose('ad', 0)}</p></div>"
-    text = extract_text(_page(f"<div class='home'>{cookie}{hero}{tiles}{ad}</div>"))
+    text = extract_text(chrome_page(f"<div class='home'>{cookie}{hero}{tiles}{ad}</div>"))
     assert own_prose("hero", 0) in text
     for i in range(4):
         assert own_prose("tile", i) in text, i
@@ -159,7 +155,7 @@ def test_promo_or_banner_holding_a_heading_is_a_section_of_the_page() -> None:
 
 def test_customer_reviews_beside_a_product_are_not_its_content() -> None:
     def product(description: str, reviews: str) -> str:
-        return _page(
+        return chrome_page(
             f"<div class='product-main'><h1>Trail 25 pack</h1>{description}"
             f"<div id='reviews' class='product-reviews'><h2>Reviews</h2>{reviews}</div></div>"
         )
@@ -191,12 +187,12 @@ def test_chrome_named_wrapper_of_a_page_without_paragraphs_is_kept() -> None:
     posts = "".join(_post(i) for i in range(6))
     aside = "<div class='notice'><p>Welcome to the forum. Please read the rules before posting.</p></div>"
     for wrapper in ("<form class='InlineModForm section' method='post'>{}</form>", "<div id='footerfix'>{}</div>"):
-        text = extract_text(_page(aside + wrapper.format(posts)))
+        text = extract_text(chrome_page(aside + wrapper.format(posts)))
         for i in range(6):
             assert f"Reply number {i} of the thread" in text, (wrapper, i)
     # A small search form on such a page is still chrome.
     search = "<form class='search'><div>Search the forum for threads about anything at all</div></form>"
-    assert "Search the forum" not in extract_text(_page(aside + search + posts))
+    assert "Search the forum" not in extract_text(chrome_page(aside + search + posts))
 
 
 def test_comment_named_thread_keeps_its_comments() -> None:
@@ -206,7 +202,7 @@ def test_comment_named_thread_keeps_its_comments() -> None:
     replies = "".join(
         f"<div class='thing comment'><p>{own_prose(f'reply{i}', i)}</p></div>" for i in range(4)
     )
-    html = _page(f"<div class='link'><a href='/x'>A linked story</a></div><div class='commentarea'>{replies}</div>")
+    html = chrome_page(f"<div class='link'><a href='/x'>A linked story</a></div><div class='commentarea'>{replies}</div>")
     text = extract_text(html)
     for i in range(4):
         assert own_prose(f"reply{i}", i) in text, i
@@ -221,7 +217,7 @@ def test_forum_poster_blocks_and_signatures_are_not_the_post() -> None:
         f"<span class='author_flair'>Flair{i}</span></div>"
         for i in range(4)
     )
-    text = extract_text(_page(f"<div class='thread'>{posts}</div>"))
+    text = extract_text(chrome_page(f"<div class='thread'>{posts}</div>"))
     for i in range(4):
         assert own_prose(f"post{i}", i) in text, i
     for chrome in ("Title0", "Joined", "4,213", "signature line", "Flair1"):
@@ -234,7 +230,7 @@ def test_tooltips_are_not_content() -> None:
         "<div class='badge'>Star Seller<div role='tooltip' class='popover-body'><p>Star Sellers have an outstanding "
         "track record for providing a great customer experience, shipping on time and replying quickly.</p></div></div>"
     )
-    text = extract_text(_page(f"<div class='product'>{body}{tip}</div>"))
+    text = extract_text(chrome_page(f"<div class='product'>{body}{tip}</div>"))
     assert own_prose("product", 2) in text
     assert "outstanding track record" not in text
 
@@ -247,7 +243,7 @@ def test_headers_of_list_items_are_their_titles() -> None:
         f"<p class='desc'>{own_prose(f'teaser{i}', i)}</p></header></article>"
         for i in range(7)
     )
-    html = _page(f"<header><a href='/'>Logo</a><div>Site slogan text here</div></header><main>{items}</main>")
+    html = chrome_page(f"<header><a href='/'>Logo</a><div>Site slogan text here</div></header><main>{items}</main>")
     text = extract_text(html)
     for i in range(7):
         assert own_prose(f"teaser{i}", i) in text, i
@@ -259,33 +255,33 @@ def test_a_header_or_aside_wrapping_the_article_is_not_chrome() -> None:
     # page's own header, which carries the site navigation, stays chrome even when it is long.
     body = paragraphs("post", 5)
     site_header = f"<header><nav><a href='/'>Home</a></nav><p>{own_prose('menu', 0)}</p></header>"
-    html = _page(f"{site_header}<header class='section_blog-post-content'><h1>A post</h1>{body}</header>")
+    html = chrome_page(f"{site_header}<header class='section_blog-post-content'><h1>A post</h1>{body}</header>")
     text = extract_text(html)
     for i in range(5):
         assert own_prose("post", i) in text, i
     assert own_prose("menu", 0) not in text
     # The same for an <aside> holding the article (an announcement layout around the post).
-    aside = extract_text(_page(f"<aside class='columns announcement-banner'>{body}</aside>"))
+    aside = extract_text(chrome_page(f"<aside class='columns announcement-banner'>{body}</aside>"))
     assert own_prose("post", 4) in aside
     # A small aside beside the article is still chrome.
-    beside = extract_text(_page(f"<div>{body}</div><aside><p>{own_prose('aside', 0)}</p></aside>"))
+    beside = extract_text(chrome_page(f"<div>{body}</div><aside><p>{own_prose('aside', 0)}</p></aside>"))
     assert own_prose("aside", 0) not in beside
     # A site header holding most of the prose but also the navigation stays chrome.
-    nav_header = extract_text(_page(f"<header><nav><a href='/'>Home</a></nav>{body}</header><p>{own_prose('x', 0)}</p>"))
+    nav_header = extract_text(chrome_page(f"<header><nav><a href='/'>Home</a></nav>{body}</header><p>{own_prose('x', 0)}</p>"))
     assert own_prose("post", 0) not in nav_header
 
 
-def test_a_wrapper_hidden_until_scripts_run_is_the_page() -> None:
+def test_a_wrapper_hidden_until_scripts_run_is_thechrome_page() -> None:
     # Pages hide their content wrapper by style until their scripts have run (against a flash
     # of unstyled content, A/B-test anti-flicker): it holds the whole page.
     body = paragraphs("doc", 4)
     for hidden in ("style='visibility:hidden;min-height:100vh'", "style='display:none'", "aria-hidden='true'"):
-        text = extract_text(_page(f"<div {hidden}><h1>A tutorial</h1>{body}</div>"))
+        text = extract_text(chrome_page(f"<div {hidden}><h1>A tutorial</h1>{body}</div>"))
         assert own_prose("doc", 3) in text, hidden
     # A small hidden block beside the content, and anything under the hidden attribute, stay out.
-    beside = extract_text(_page(f"<div>{body}</div><div style='display:none'><p>{own_prose('modal', 0)}</p></div>"))
+    beside = extract_text(chrome_page(f"<div>{body}</div><div style='display:none'><p>{own_prose('modal', 0)}</p></div>"))
     assert own_prose("modal", 0) not in beside
-    attr = extract_text(_page(f"<div hidden>{body}</div><p>{own_prose('shown', 0)}</p>"))
+    attr = extract_text(chrome_page(f"<div hidden>{body}</div><p>{own_prose('shown', 0)}</p>"))
     assert own_prose("doc", 0) not in attr
 
 
@@ -298,7 +294,7 @@ def test_hidden_tab_panels_are_content() -> None:
         for i in range(3)
     )
     intro = paragraphs("intro", 2)
-    text = extract_text(_page(f"<main>{intro}{tabs}{panels}</main>"))
+    text = extract_text(chrome_page(f"<main>{intro}{tabs}{panels}</main>"))
     for i in range(3):
         assert own_prose(f"lang{i}", i) in text, i
 
@@ -312,14 +308,14 @@ def test_a_class_naming_what_an_element_goes_without_is_not_chrome() -> None:
     )
     intro = paragraphs("intro", 5)  # the grid holds under half
     for cls in ("SummaryCollectionGridItems hide-read-more-ad", "grid no-ads", "cards without-ads"):
-        text = extract_text(_page(f"<div class='intro'>{intro}</div><div class='{cls}'>{cards}</div>"))
+        text = extract_text(chrome_page(f"<div class='intro'>{intro}</div><div class='{cls}'>{cards}</div>"))
         assert own_prose("story3", 3) in text, cls
     # The words still mark chrome where they name the element.
-    ad = extract_text(_page(f"<div class='grid'>{cards}</div><div class='read-more-ad'><p>{own_prose('ad', 0)}</p></div>"))
+    ad = extract_text(chrome_page(f"<div class='grid'>{cards}</div><div class='read-more-ad'><p>{own_prose('ad', 0)}</p></div>"))
     assert own_prose("ad", 0) not in ad
 
 
-def test_a_block_headed_as_recommendations_is_not_the_page() -> None:
+def test_a_block_headed_as_recommendations_is_not_thechrome_page() -> None:
     # A shop's product page: description and specs, then a grid of other products under "People
     # who viewed this item also viewed", with no class word saying what the grid is.
     description = paragraphs("product", 4)
@@ -328,7 +324,7 @@ def test_a_block_headed_as_recommendations_is_not_the_page() -> None:
         f"<div>${8 + i}.03</div><div>+ $23.51 delivery</div></div>"
         for i in range(5)
     )
-    html = _page(
+    html = chrome_page(
         f"<main><h1>A top</h1>{description}"
         f"<div class='y'><h2>People who viewed this item also viewed</h2><div class='z'>{grid}</div></div></main>"
     )
@@ -338,7 +334,7 @@ def test_a_block_headed_as_recommendations_is_not_the_page() -> None:
     assert "delivery" not in text
     # The same words inside a paragraph of the content are prose, not a heading of items.
     inline = f"<p>Readers who liked this guide also liked our {own_prose('inline', 0)}</p>"
-    assert "also liked our" in extract_text(_page(f"<main>{description}{inline}</main>"))
+    assert "also liked our" in extract_text(chrome_page(f"<main>{description}{inline}</main>"))
 
 
 def test_related_and_similar_items_headings_head_recommendations() -> None:
@@ -352,7 +348,7 @@ def test_related_and_similar_items_headings_head_recommendations() -> None:
         for i in range(5)
     )
     for heading in ("Explore related items", "Similar threads", "Related articles", "Most popular posts", "Trending stories"):
-        html = _page(
+        html = chrome_page(
             f"<main><h1>A top</h1>{description}"
             f"<div class='y'><h2>{heading}</h2><div class='z'>{grid}</div></div></main>"
         )
@@ -368,13 +364,13 @@ def test_a_header_inside_a_section_is_that_sections() -> None:
         f"<div><p>{own_prose(f'detail{i}', i)}</p></div></section>"
         for i in range(3)
     )
-    text = extract_text(_page(f"<header><a href='/'>Logo</a><p>Site wide slogan of the company</p></header>{sections}"))
+    text = extract_text(chrome_page(f"<header><a href='/'>Logo</a><p>Site wide slogan of the company</p></header>{sections}"))
     for i in range(3):
         assert own_prose(f"lead{i}", i) in text, i
         assert f"Feature heading {i}" in text, i
     assert "Site wide slogan" not in text
     # A header inside a section that carries the site's navigation is still the page's.
-    nav = extract_text(_page(f"<section><header><nav><a href='/x'>X</a></nav><p>Menu slogan words here</p></header></section>{sections}"))
+    nav = extract_text(chrome_page(f"<section><header><nav><a href='/x'>X</a></nav><p>Menu slogan words here</p></header></section>{sections}"))
     assert "Menu slogan" not in nav
 
 
@@ -388,7 +384,7 @@ def test_text_for_screen_readers_only_is_not_content() -> None:
         "<p class='price'><span class='a-offscreen'>Offscreen price 24.99</span><span aria-hidden='true'>$24.99</span></p>"
         "<p><span class='visually-hidden'>Opens in a new window:</span> Care guide</p></div>"
     )
-    text = extract_text(_page(body))
+    text = extract_text(chrome_page(body))
     for i in range(3):
         assert own_prose("product", i) in text, i
     assert "image gallery carousel" not in text
@@ -396,7 +392,7 @@ def test_text_for_screen_readers_only_is_not_content() -> None:
     assert "Opens in a new window" not in text
     assert "Care guide" in text
     # Shown again from a breakpoint on ("sr-only md:not-sr-only"): what a desktop reader sees.
-    shown = extract_text(_page(f"<div class='product'>{paragraphs('product', 3)}<p class='sr-only md:not-sr-only'>Shown on desktop screens</p></div>"))
+    shown = extract_text(chrome_page(f"<div class='product'>{paragraphs('product', 3)}<p class='sr-only md:not-sr-only'>Shown on desktop screens</p></div>"))
     assert "Shown on desktop screens" in shown
 
 
@@ -430,9 +426,9 @@ def test_seo_copy_is_content_whatever_else_its_class_says() -> None:
     )
     for cls in ("field-seofootercopy", "seo__module--copy hidden"):
         seo = f"<div class='{cls}'>{paragraphs('seo', 2)}</div>"
-        text = extract_text(_page(f"<div class='grid'>{cards}</div>{seo}"))
+        text = extract_text(chrome_page(f"<div class='grid'>{cards}</div>{seo}"))
         assert "Trail runner model 3" in text and own_prose("seo", 1) in text, cls
-    footer = extract_text(_page(f"<div class='grid'>{cards}</div><div class='site-footer'>{paragraphs('foot', 2)}</div>"))
+    footer = extract_text(chrome_page(f"<div class='grid'>{cards}</div><div class='site-footer'>{paragraphs('foot', 2)}</div>"))
     assert "Trail runner model 3" in footer and own_prose("foot", 0) not in footer
 
 
@@ -499,14 +495,14 @@ def test_phpbb_post_profiles_are_not_the_post() -> None:
         f"<dd>Psychotic Dictatorship</dd></dl></div></div>"
         for i in range(4)
     )
-    text = extract_text(_page(f"<div id='page-body'>{posts}</div>"))
+    text = extract_text(chrome_page(f"<div id='page-body'>{posts}</div>"))
     for i in range(4):
         assert own_prose(f"post{i}", i) in text, i
     for chrome in ("Senator", "Founded", "Dictatorship"):
         assert chrome not in text, chrome
 
 
-def test_landing_page_of_many_sections_is_the_whole_page() -> None:
+def test_landing_page_of_many_sections_is_the_wholechrome_page() -> None:
     # The story block holds most of the prose, and six feature sections join it; a page of that
     # many sections is a landing page, whose hero lead and plan list (list items, no prose) are
     # content too: the whole walked page, chrome still left out.
@@ -542,7 +538,7 @@ def test_purchase_widgets_are_chrome() -> None:
     )
     notify = "<div class='back-in-stock-notify'><p>Email me when this colour is back in stock again</p></div>"
     instal = "<div class='afterpay-note'><p>Or four interest-free payments of 12.50 with Afterpay</p></div>"
-    text = extract_text(_page(f"<main><h1>Wool Runner</h1>{desc}{cart}{notify}{instal}</main>"))
+    text = extract_text(chrome_page(f"<main><h1>Wool Runner</h1>{desc}{cart}{notify}{instal}</main>"))
     assert own_prose("desc", 1) in text
     for words in ("choose a size first", "back in stock again", "interest-free payments"):
         assert words not in text, words
@@ -560,11 +556,11 @@ def test_framework_tab_panes_are_tab_panels() -> None:
             f"<div class='{pane}' id='t{i}' {'' if i == 0 else shut}><p>{own_prose(f'pane{i}', i)}</p></div>"
             for i in range(3)
         )
-        text = extract_text(_page(f"<main>{intro}{tabs}<div class='tab-holder'>{panes}</div></main>"))
+        text = extract_text(chrome_page(f"<main>{intro}{tabs}<div class='tab-holder'>{panes}</div></main>"))
         for i in range(3):
             assert own_prose(f"pane{i}", i) in text, (pane, i)
     hidden = f"<div class='pane-note' style='display:none'><p>{own_prose('note', 0)}</p></div>"
-    assert own_prose("note", 0) not in extract_text(_page(f"<main>{intro}{hidden}</main>"))
+    assert own_prose("note", 0) not in extract_text(chrome_page(f"<main>{intro}{hidden}</main>"))
 
 
 def test_placeholder_filler_is_dropped() -> None:
@@ -575,6 +571,6 @@ def test_placeholder_filler_is_dropped() -> None:
         "<div class='feature'><p>Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod "
         "tempor incididunt ut labore et dolore magna aliqua. Quis ipsum suspendisse ultrices gravida.</p></div>"
     )
-    text = extract_text(_page(f"<main><h1>Aluminium Wallet</h1>{desc}{filler}</main>"))
+    text = extract_text(chrome_page(f"<main><h1>Aluminium Wallet</h1>{desc}{filler}</main>"))
     assert own_prose("desc", 1) in text
     assert "consectetur adipiscing" not in text

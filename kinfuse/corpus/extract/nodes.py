@@ -32,7 +32,7 @@ def item_caption(node: LexborNode, attr: str) -> bool:
     (a hero banner's headline and lead), not a photo's caption or credit, an ad slot or a
     cookie or announcement bar, which hold none. Only when no other chrome word names it."""
     lowered = attr.lower()
-    if not ("caption" in lowered or "promo" in lowered or "banner" in lowered):
+    if not _CARD_WORDS.search(lowered):
         return False
     if chrome_words(_CARD_WORDS.sub(" ", lowered)):
         return False
