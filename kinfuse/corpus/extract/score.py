@@ -44,6 +44,11 @@ _TAG_WEIGHT = {
 }  # fmt: skip
 
 
+# A line at least this long with under 30% link text reads as prose (Page's "good" text;
+# select._is_section counts a section's prose the same way).
+PROSE_LINE = 40
+
+
 class Page:
     """The walked page plus prefix sums for O(1) per-element statistics."""
 
@@ -62,7 +67,7 @@ class Page:
         good = [0] * (n + 1)
         for i, line in enumerate(b.lines):
             g = 0
-            if len(line) >= 40 and b.link_chars[i] < 0.3 * len(line):
+            if len(line) >= PROSE_LINE and b.link_chars[i] < 0.3 * len(line):
                 owner = b.owner[i]
                 tag = b.elems[owner].tag if owner >= 0 else ""
                 if tag not in HEADINGS and tag not in ("li", "tr", "dt", "dd"):

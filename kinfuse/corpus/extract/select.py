@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from .lines import Elem
-from .score import Page, score_blocks
+from .score import PROSE_LINE, Page, score_blocks
 
 _SENTENCE_END = re.compile(r"\.( |$)")
 _DIGITS = re.compile(r"\d+")
@@ -21,7 +21,6 @@ _DIGITS = re.compile(r"\d+")
 # or definition list of at least _FACT_ROWS rows (benchmarks/README.md, "Short sections").
 _SECTION_CHARS = 100
 _FACT_ROWS = 2
-_PROSE_LINE = 40  # as score.Page's "good" lines
 _ROW_TAGS = frozenset({"tr", "dt", "dd"})
 _MAIN_SHARE = 0.6
 # ... unless the page's <h1> comes before the main block with this many h2/h3 headings between
@@ -190,7 +189,7 @@ def _is_section(page: Page, e: Elem) -> bool:
         if tag in _ROW_TAGS:
             rows += 1
             row_chars += len(line)
-        if len(line) >= _PROSE_LINE and tag != "li" and b.link_chars[i] < 0.3 * len(line):
+        if len(line) >= PROSE_LINE and tag != "li" and b.link_chars[i] < 0.3 * len(line):
             prose += len(line)
     return (n >= _SECTION_CHARS and prose >= 0.4 * n) or (rows >= _FACT_ROWS and row_chars >= 0.6 * n)
 
