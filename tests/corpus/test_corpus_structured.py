@@ -144,3 +144,17 @@ def test_meta_description_only_for_an_about_empty_page() -> None:
     text = extract_text(article)
     assert ARTICLE_SENTENCES[0] in text and "Rugs you can wash" not in text
     assert "Rugs" not in extract_text(_page("", SHELL)) and "OG text" not in extract_text(_page(head, SHELL))
+
+
+def test_a_site_tagline_is_not_the_pages_description() -> None:
+    def head(description: str) -> str:
+        return (
+            '<meta property="og:title" content="Sea Green Mug - Potter\'s Shop">'
+            f'<meta property="og:site_name" content="Potter\'s Shop"><meta name="description" content="{description}">'
+        )
+
+    # Short, and nothing in common with the title but the shop's name: the same line on every page.
+    assert "Smarter" not in extract_text(_page(head("Smarter shopping, better living! Potter's Shop"), SHELL))
+    # Short but about the page's subject, or long enough to say something: the page's summary.
+    assert extract_text(_page(head("A sea green mug, thrown by hand."), SHELL)).startswith("A sea green mug")
+    assert DESCRIPTION in extract_text(_page(head(DESCRIPTION), SHELL))

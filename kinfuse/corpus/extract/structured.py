@@ -34,6 +34,14 @@ _MISSING = 0.5
 # The meta description stands in only for a page whose extracted text is about empty.
 _NEAR_EMPTY_WORDS = 30
 _NEAR_EMPTY_CHARS = 2_000  # more characters than that always hold 30 distinct words in practice
+# A description this short that shares no word with the page's title, the site's name aside, is
+# the site's tagline ("Smarter Shopping, Better Living!" on every product page of a shop), not a
+# summary of the page, so it is not the page's content.
+_TAGLINE_WORDS = 12
+_DESCRIPTIONS = ("description", "og:description", "twitter:description")
+_TITLES = ("og:title", "twitter:title")
+_SITE_NAMES = ("og:site_name", "application-name")
+_META_NAMES = frozenset(_DESCRIPTIONS + _TITLES + _SITE_NAMES)
 # A <noscript> with at least this many words is the page's content, not a "enable JavaScript" note.
 _NOSCRIPT_WORDS = 50
 # A JSON-LD script or microdata list larger than this is not page content worth parsing.
@@ -191,13 +199,26 @@ def microdata_posts(tree: LexborHTMLParser) -> list[str]:
 
 
 def meta_description(tree: LexborHTMLParser) -> str:
-    """``<meta name=description>``, else ``og:description`` / ``twitter:description``."""
+    """``<meta name=description>``, else ``og:description`` / ``twitter:description``; empty when
+    that is the site's tagline rather than a summary of this page."""
     found: dict[str, str] = {}
     for meta in tree.css("meta"):
         name = (meta.attributes.get("name") or meta.attributes.get("property") or "").strip().lower()
-        if name in ("description", "og:description", "twitter:description") and name not in found:
+        if name in _META_NAMES and name not in found:
             found[name] = _plain(meta.attributes.get("content") or "")
-    return next((found[n] for n in ("description", "og:description", "twitter:description") if found.get(n)), "")
+    description = next((found[n] for n in _DESCRIPTIONS if found.get(n)), "")
+    words = _title_words(description)
+    if len(words) >= _TAGLINE_WORDS:
+        return description
+    title = tree.css_first("title")
+    site = _title_words(" ".join(found.get(n, "") for n in _SITE_NAMES))
+    titles = _title_words(" ".join([title.text() if title else "", *(found.get(n, "") for n in _TITLES)])) - site
+    return "" if titles and not titles & (words - site) else description
+
+
+def _title_words(text: str) -> set[str]:
+    """The words of ``text`` that can name a subject: "rug", not "a" or "2"."""
+    return {w for w in _words(text) if len(w) > 2 and not w.isdigit()}
 
 
 def noscript_html(tree: LexborHTMLParser) -> str:
