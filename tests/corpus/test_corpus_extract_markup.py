@@ -574,3 +574,22 @@ def test_placeholder_filler_is_dropped() -> None:
     text = extract_text(chrome_page(f"<main><h1>Aluminium Wallet</h1>{desc}{filler}</main>"))
     assert own_prose("desc", 1) in text
     assert "consectetur adipiscing" not in text
+
+
+def test_card_links_kept_from_screen_readers_are_shown() -> None:
+    # A news hub's card links its headline and, again, its teaser; the second link is
+    # aria-hidden and out of the tab order (announced once), but the teaser is on screen.
+    cards = "".join(
+        f"<article class='card'><h2><a href='/p{i}'>Headline number {i}</a></h2>"
+        f"<p class='desc'><a href='/p{i}' aria-hidden='true' tabindex='-1'>{own_prose('teaser', i)}</a></p></article>"
+        for i in range(4)
+    )
+    text = extract_text(chrome_page(f"<main><h1>Topic</h1>{cards}</main>"))
+    for i in range(4):
+        assert own_prose("teaser", i) in text, i
+    # An overlay link whose label the card shows again right after it adds nothing.
+    overlay = "<h2><a href='/x' aria-hidden='true' tabindex='-1'><span>Fresh ways</span></a>Fresh ways</h2>"
+    assert extract_text(chrome_page(f"<main>{overlay}{paragraphs('body', 3)}</main>")).count("Fresh ways") == 1
+    # Any other aria-hidden element stays hidden: an icon's text, a carousel's copy.
+    icon = f"<div>{paragraphs('body', 3)}<span aria-hidden='true' tabindex='-1'>Icon glyph</span></div>"
+    assert "Icon glyph" not in extract_text(chrome_page(icon))

@@ -163,3 +163,17 @@ def streamed_segment(node: LexborNode, root: LexborNode, segments: dict[str, Lex
         return None
     _segments(root, segments)
     return segments.pop("S:" + key[2:], None)
+
+
+def duplicate_link(node: LexborNode, attrs: dict[str, str | None]) -> bool:
+    """A link marked ``aria-hidden`` and taken out of the tab order (``tabindex=-1``): a card's
+    second link to the target its title already links (the teaser under the headline, the
+    thumbnail), kept from screen readers and the keyboard so the target is announced once, yet
+    shown: its text is the card's content. Not when the text after it repeats its own: the
+    link is then an overlay spread over the card whose label the page shows again beside it."""
+    if attrs.get("aria-hidden") != "true" or attrs.get("tabindex") != "-1":
+        return False
+    nxt = node.next
+    if nxt is None or nxt.tag != "-text":
+        return True
+    return (nxt.text_content or "").strip() != node.text(deep=True).strip()

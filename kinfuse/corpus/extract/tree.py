@@ -16,10 +16,11 @@ from typing import Any
 
 from selectolax.lexbor import LexborNode
 
-from .chrome import COMMENT_WORDS, COMMENTS, DROPPED, REVIEW, chrome_class, hiding
+from .chrome import COMMENT_WORDS, COMMENTS, DROPPED, REVIEW, SHOWN, STYLE_HIDDEN, chrome_class, hiding
 from .lines import CELL, Builder
 from .nodes import (
     WS,
+    duplicate_link,
     is_display_form,
     is_layout_cell,
     item_caption,
@@ -159,6 +160,10 @@ def walk(root: LexborNode, thread: bool = False) -> Builder:
         if attrs:  # most elements have none: both checks below would say no
             attr = f"{attrs.get('class') or ''} {attrs.get('id') or ''}".strip()
             hidden = hiding(attrs)
+            # aria-hidden hides from screen readers, not from the eye: a card's second link to
+            # its target is shown (nodes.duplicate_link).
+            if hidden == STYLE_HIDDEN and tag == "a" and duplicate_link(node, attrs):
+                hidden = SHOWN
             # A wrapper hidden by its style until scripts run (anti-flicker, unstyled-content
             # guards) holding most of the page is what the visitor reads; the hidden attribute
             # is the page's own "not shown" (a closed tab, a template's copy) and always drops.
