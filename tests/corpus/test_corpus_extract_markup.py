@@ -593,3 +593,18 @@ def test_card_links_kept_from_screen_readers_are_shown() -> None:
     # Any other aria-hidden element stays hidden: an icon's text, a carousel's copy.
     icon = f"<div>{paragraphs('body', 3)}<span aria-hidden='true' tabindex='-1'>Icon glyph</span></div>"
     assert "Icon glyph" not in extract_text(chrome_page(icon))
+
+
+def test_a_carousel_styled_by_its_nav_buttons_is_not_a_navigation() -> None:
+    # A home page's product rows are carousels; "dark-nav-btns" styles their previous/next
+    # buttons, and the row itself is the shop's content.
+    rows = "".join(
+        f"<div class='category-carousel dark-nav-btns'><h2>Row {r}</h2>"
+        + "".join(f"<div class='item'><a class='prod-name' href='/p{r}{i}'>Treadmill model {r}{i}</a> <span>$1,99{i}.00</span></div>" for i in range(5))
+        + "</div>"
+        for r in range(3)
+    )
+    text = extract_text(chrome_page(f"<div class='home'>{rows}</div>"))
+    assert "Treadmill model 24" in text
+    # A navigation is still one.
+    assert "Gadgets" not in extract_text(chrome_page(f"<div class='nav-list'><a href='/g'>Gadgets</a></div>{paragraphs('body', 3)}"))

@@ -100,7 +100,11 @@ COMMENTS = re.compile(r"(?:^|\s)(?:comments?|disqus)(?:[-_\s]|$)", re.I)
 # "p-body-main--withSidebar", "has-sidebar", "mainContainer_noSidebar": a
 # wrapper saying how the page is laid out around it, not the sidebar itself. A whole class
 # "hide-read-more-ad" / "no-ads" / "without-sidebar" says what the element does without.
-_LAYOUT_MODIFIER = re.compile(r"(?:with|no|not|has)[-_]?(?:sidebar|side-bar|comments?|footer|header)", re.I)
+# "dark-nav-btns", "nav-arrows", "nav-dots" style a carousel's own previous/next controls:
+# the element is the carousel (a shop's product row), not a navigation.
+_LAYOUT_MODIFIER = re.compile(
+    r"(?:with|no|not|has)[-_]?(?:sidebar|side-bar|comments?|footer|header)|nav[-_]?(?:btns?|buttons?|arrows?|dots)", re.I
+)
 _GOES_WITHOUT = re.compile(r"(?<![\w-])(?:hide|no|without)-[\w-]+", re.I)
 COMMENT_WORDS = re.compile(r"comment|disqus", re.I)
 REVIEW = re.compile(r"review", re.I)
