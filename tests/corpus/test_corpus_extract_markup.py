@@ -608,3 +608,17 @@ def test_a_carousel_styled_by_its_nav_buttons_is_not_a_navigation() -> None:
     assert "Treadmill model 24" in text
     # A navigation is still one.
     assert "Gadgets" not in extract_text(chrome_page(f"<div class='nav-list'><a href='/g'>Gadgets</a></div>{paragraphs('body', 3)}"))
+
+
+def test_a_section_repeated_for_screen_sizes_counts_once() -> None:
+    # A shop's collection: a grid of linked product cards, then one short section about the
+    # brand that the page repeats for three screen sizes. Three copies of one paragraph are
+    # not three times the page's prose: the grid is the content.
+    cards = "".join(
+        f"<div class='card'><a href='/w{i}'><p>Ridge Wallet {i}</p><p>Matte Olive</p><p>$95</p></a></div>"
+        for i in range(50)
+    )
+    why = f"<div class='why'><h2>Durable design</h2><p>{own_prose('why', 0)}</p></div>"
+    text = extract_text(chrome_page(f"<main><h1>Wallets</h1><div class='grid'>{cards}</div>{why * 3}</main>"))
+    assert "Ridge Wallet 42" in text
+    assert text.count(own_prose("why", 0)) == 1

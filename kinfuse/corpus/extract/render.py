@@ -99,7 +99,7 @@ def _is_item(b: Builder, i: int, in_pre: list[bool]) -> bool:
     return owner >= 0 and b.elems[owner].tag in _ITEM_TAGS or _in_code(b, i, in_pre)
 
 
-def _block_copies(b: Builder, ranges: list[tuple[int, int]]) -> set[int]:
+def block_copies(b: Builder, ranges: list[tuple[int, int]]) -> set[int]:
     """The lines of blocks that repeat an earlier block of the chosen content line for line.
 
     A wrapper with the same lines as its parent is the parent's block, asked once; only blocks
@@ -178,7 +178,7 @@ def prune_lines(page: Page, ranges: list[tuple[int, int]], title: str = "") -> l
             plain[i + 1] = plain[i] + (b.link_chars[i] < len(line) * _LINK_LINE)
     seen: set[str] = set()
     in_pre = _in_pre(b)
-    copies = _block_copies(b, ranges)
+    copies = block_copies(b, ranges)
     out = []
     skip_to = -1
     for start, end in ranges:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from .lines import Elem
+from .render import block_copies
 from .score import PROSE_LINE, Page, score_blocks
 
 _SENTENCE_END = re.compile(r"\.( |$)")
@@ -284,17 +285,33 @@ def _select(page: Page) -> list[tuple[int, int]]:
         ranges = _sections(page, top, ranges, sem)
         if len(ranges) - own >= _MANY_SECTIONS:  # sections joined
             return [(0, len(page.b.lines))]
-    total = page.chars[-1]
-    chosen = sum(page.chars[end] - page.chars[start] for start, end in ranges)
+    # The main block's copies of its own blocks (the same section repeated for other screen
+    # sizes, which render drops) count once: three copies of one section are not three times
+    # the page's prose.
+    copies = _copies(page, ranges)
+    total = page.chars[-1] - copies[0]
+    chosen = sum(page.chars[end] - page.chars[start] for start, end in ranges) - copies[0]
     if not total or chosen >= _PAGE_OF_PARTS * total:
         return ranges
     good = page.good
-    prose = sum(good[end] - good[start] for start, end in ranges)
-    chosen_links = sum(page.links[end] - page.links[start] for start, end in ranges)
-    rest_plain = (total - chosen) - (page.links[-1] - chosen_links)
+    prose = sum(good[end] - good[start] for start, end in ranges) - copies[1]
+    chosen_links = sum(page.links[end] - page.links[start] for start, end in ranges) - copies[2]
+    rest_plain = (total - chosen) - (page.links[-1] - copies[2] - chosen_links)
     if prose >= _ARTICLE_PROSE * good[-1] and prose >= _ARTICLE_CHARS and rest_plain < prose:
         return ranges
     return [(0, len(page.b.lines))]
+
+
+def _copies(page: Page, ranges: list[tuple[int, int]]) -> tuple[int, int, int]:
+    """Characters, prose characters and link characters of the blocks in ``ranges`` that
+    repeat an earlier block of them line for line (render.block_copies: what render drops)."""
+    chars, good, links = page.chars, page.good, page.links
+    dup = [0, 0, 0]
+    for i in block_copies(page.b, ranges):
+        dup[0] += chars[i + 1] - chars[i]
+        dup[1] += good[i + 1] - good[i]
+        dup[2] += links[i + 1] - links[i]
+    return dup[0], dup[1], dup[2]
 
 
 def _main_ranges(page: Page) -> tuple[list[tuple[int, int]], int, int]:
