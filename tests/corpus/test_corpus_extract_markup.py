@@ -357,6 +357,24 @@ def test_related_and_similar_items_headings_head_recommendations() -> None:
         assert "Other blouse number 2" not in text, heading
 
 
+def test_a_recommendations_heading_in_its_own_header_heads_the_grid_beside_it() -> None:
+    # A shop's "Similar items": the heading sits in a header row of its own with a "See all" link
+    # and a sponsor label; the carousel of other products is that header's sibling.
+    description = paragraphs("product", 4)
+    grid = "".join(
+        f"<li><h3>Other blouse number {i} size {10 + i} floral print top</h3><div>New · Business</div>"
+        f"<div>${8 + i}.03</div><div>+ $23.51 delivery</div></li>"
+        for i in range(5)
+    )
+    html = chrome_page(
+        f"<main><h1>A top</h1>{description}<div class='y'><div class='head'><div><h2>Similar items</h2></div>"
+        f"<div>Sponsored</div><a href='/recs'>See all</a></div><ul class='z'>{grid}</ul></div></main>"
+    )
+    text = extract_text(html)
+    assert own_prose("product", 3) in text
+    assert "Other blouse number 2" not in text
+
+
 def test_a_header_inside_a_section_is_that_sections() -> None:
     # A landing page: each feature section opens with <header><h2>..</h2><p>lead</p></header>.
     sections = "".join(

@@ -45,6 +45,11 @@ _RECOMMENDS = re.compile(
 )
 _RECOMMENDS_CHARS = 80
 _RECOMMENDS_SHARE = 0.5
+# A heading in a header row of its own (the heading, a "See all" link, a "Sponsored" label: at
+# most _HEADER_LINES lines) heads the grid beside it, not that row: the block is the smallest
+# one starting at the header with more lines, while under _RECOMMENDS_SHARE (a shop's "Similar
+# items" carousel). On WCXB dev (2 / 3 / 5 lines): 3 and 5 the same, 4 pages move, 3 up.
+_HEADER_LINES = 3
 # A line that is one word, a colon and a number ("Posts: 4,032", "Messages: 12", "Likes: 1.2k"):
 # the counters of a forum poster's panel or a profile card. Measured and units have two parts
 # ("Weight: 5 kg") or more words and stay, and so do list items ("- Logbooks: 41": a fact
@@ -64,7 +69,8 @@ _COPY_LINES = 20
 
 def _recommendations_end(page: Page, i: int, chars: int) -> int:
     """One past the last line of the block that heading line ``i`` heads, or -1: the smallest
-    block holding more than that line, when it is under half the chosen content."""
+    block holding more than that line (more than its header row, _HEADER_LINES), when it is
+    under half the chosen content."""
     b = page.b
     e = b.owner[i]
     if e < 0:
@@ -75,8 +81,17 @@ def _recommendations_end(page: Page, i: int, chars: int) -> int:
     block = elems[e].parent
     if block < 0 or elems[block].tag in ("body", "html"):
         return -1
-    size = page.chars[elems[block].end] - page.chars[elems[block].start]
-    return elems[block].end if size < _RECOMMENDS_SHARE * chars else -1
+    limit = _RECOMMENDS_SHARE * chars
+
+    def size(x: int) -> int:
+        return page.chars[elems[x].end] - page.chars[elems[x].start]
+
+    while elems[block].end - elems[block].start <= _HEADER_LINES:
+        up = elems[block].parent
+        if up < 0 or elems[up].tag in ("body", "html") or elems[up].start != elems[block].start or size(up) >= limit:
+            break
+        block = up
+    return elems[block].end if size(block) < limit else -1
 
 
 def _in_pre(b: Builder) -> list[bool]:
