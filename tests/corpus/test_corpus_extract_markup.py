@@ -414,6 +414,23 @@ def test_text_for_screen_readers_only_is_not_content() -> None:
     assert "Shown on desktop screens" in shown
 
 
+def test_a_label_said_twice_run_together_is_said_once() -> None:
+    # A shop's price and seller link shown and repeated for screen readers in a span beside
+    # them, with a class no framework list names: "EUR 163.12EUR 163.12" is one price.
+    body = (
+        f"<div class='product'>{paragraphs('product', 3)}"
+        "<div class='price'><span aria-hidden='true'>EUR 163.12</span><span class='clip'>EUR 163.12</span></div>"
+        "<div><a href='/shop'>Seller's other items<span class='clip'>Seller's other items</span></a></div></div>"
+    )
+    text = extract_text(chrome_page(body))
+    assert own_prose("product", 2) in text
+    assert "EUR 163.12" in text and "163.12EUR" not in text
+    assert "itemsSeller" not in text
+    # A code of two equal halves is one code, and text that only starts twice is left as it is.
+    plain = extract_text(chrome_page(f"<div>{paragraphs('product', 3)}<p>1234-1234-</p><p>See allSee all on coverage</p></div>"))
+    assert "1234-1234-" in plain and "See allSee all on coverage" in plain
+
+
 def test_a_page_marked_up_as_a_discussion_keeps_its_comment_replies() -> None:
     # A forum thread whose replies sit in "comment" blocks: beside an opening post that holds
     # more of the prose they read as an article's comments, unless the page says (schema.org
