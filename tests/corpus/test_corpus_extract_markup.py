@@ -425,10 +425,25 @@ def test_a_label_said_twice_run_together_is_said_once() -> None:
     text = extract_text(chrome_page(body))
     assert own_prose("product", 2) in text
     assert "EUR 163.12" in text and "163.12EUR" not in text
-    assert "itemsSeller" not in text
+    assert text.count("Seller's other items") == 1
     # A code of two equal halves is one code, and text that only starts twice is left as it is.
     plain = extract_text(chrome_page(f"<div>{paragraphs('product', 3)}<p>1234-1234-</p><p>See allSee all on coverage</p></div>"))
     assert "1234-1234-" in plain and "See allSee all on coverage" in plain
+
+
+def test_a_label_and_its_value_in_elements_side_by_side_are_two_words() -> None:
+    # A shop's specs as label and value spans that CSS lays out as columns, with no space
+    # between them in the markup: "PublisherHoughton" is two words to a reader.
+    rows = "".join(
+        f"<div class='row'><span class='name'>{k}</span><span class='value'>{v}</span></div>"
+        for k, v in (("Publisher", "Houghton Mifflin"), ("Language", "English"), ("Format", "Hardcover"))
+    )
+    text = extract_text(chrome_page(f"<div class='product'>{paragraphs('product', 3)}{rows}</div>"))
+    assert "Publisher Houghton Mifflin" in text
+    assert "Language English" in text
+    # Inside one text node nothing changes: "JavaScript", "iPhone" and "McDonald" stay words.
+    same = extract_text(chrome_page(f"<div>{paragraphs('product', 3)}<p>JavaScript on an iPhone at McDonald's</p></div>"))
+    assert "JavaScript on an iPhone at McDonald's" in same
 
 
 def test_a_page_marked_up_as_a_discussion_keeps_its_comment_replies() -> None:

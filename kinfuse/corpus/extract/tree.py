@@ -119,6 +119,14 @@ def walk(root: LexborNode, thread: bool = False) -> Builder:
                         b.flush()
                     b.text(part, flags[0])
             else:
+                # Texts of two elements run together from a lower-case letter to a capital
+                # ("Publisher</span><span>Houghton", "Home</a><a>About") are two words that CSS
+                # lays out apart (a spec's label and value, a row of links): a space between.
+                # A word split over elements ("Java<b>Script</b>") is the rarer case; a text said
+                # twice stays run together, for render to say once. On WCXB dev 108 pages move,
+                # 48 up: all +0.0006, collection +0.006, listing +0.0015, product -0.00003.
+                if frag and s[0].isupper() and frag[-1][-1:].islower() and s != frag[-1]:
+                    frag.append(" ")
                 frag.append(s)
                 if flags[0]:
                     b.link += len(s.strip())
