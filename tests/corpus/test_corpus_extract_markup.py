@@ -436,11 +436,15 @@ def test_a_label_and_its_value_in_elements_side_by_side_are_two_words() -> None:
     # between them in the markup: "PublisherHoughton" is two words to a reader.
     rows = "".join(
         f"<div class='row'><span class='name'>{k}</span><span class='value'>{v}</span></div>"
-        for k, v in (("Publisher", "Houghton Mifflin"), ("Language", "English"), ("Format", "Hardcover"))
+        for k, v in (("Publisher", "Houghton Mifflin"), ("Language", "English"), ("Pages", "240 pages"))
     )
     text = extract_text(chrome_page(f"<div class='product'>{paragraphs('product', 3)}{rows}</div>"))
     assert "Publisher Houghton Mifflin" in text
     assert "Language English" in text
+    assert "Pages 240 pages" in text
+    # A number written as an index belongs to its word.
+    index = extract_text(chrome_page(f"<div>{paragraphs('product', 3)}<p>Emits CO<sub>2</sub> per m<sup>2</sup></p></div>"))
+    assert "Emits CO2 per m2" in index
     # Inside one text node nothing changes: "JavaScript", "iPhone" and "McDonald" stay words.
     same = extract_text(chrome_page(f"<div>{paragraphs('product', 3)}<p>JavaScript on an iPhone at McDonald's</p></div>"))
     assert "JavaScript on an iPhone at McDonald's" in same
