@@ -357,6 +357,24 @@ def test_related_and_similar_items_headings_head_recommendations() -> None:
         assert "Other blouse number 2" not in text, heading
 
 
+def test_a_recommendations_heading_in_its_own_header_heads_the_grid_beside_it() -> None:
+    # A shop's "Similar items": the heading sits in a header row of its own with a "See all" link
+    # and a sponsor label; the carousel of other products is that header's sibling.
+    description = paragraphs("product", 4)
+    grid = "".join(
+        f"<li><h3>Other blouse number {i} size {10 + i} floral print top</h3><div>New · Business</div>"
+        f"<div>${8 + i}.03</div><div>+ $23.51 delivery</div></li>"
+        for i in range(5)
+    )
+    html = chrome_page(
+        f"<main><h1>A top</h1>{description}<div class='y'><div class='head'><div><h2>Similar items</h2></div>"
+        f"<div>Sponsored</div><a href='/recs'>See all</a></div><ul class='z'>{grid}</ul></div></main>"
+    )
+    text = extract_text(html)
+    assert own_prose("product", 3) in text
+    assert "Other blouse number 2" not in text
+
+
 def test_a_header_inside_a_section_is_that_sections() -> None:
     # A landing page: each feature section opens with <header><h2>..</h2><p>lead</p></header>.
     sections = "".join(
@@ -394,6 +412,42 @@ def test_text_for_screen_readers_only_is_not_content() -> None:
     # Shown again from a breakpoint on ("sr-only md:not-sr-only"): what a desktop reader sees.
     shown = extract_text(chrome_page(f"<div class='product'>{paragraphs('product', 3)}<p class='sr-only md:not-sr-only'>Shown on desktop screens</p></div>"))
     assert "Shown on desktop screens" in shown
+
+
+def test_a_label_said_twice_run_together_is_said_once() -> None:
+    # A shop's price and seller link shown and repeated for screen readers in a span beside
+    # them, with a class no framework list names: "EUR 163.12EUR 163.12" is one price.
+    body = (
+        f"<div class='product'>{paragraphs('product', 3)}"
+        "<div class='price'><span aria-hidden='true'>EUR 163.12</span><span class='clip'>EUR 163.12</span></div>"
+        "<div><a href='/shop'>Seller's other items<span class='clip'>Seller's other items</span></a></div></div>"
+    )
+    text = extract_text(chrome_page(body))
+    assert own_prose("product", 2) in text
+    assert "EUR 163.12" in text and "163.12EUR" not in text
+    assert text.count("Seller's other items") == 1
+    # A code of two equal halves is one code, and text that only starts twice is left as it is.
+    plain = extract_text(chrome_page(f"<div>{paragraphs('product', 3)}<p>1234-1234-</p><p>See allSee all on coverage</p></div>"))
+    assert "1234-1234-" in plain and "See allSee all on coverage" in plain
+
+
+def test_a_label_and_its_value_in_elements_side_by_side_are_two_words() -> None:
+    # A shop's specs as label and value spans that CSS lays out as columns, with no space
+    # between them in the markup: "PublisherHoughton" is two words to a reader.
+    rows = "".join(
+        f"<div class='row'><span class='name'>{k}</span><span class='value'>{v}</span></div>"
+        for k, v in (("Publisher", "Houghton Mifflin"), ("Language", "English"), ("Pages", "240 pages"))
+    )
+    text = extract_text(chrome_page(f"<div class='product'>{paragraphs('product', 3)}{rows}</div>"))
+    assert "Publisher Houghton Mifflin" in text
+    assert "Language English" in text
+    assert "Pages 240 pages" in text
+    # A number written as an index belongs to its word.
+    index = extract_text(chrome_page(f"<div>{paragraphs('product', 3)}<p>Emits CO<sub>2</sub> per m<sup>2</sup></p></div>"))
+    assert "Emits CO2 per m2" in index
+    # Inside one text node nothing changes: "JavaScript", "iPhone" and "McDonald" stay words.
+    same = extract_text(chrome_page(f"<div>{paragraphs('product', 3)}<p>JavaScript on an iPhone at McDonald's</p></div>"))
+    assert "JavaScript on an iPhone at McDonald's" in same
 
 
 def test_a_page_marked_up_as_a_discussion_keeps_its_comment_replies() -> None:

@@ -45,6 +45,11 @@ _RECOMMENDS = re.compile(
 )
 _RECOMMENDS_CHARS = 80
 _RECOMMENDS_SHARE = 0.5
+# A heading in a header row of its own (the heading, a "See all" link, a "Sponsored" label: at
+# most _HEADER_LINES lines) heads the grid beside it, not that row: the block is the smallest
+# one starting at the header with more lines, while under _RECOMMENDS_SHARE (a shop's "Similar
+# items" carousel). On WCXB dev (2 / 3 / 5 lines): 3 and 5 the same, 4 pages move, 3 up.
+_HEADER_LINES = 3
 # A line that is one word, a colon and a number ("Posts: 4,032", "Messages: 12", "Likes: 1.2k"):
 # the counters of a forum poster's panel or a profile card. Measured and units have two parts
 # ("Weight: 5 kg") or more words and stay, and so do list items ("- Logbooks: 41": a fact
@@ -60,11 +65,19 @@ _FILLER = re.compile(r"(?:[-*] )?lorem ipsum\b", re.I)
 # (60 / 80 / 100 / 150 characters, 10 / 20 / 40 lines): 80 and 20, 132 pages move, 95 up.
 _COPY_CHARS = 80
 _COPY_LINES = 20
+# A line that is one text twice over, run together ("EUR 163.12EUR 163.12", "Seller's other
+# itemsSeller's other items"): a label shown and the same label for screen readers beside it,
+# or a price in two layouts' spans with no space between, said once (render). At least
+# _DOUBLED_CHARS characters each, with a letter ("1234-1234-" is a code). On WCXB dev 7 pages
+# move, all up (product +0.0012, service +0.0002). A prefix said twice before a longer text
+# too ("See all detailsSee all details on coverage"): the same overall F1, 9 pages down.
+_DOUBLED_CHARS = 4
 
 
 def _recommendations_end(page: Page, i: int, chars: int) -> int:
     """One past the last line of the block that heading line ``i`` heads, or -1: the smallest
-    block holding more than that line, when it is under half the chosen content."""
+    block holding more than that line (more than its header row, _HEADER_LINES), when it is
+    under half the chosen content."""
     b = page.b
     e = b.owner[i]
     if e < 0:
@@ -75,8 +88,17 @@ def _recommendations_end(page: Page, i: int, chars: int) -> int:
     block = elems[e].parent
     if block < 0 or elems[block].tag in ("body", "html"):
         return -1
-    size = page.chars[elems[block].end] - page.chars[elems[block].start]
-    return elems[block].end if size < _RECOMMENDS_SHARE * chars else -1
+    limit = _RECOMMENDS_SHARE * chars
+
+    def size(x: int) -> int:
+        return page.chars[elems[x].end] - page.chars[elems[x].start]
+
+    while elems[block].end - elems[block].start <= _HEADER_LINES:
+        up = elems[block].parent
+        if up < 0 or elems[up].tag in ("body", "html") or elems[up].start != elems[block].start or size(up) >= limit:
+            break
+        block = up
+    return elems[block].end if size(block) < limit else -1
 
 
 def _in_pre(b: Builder) -> list[bool]:
@@ -247,6 +269,15 @@ def _drop_closing_headings(b: Builder, out: list[int]) -> list[int]:
     return res
 
 
+def _undouble(line: str) -> str:
+    """``line`` said once when it is one text said twice, with nothing between."""
+    half = len(line) // 2
+    if len(line) % 2 == 0 and half >= _DOUBLED_CHARS and line[:half] == line[half:]:
+        if any(c.isalpha() for c in line[:half]):  # "20202020" is a number
+            return line[:half]
+    return line
+
+
 def render(page: Page, idxs: list[int]) -> str:
     """The kept lines as text: a blank line between blocks, none inside a list or table."""
     b = page.b
@@ -264,6 +295,6 @@ def render(page: Page, idxs: list[int]) -> str:
                 and b.elems[owner].parent == b.elems[prev].parent
             )
             parts.append("\n" if tight else "\n\n")
-        parts.append(b.lines[i])
+        parts.append(_undouble(b.lines[i]))
         prev = owner
     return "".join(parts)
