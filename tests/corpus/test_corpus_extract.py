@@ -513,8 +513,10 @@ def test_extract_drops_comments_beside_a_post_written_without_paragraphs() -> No
 
 def test_extract_drops_the_author_box_under_an_article() -> None:
     # Under the post, a box about its writer (photo, bio, links to their posts), named
-    # "author-box", "author-description", "about-author": about the writer, not the article.
-    for cls in ("author-box", "author-description", "about-author", "saboxplugin-wrap"):
+    # "author-box", "author-description", "about-author", "author-section", "author-wrapper",
+    # "contributor-box": about the writer, not the article.
+    for cls in ("author-box", "author-description", "about-author", "saboxplugin-wrap", "author-section", "author-wrapper",
+                "contributor-box"):
         bio = "Karina is the owner of a cleaning company and holds a degree in business; she writes on homes and work."
         html = (
             f"<html><body>{NAV}<div class='post'><h1>House cleaning trends</h1>{paragraphs('post', 4)}"
