@@ -496,10 +496,27 @@ def test_extract_drops_comments_beside_an_article_even_when_they_outweigh_it() -
     assert own_prose("comment", 0) not in text and own_prose("comment", 99) not in text
 
 
+def test_extract_drops_comments_beside_a_post_written_without_paragraphs() -> None:
+    # A blog post whose text is lines separated by <br> (no <p>), with its comment section in
+    # the same post wrapper: the paragraph count sees no article outside the comments, the text does.
+    post = "<br>".join(own_prose("post", i) for i in range(9))
+    comments = "".join(f"<li class='comment'><p>{own_prose('comment', i)}</p></li>" for i in range(30))
+    html = (
+        f"<html><body>{NAV}<div class='post-outer'><div class='post-body'>{post}</div>"
+        f"<div class='comments' id='comments'><h4>30 comments:</h4><ol>{comments}</ol></div>"
+        f"</div>{FOOTER}</body></html>"
+    )
+    text = extract_text(html)
+    assert own_prose("post", 0) in text and own_prose("post", 8) in text
+    assert own_prose("comment", 0) not in text and own_prose("comment", 29) not in text
+
+
 def test_extract_drops_the_author_box_under_an_article() -> None:
     # Under the post, a box about its writer (photo, bio, links to their posts), named
-    # "author-box", "author-description", "about-author": about the writer, not the article.
-    for cls in ("author-box", "author-description", "about-author", "saboxplugin-wrap"):
+    # "author-box", "author-description", "about-author", "author-section", "author-wrapper",
+    # "contributor-box": about the writer, not the article.
+    for cls in ("author-box", "author-description", "about-author", "saboxplugin-wrap", "author-section", "author-wrapper",
+                "contributor-box"):
         bio = "Karina is the owner of a cleaning company and holds a degree in business; she writes on homes and work."
         html = (
             f"<html><body>{NAV}<div class='post'><h1>House cleaning trends</h1>{paragraphs('post', 4)}"

@@ -53,8 +53,10 @@ class ClassWords:
 # Strong chrome words, as they sit inside "post"/"message" blocks.
 _POSTER = r"postprofile|signature|usertitle|user-title|userdetails|user-details|userextras|user-extras|userinfo|user-info|flair"
 # The box about the article's author under it (their photo, a bio, links to their other posts):
-# about the writer, not the article. "author-bio" was already chrome; the others name the same box.
-_AUTHOR_BOX = r"author[-_]?(?:box|desc|info|profile)|about[-_]?author|saboxplugin"
+# about the writer, not the article. "author-bio" was already chrome; the others name the same box
+# ("author-section", "author-wrapper", a student paper's "contributor-box"). Not "author-card":
+# a book's product page has its "about the author" card as content (WCXB dev: product -0.001).
+_AUTHOR_BOX = r"author[-_]?(?:box|desc|info|profile)|author[-_](?:section|block|wrap|container|area)|contributor[-_](?:box|bio|area)|about[-_]?author|saboxplugin"
 # A shop's purchase widgets, named by the platforms' own classes: the add-to-cart/bag button
 # and its form, the "notify me when back in stock" form, instalment-payment notes (Afterpay,
 # Klarna) and payment/trust badges. They operate the page; the product's text is beside them

@@ -194,6 +194,8 @@ def walk(root: LexborNode, thread: bool = False) -> Builder:
                 # ...and not when the page has an article of its own outside them.
                 if comments and not in_thread and total_ptext - sizes.get(node.mem_id, total_ptext) >= _ARTICLE_BESIDE:
                     continue
+                if comments and not in_thread and _post_beside(node):
+                    continue
                 if not in_thread and (comments or COMMENT_WORDS.search(attr)):
                     flags = (in_link, in_pre, True)
         block = tag in _BLOCK_TAGS
@@ -229,6 +231,16 @@ def _run_together(last: str, first: str, node: LexborNode) -> bool:
     if first.isupper():
         return last.islower()
     return first.isdigit() and last.isalpha() and node.parent is not None and node.parent.tag not in ("sub", "sup")
+
+
+def _post_beside(node: LexborNode) -> bool:
+    """A post written without paragraphs (a blog's <br>-separated text, a news site's story
+    body in <div>s) beside its comment section in one wrapper: the wrapper's text outside the
+    comments makes an article of its own, which the paragraph count above does not see."""
+    parent = node.parent
+    if parent is None or parent.tag in ("body", "html"):
+        return False
+    return text_len(parent) - text_len(node) >= _ARTICLE_BESIDE
 
 
 def node_text(node: LexborNode | None) -> str:
