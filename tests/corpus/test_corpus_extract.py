@@ -501,10 +501,9 @@ def test_extract_drops_comments_beside_a_post_written_without_paragraphs() -> No
     # the same post wrapper: the paragraph count sees no article outside the comments, the text does.
     post = "<br>".join(own_prose("post", i) for i in range(9))
     comments = "".join(f"<li class='comment'><p>{own_prose('comment', i)}</p></li>" for i in range(30))
-    html = (
-        f"<html><body>{NAV}<div class='post-outer'><div class='post-body'>{post}</div>"
-        f"<div class='comments' id='comments'><h4>30 comments:</h4><ol>{comments}</ol></div>"
-        f"</div>{FOOTER}</body></html>"
+    html = chrome_page(
+        f"<div class='post-outer'><div class='post-body'>{post}</div>"
+        f"<div class='comments' id='comments'><h4>30 comments:</h4><ol>{comments}</ol></div></div>"
     )
     text = extract_text(html)
     assert own_prose("post", 0) in text and own_prose("post", 8) in text

@@ -315,15 +315,21 @@ def test_a_class_naming_what_an_element_goes_without_is_not_chrome() -> None:
     assert own_prose("ad", 0) not in ad
 
 
+def _other_products(item: str, seller: str) -> str:
+    """Five cards of other products (title, seller, price, delivery), each in ``<item>``."""
+    tag = item.split()[0]
+    return "".join(
+        f"<{item}><h3>Other blouse number {i} size {10 + i} floral print top</h3><div>{seller}</div>"
+        f"<div>${8 + i}.03</div><div>+ $23.51 delivery</div></{tag}>"
+        for i in range(5)
+    )
+
+
 def test_a_block_headed_as_recommendations_is_not_thechrome_page() -> None:
     # A shop's product page: description and specs, then a grid of other products under "People
     # who viewed this item also viewed", with no class word saying what the grid is.
     description = paragraphs("product", 4)
-    grid = "".join(
-        f"<div class='card'><h3>Other blouse number {i} size {10 + i} floral print top</h3><div>Private</div>"
-        f"<div>${8 + i}.03</div><div>+ $23.51 delivery</div></div>"
-        for i in range(5)
-    )
+    grid = _other_products("div class='card'", "Private")
     html = chrome_page(
         f"<main><h1>A top</h1>{description}"
         f"<div class='y'><h2>People who viewed this item also viewed</h2><div class='z'>{grid}</div></div></main>"
@@ -342,11 +348,7 @@ def test_related_and_similar_items_headings_head_recommendations() -> None:
     # "Related articles" or "Trending stories" under a post: other pages' items, which no class
     # word marks.
     description = paragraphs("product", 4)
-    grid = "".join(
-        f"<div class='card'><h3>Other blouse number {i} size {10 + i} floral print top</h3><div>Private</div>"
-        f"<div>${8 + i}.03</div><div>+ $23.51 delivery</div></div>"
-        for i in range(5)
-    )
+    grid = _other_products("div class='card'", "Private")
     for heading in ("Explore related items", "Similar threads", "Related articles", "Most popular posts", "Trending stories"):
         html = chrome_page(
             f"<main><h1>A top</h1>{description}"
@@ -361,11 +363,7 @@ def test_a_recommendations_heading_in_its_own_header_heads_the_grid_beside_it() 
     # A shop's "Similar items": the heading sits in a header row of its own with a "See all" link
     # and a sponsor label; the carousel of other products is that header's sibling.
     description = paragraphs("product", 4)
-    grid = "".join(
-        f"<li><h3>Other blouse number {i} size {10 + i} floral print top</h3><div>New · Business</div>"
-        f"<div>${8 + i}.03</div><div>+ $23.51 delivery</div></li>"
-        for i in range(5)
-    )
+    grid = _other_products("li", "New · Business")
     html = chrome_page(
         f"<main><h1>A top</h1>{description}<div class='y'><div class='head'><div><h2>Similar items</h2></div>"
         f"<div>Sponsored</div><a href='/recs'>See all</a></div><ul class='z'>{grid}</ul></div></main>"

@@ -191,11 +191,11 @@ def walk(root: LexborNode, thread: bool = False) -> Builder:
                 most = 0.85 if comments or REVIEW.search(attr) else 0.5
                 if not holds_most_prose(node, most) and not item_caption(node, attr):
                     continue
-                # ...and not when the page has an article of its own outside them.
-                if comments and not in_thread and total_ptext - sizes.get(node.mem_id, total_ptext) >= _ARTICLE_BESIDE:
-                    continue
-                if comments and not in_thread and _post_beside(node):
-                    continue
+                # ...and not when the page has an article of its own outside them: in paragraphs,
+                # or as the other text of their wrapper (a post written without <p>).
+                if comments and not in_thread:
+                    if total_ptext - sizes.get(node.mem_id, total_ptext) >= _ARTICLE_BESIDE or _post_beside(node):
+                        continue
                 if not in_thread and (comments or COMMENT_WORDS.search(attr)):
                     flags = (in_link, in_pre, True)
         block = tag in _BLOCK_TAGS
